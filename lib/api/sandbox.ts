@@ -1,0 +1,77 @@
+import { Readable, pipeline } from 'readable-stream'
+import { createSandboxStream, type SandboxStream } from '../compose.js'
+import { isLoadedGuest, loadGuest, type LoadedGuest, type ModuleSource } from '../guest/load.js'
+import { NO_OUTPUT_LIMITS } from '../guest/instance.js'
+import { resolveOptions, type ResolvedOptions, type SandboxOptions } from '../options.js'
+import { InlineRunner } from '../runners/inline.js'
+import type { GuestRunner } from '../runners/runner.js'
+
+/** One guest, many streams: the module is read and compiled once. */
+export class StreamProcessor {
+  private readonly source: ModuleSource
+  private readonly options: ResolvedOptions
+
+  /** @internal use `sandbox.createStreamProcessor(module)` */
+  constructor(source: ModuleSource, options: ResolvedOptions) {
+    this.source = source
+    this.options = options
+  }
+
+  /** A fresh duplex running its own instance of the guest. */
+  stream(): SandboxStream {
+    return createSandboxStream(this.source, this.options)
+  }
+
+  /** Runs `input` through a fresh stream and yields the guest's output chunks. */
+  processStream(input: AsyncIterable<Uint8Array | string> | Iterable<Uint8Array | string>): AsyncIterable<Buffer> {
+    const duplex = this.stream()
+    const source = Readable.from(input as AsyncIterable<Uint8Array>, { objectMode: false })
+    // The duplex is read below; pipeline only drives the writing side and tears down on error.
+    pipeline(source, duplex as never, (err: Error | null | undefined) => {
+      if (err && !duplex.destroyed) duplex.destroy(err)
+    })
+    return duplex as AsyncIterable<Buffer>
+  }
+}
+
+/** Holds options shared by every processor and call made from it. */
+export class Sandbox {
+  readonly options: ResolvedOptions
+
+  /** @internal use `createSandbox(options)` */
+  constructor(options: ResolvedOptions) {
+    this.options = options
+  }
+
+  createStreamProcessor(module: ModuleSource): StreamProcessor {
+    return new StreamProcessor(module, this.options)
+  }
+
+  /**
+   * One-shot: the whole input as one chunk through `process_chunk`, then `flush`; all output
+   * concatenated. For inputs that fit in memory; use a stream for anything larger.
+   */
+  async call(module: ModuleSource | LoadedGuest, input: Uint8Array | string): Promise<Buffer> {
+    const guest = isLoadedGuest(module) ? module : await loadGuest(module)
+    const bytes = typeof input === 'string' ? Buffer.from(input) : Buffer.from(input.buffer, input.byteOffset, input.byteLength)
+    const outputs: Buffer[] = []
+    const runner: GuestRunner = new InlineRunner(guest, (chunk) => outputs.push(chunk), {
+      bufferSize: Math.max(bytes.length, 1),
+      limits: NO_OUTPUT_LIMITS,
+    })
+    const step = (run: (cb: (err?: Error | null) => void) => void): Promise<void> =>
+      new Promise((resolve, reject) => run((err) => (err ? reject(err) : resolve())))
+    try {
+      await step((cb) => runner.start(cb))
+      await step((cb) => runner.process(bytes, 0, cb))
+      await step((cb) => runner.flush(bytes.length, cb))
+    } finally {
+      runner.destroy()
+    }
+    return Buffer.concat(outputs)
+  }
+}
+
+export function createSandbox(options?: SandboxOptions): Sandbox {
+  return new Sandbox(resolveOptions(options))
+}

@@ -1,0 +1,99 @@
+import pumpify from 'pumpify'
+import { pipeline } from 'readable-stream'
+import type { Duplex, Stream } from 'node:stream'
+import type { LoadedGuest, ModuleSource } from './guest/load.js'
+import { logger } from './log.js'
+import type { ResolvedOptions } from './options.js'
+import { Chunker } from './stages/chunker.js'
+import { WasmExecutor } from './stages/wasm-executor.js'
+
+const log = logger('compose')
+
+/** The duplex a user gets: write input bytes, read guest output. */
+export interface SandboxStream extends Duplex {
+  /** The stages inside, in order; for inspection and tests. */
+  readonly stages: readonly Stream[]
+}
+
+type PumpifyInstance = InstanceType<typeof pumpify> & {
+  _autoDestroy?: boolean
+  cork(): void
+  uncork(): void
+}
+
+const bundles = new Map<number, new () => PumpifyInstance>()
+
+/**
+ * pumpify's bundle (a duplexify that writes to the first stage and reads from the last), with
+ * the chain run by `pipeline()` instead of pump. The difference matters on failure: pump, and
+ * so pumpify, turns a stage closed early into a clean close, silently truncating the user's
+ * output; `pipeline()` reports it as ERR_STREAM_PREMATURE_CLOSE.
+ */
+function bundleClass(highWaterMark: number): new () => PumpifyInstance {
+  let Bundle = bundles.get(highWaterMark)
+  if (Bundle) return Bundle
+  const Base = pumpify.ctor({ autoDestroy: false, destroy: false, objectMode: false, highWaterMark })
+  class PipelineBundle extends (Base as unknown as new () => PumpifyInstance) {
+    override setPipeline(...args: unknown[]): void {
+      const streams = (Array.isArray(args[0]) ? args[0] : args) as Stream[]
+      let ended = false
+      // Destroying the bundle must reach every stage (and so every worker).
+      const onclose = (): void => {
+        for (const s of streams) (s as Duplex).destroy()
+      }
+      this.on('close', onclose)
+      this.on('prefinish', () => {
+        if (!ended) this.cork()
+      })
+      ;(pipeline as unknown as (...a: unknown[]) => void)(...streams, (err: Error | null | undefined) => {
+        this.removeListener('close', onclose)
+        if (err) {
+          log('pipeline failed: %s', err.message)
+          this.destroy(err)
+          return
+        }
+        ended = true
+        // The chain is done writing but the last stage may still be read: keep its errors fatal.
+        if (this._autoDestroy === false) this._autoDestroy = true
+        this.uncork()
+      })
+      if (this.destroyed) {
+        onclose()
+        return
+      }
+      this.setWritable(streams[0] as unknown as Parameters<PumpifyInstance['setWritable']>[0])
+      this.setReadable(streams[streams.length - 1] as unknown as Parameters<PumpifyInstance['setReadable']>[0])
+    }
+  }
+  Bundle = PipelineBundle
+  bundles.set(highWaterMark, Bundle)
+  return Bundle
+}
+
+/** Bundles stages into one duplex, composed with `pipeline()`: errors and destroy reach all. */
+export function composeStages(stages: Stream[], highWaterMark: number): SandboxStream {
+  const Bundle = bundleClass(highWaterMark)
+  const bundle = new Bundle()
+  Object.defineProperty(bundle, 'stages', { value: Object.freeze([...stages]), enumerable: false })
+  bundle.setPipeline(stages as never)
+  return bundle as unknown as SandboxStream
+}
+
+/**
+ * The default chain: Chunker → WasmExecutor. The BackpressureGate is left out while the
+ * strategy is `'block'` (Node's own backpressure already is that strategy) and the
+ * CheckpointTap while checkpoints are off: a stage with nothing to do still costs a hop per chunk.
+ */
+export function createSandboxStream(module: ModuleSource | LoadedGuest, options: ResolvedOptions): SandboxStream {
+  const { bufferSize, highWaterMark } = options
+  const stages: Stream[] = [
+    new Chunker({
+      bufferSize,
+      highWaterMark,
+      maxRecordSize: options.maxRecordSize,
+      ...(options.delimiter ? { delimiter: options.delimiter } : {}),
+    }) as unknown as Stream,
+    new WasmExecutor(module, { bufferSize, highWaterMark }) as unknown as Stream,
+  ]
+  return composeStages(stages, highWaterMark)
+}

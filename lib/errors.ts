@@ -1,0 +1,172 @@
+/**
+ * One error family for everything the sandbox reports. `code` is stable and is what callers
+ * should branch on; the message is for people and says what to do next.
+ */
+export type WasmSandboxErrorCode =
+  | 'ERR_WASM_INVALID_OPTION'
+  | 'ERR_WASM_MODULE_NOT_FOUND'
+  | 'ERR_WASM_INVALID_MODULE'
+  | 'ERR_WASM_MISSING_EXPORT'
+  | 'ERR_WASM_BAD_EXPORT'
+  | 'ERR_WASM_UNKNOWN_IMPORT'
+  | 'ERR_WASM_TRAP'
+  | 'ERR_WASM_GUEST_ERROR'
+  | 'ERR_WASM_OUT_OF_BOUNDS'
+  | 'ERR_WASM_RECORD_TOO_LARGE'
+  | 'ERR_WASM_MEMORY_LIMIT'
+  | 'ERR_WASM_TIMEOUT'
+  | 'ERR_WASM_OUTPUT_LIMIT'
+  | 'ERR_WASM_WORKER_DIED'
+
+export interface WasmSandboxErrorDetails {
+  /** Input byte offset of the chunk being processed when it happened (absent at load time). */
+  offset?: number
+  /** Module name: the file path, URL, or `<buffer>` / `<module>`. */
+  module?: string
+  /** The guest export that was running (`process_chunk`, `init`, `flush`, `alloc`). */
+  exportName?: string
+  /** Non-zero status returned by the guest. */
+  status?: number
+  cause?: unknown
+}
+
+export class WasmSandboxError extends Error {
+  readonly code: WasmSandboxErrorCode
+  readonly offset: number | undefined
+  readonly module: string | undefined
+  readonly exportName: string | undefined
+  readonly status: number | undefined
+
+  constructor(code: WasmSandboxErrorCode, message: string, details: WasmSandboxErrorDetails = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause })
+    this.name = 'WasmSandboxError'
+    this.code = code
+    this.offset = details.offset
+    this.module = details.module
+    this.exportName = details.exportName
+    this.status = details.status
+  }
+}
+
+export function isWasmSandboxError(err: unknown): err is WasmSandboxError {
+  return err instanceof WasmSandboxError
+}
+
+/** Where a runtime error happened, as the executor knows it. */
+export interface GuestSite {
+  module: string
+  exportName: string
+  offset: number
+}
+
+function at(site: GuestSite): string {
+  return `${site.module}: ${site.exportName}() at input offset ${site.offset}`
+}
+
+/** Factories, one per code, so messages stay consistent and every error carries its site. */
+export const errors = {
+  invalidOption(message: string): WasmSandboxError {
+    return new WasmSandboxError('ERR_WASM_INVALID_OPTION', message)
+  },
+  moduleNotFound(module: string, cause: unknown): WasmSandboxError {
+    return new WasmSandboxError(
+      'ERR_WASM_MODULE_NOT_FOUND',
+      `Cannot read wasm module ${module}: ${(cause as Error)?.message ?? cause}. Check the path or URL.`,
+      { module, cause },
+    )
+  },
+  invalidModule(module: string, reason: string, cause?: unknown): WasmSandboxError {
+    return new WasmSandboxError(
+      'ERR_WASM_INVALID_MODULE',
+      `${module} is not a valid WebAssembly module: ${reason}`,
+      { module, cause },
+    )
+  },
+  missingExports(module: string, names: string[]): WasmSandboxError {
+    return new WasmSandboxError(
+      'ERR_WASM_MISSING_EXPORT',
+      `${module} does not export ${names.join(', ')}, required by the wasm-sandbox guest ABI v1 (see docs/abi.md).`,
+      { module },
+    )
+  },
+  badExport(module: string, name: string, expected: string, actual: string): WasmSandboxError {
+    return new WasmSandboxError(
+      'ERR_WASM_BAD_EXPORT',
+      `${module} exports ${name} as ${actual}, but the guest ABI v1 needs ${expected} (see docs/abi.md).`,
+      { module, exportName: name },
+    )
+  },
+  unknownImport(module: string, imports: string[]): WasmSandboxError {
+    return new WasmSandboxError(
+      'ERR_WASM_UNKNOWN_IMPORT',
+      `${module} imports ${imports.join(', ')}, which the sandbox does not provide. ` +
+        'A guest may import only sandbox.emit, sandbox.fail and env.memory (see docs/abi.md).',
+      { module },
+    )
+  },
+  trap(site: GuestSite, cause: unknown): WasmSandboxError {
+    const reason = cause instanceof Error ? cause.message : String(cause)
+    return new WasmSandboxError('ERR_WASM_TRAP', `Guest trapped in ${at(site)}: ${reason}`, { ...site, cause })
+  },
+  guestError(site: GuestSite, status: number, failMessage: string | undefined): WasmSandboxError {
+    const why = failMessage ? `: ${failMessage}` : ' (the guest gave no message via sandbox.fail)'
+    return new WasmSandboxError('ERR_WASM_GUEST_ERROR', `Guest returned error status ${status} from ${at(site)}${why}`, {
+      ...site,
+      status,
+    })
+  },
+  outOfBounds(site: GuestSite, what: string, ptr: number, len: number, memoryBytes: number): WasmSandboxError {
+    return new WasmSandboxError(
+      'ERR_WASM_OUT_OF_BOUNDS',
+      `Guest passed an out-of-bounds ${what} (ptr=${ptr}, len=${len}, memory is ${memoryBytes} bytes) in ${at(site)}. ` +
+        'The guest is broken or hostile; its instance was discarded.',
+      site,
+    )
+  },
+  recordTooLarge(offset: number, maxRecordSize: number): WasmSandboxError {
+    return new WasmSandboxError(
+      'ERR_WASM_RECORD_TOO_LARGE',
+      `A record starting at input offset ${offset} is longer than maxRecordSize (${maxRecordSize} bytes). ` +
+        'Raise maxRecordSize or check the delimiter.',
+      { offset },
+    )
+  },
+  memoryLimit(site: GuestSite, limitBytes: number, cause?: unknown): WasmSandboxError {
+    return new WasmSandboxError(
+      'ERR_WASM_MEMORY_LIMIT',
+      `Guest hit the memory limit of ${limitBytes} bytes in ${at(site)}. Raise limits.memory if the guest legitimately needs more.`,
+      { ...site, cause },
+    )
+  },
+  initialMemoryTooLarge(module: string, initialBytes: number, limitBytes: number): WasmSandboxError {
+    return new WasmSandboxError(
+      'ERR_WASM_MEMORY_LIMIT',
+      `${module} declares an initial memory of ${initialBytes} bytes, over limits.memory (${limitBytes} bytes). ` +
+        'Raise limits.memory or rebuild the guest with a smaller initial memory.',
+      { module },
+    )
+  },
+  timeout(site: GuestSite, timeoutMs: number, kind: 'timeout' | 'deadline' = 'timeout'): WasmSandboxError {
+    const what = kind === 'deadline' ? `the stream deadline of ${timeoutMs} ms` : `the ${timeoutMs} ms time limit`
+    return new WasmSandboxError(
+      'ERR_WASM_TIMEOUT',
+      `Guest exceeded ${what} in ${at(site)} and was terminated. Raise limits.${kind} if the work is legitimately slow.`,
+      site,
+    )
+  },
+  outputLimit(site: GuestSite, limit: number, which: 'maxOutputPerChunk' | 'maxOutput'): WasmSandboxError {
+    return new WasmSandboxError(
+      'ERR_WASM_OUTPUT_LIMIT',
+      `Guest emitted more than limits.${which} (${limit} bytes) in ${at(site)}. Raise limits.${which} if that much output is expected.`,
+      site,
+    )
+  },
+  workerDied(site: GuestSite, cause: unknown): WasmSandboxError {
+    const reason = cause instanceof Error ? cause.message : String(cause)
+    return new WasmSandboxError(
+      'ERR_WASM_WORKER_DIED',
+      `The worker running the guest died in ${at(site)}: ${reason}`,
+      { ...site, cause },
+    )
+  },
+}

@@ -1,0 +1,208 @@
+import { errors, WasmSandboxError, type GuestSite } from '../errors.js'
+import { PAGE_SIZE } from './binary.js'
+import type { LoadedGuest } from './load.js'
+
+/** Receives each output buffer the guest emits; the buffer is the receiver's to keep. */
+export type OutputSink = (chunk: Buffer) => void
+
+export interface OutputLimits {
+  /** Bytes the guest may emit for one chunk (or for `flush`). */
+  maxOutputPerChunk: number
+  /** Bytes the guest may emit over the whole stream. */
+  maxOutput: number
+}
+
+export const NO_OUTPUT_LIMITS: OutputLimits = { maxOutputPerChunk: Infinity, maxOutput: Infinity }
+
+interface GuestExports {
+  memory?: WebAssembly.Memory
+  alloc: (len: number) => number
+  process_chunk: (ptr: number, len: number) => number
+  init?: () => number
+  flush?: () => number
+}
+
+const MAX_FAIL_MESSAGE = 4096
+const utf8 = new TextDecoder('utf-8', { fatal: false })
+
+/**
+ * One live instance of a guest, driven through ABI v1. This is the per-chunk hot path: it keeps
+ * one input region and one view of guest memory, refreshing the view only after the memory
+ * grew, and allocates nothing per chunk but the output buffers it hands to the sink.
+ *
+ * Any failure marks the instance broken; a broken instance is never called again.
+ */
+export class GuestInstance {
+  broken = false
+  private readonly guest: LoadedGuest
+  private readonly sink: OutputSink
+  private readonly limits: OutputLimits
+  private readonly exports: GuestExports
+  private readonly memory: WebAssembly.Memory
+  private view: Uint8Array
+  private region = 0
+  private regionSize = 0
+  private chunkOutput = 0
+  private totalOutput = 0
+  private failMessage: string | undefined = undefined
+  /** An abuse detected inside an import; it outranks whatever the unwinding guest throws. */
+  private failure: WasmSandboxError | undefined = undefined
+  /** Reused for every call, so the hot path builds no site objects. */
+  private readonly site: GuestSite
+
+  constructor(guest: LoadedGuest, sink: OutputSink, limits: OutputLimits = NO_OUTPUT_LIMITS) {
+    this.guest = guest
+    this.sink = sink
+    this.limits = limits
+    this.site = { module: guest.name, exportName: 'start', offset: 0 }
+    const imported = guest.abi.importedMemory ? this.createImportedMemory() : undefined
+    const imports: WebAssembly.Imports = { sandbox: { emit: this.emit, fail: this.fail } }
+    if (imported) imports.env = { memory: imported }
+    let instance: WebAssembly.Instance
+    try {
+      instance = new WebAssembly.Instance(guest.module, imports)
+    } catch (err) {
+      throw err instanceof WebAssembly.LinkError
+        ? errors.invalidModule(guest.name, `cannot instantiate: ${err.message}`, err)
+        : this.classify(err)
+    }
+    this.exports = instance.exports as unknown as GuestExports
+    this.memory = imported ?? this.exports.memory!
+    this.view = new Uint8Array(this.memory.buffer)
+  }
+
+  /** Calls the guest's `init` export, if it has one. */
+  init(): void {
+    const init = this.exports.init
+    if (!init) return
+    this.callStatus('init', init, 0, 0, 0)
+  }
+
+  /** Has the guest allocate its input region for chunks of up to `length` bytes. */
+  reserve(length: number): void {
+    if (length > this.regionSize) this.allocRegion(length)
+  }
+
+  /** Copies `chunk` into the guest's input region and runs `process_chunk` on it. */
+  process(chunk: Uint8Array, offset: number): void {
+    const length = chunk.length
+    this.site.offset = offset
+    if (length > this.regionSize) this.allocRegion(length)
+    const view = this.currentView()
+    if (this.region + length > view.length) {
+      throw this.abort(errors.outOfBounds(this.site, 'input region', this.region, length, view.length))
+    }
+    view.set(chunk, this.region)
+    this.chunkOutput = 0
+    this.callStatus('process_chunk', this.exports.process_chunk, this.region, length, offset)
+  }
+
+  /** Runs the guest's `flush` export, if it has one, so it can emit trailing output. */
+  flush(offset: number): void {
+    const flush = this.exports.flush
+    if (!flush) return
+    this.chunkOutput = 0
+    this.callStatus('flush', flush, 0, 0, offset)
+  }
+
+  /** Bytes of linear memory the instance has now. */
+  memoryBytes(): number {
+    return this.memory.buffer.byteLength
+  }
+
+  private createImportedMemory(): WebAssembly.Memory {
+    const declared = this.guest.abi.importedMemory!
+    const descriptor: WebAssembly.MemoryDescriptor = { initial: declared.initial }
+    if (declared.maximum !== undefined) descriptor.maximum = declared.maximum
+    if (declared.shared) (descriptor as { shared?: boolean }).shared = true
+    try {
+      return new WebAssembly.Memory(descriptor)
+    } catch (err) {
+      throw errors.memoryLimit(this.site, declared.initial * PAGE_SIZE, err)
+    }
+  }
+
+  private allocRegion(length: number): void {
+    const ptr = this.callExport('alloc', this.exports.alloc, length, 0, this.site.offset) >>> 0
+    const size = this.currentView().length
+    if (ptr + length > size) {
+      throw this.abort(errors.outOfBounds(this.site, 'alloc result', ptr, length, size))
+    }
+    this.region = ptr
+    this.regionSize = length
+  }
+
+  private callStatus(name: string, fn: (a: number, b: number) => number, a: number, b: number, offset: number): void {
+    const status = this.callExport(name, fn, a, b, offset)
+    if (status !== 0) throw this.abort(errors.guestError({ ...this.site }, status, this.failMessage))
+  }
+
+  private callExport(name: string, fn: (a: number, b: number) => number, a: number, b: number, offset: number): number {
+    if (this.broken) throw new Error('internal: a broken guest instance was called again')
+    this.site.exportName = name
+    this.site.offset = offset
+    this.failMessage = undefined
+    this.failure = undefined
+    try {
+      return fn(a, b)
+    } catch (err) {
+      throw this.classify(err)
+    }
+  }
+
+  private currentView(): Uint8Array {
+    // memory.grow detaches the old buffer, which leaves the old view empty.
+    if (this.view.byteLength === 0 || this.view.buffer !== this.memory.buffer) {
+      this.view = new Uint8Array(this.memory.buffer)
+    }
+    return this.view
+  }
+
+  /** Turns whatever a guest call threw into the one typed error that explains it. */
+  private classify(err: unknown): WasmSandboxError {
+    this.broken = true
+    if (this.failure) return this.failure
+    if (err instanceof WasmSandboxError) return err
+    const limit = this.guest.memoryLimit
+    // A trap right after memory.grow was refused at the cap is, to the user, the cap.
+    if (limit !== undefined && this.memory !== undefined && this.memory.buffer.byteLength + PAGE_SIZE > limit) {
+      return errors.memoryLimit({ ...this.site }, limit, err)
+    }
+    return errors.trap({ ...this.site }, err)
+  }
+
+  private abort(err: WasmSandboxError): WasmSandboxError {
+    this.broken = true
+    this.failure = err
+    return err
+  }
+
+  private readonly emit = (ptr: number, len: number): void => {
+    const view = this.currentView()
+    const start = ptr >>> 0
+    if (len < 0 || start + len > view.length) {
+      throw this.abort(errors.outOfBounds({ ...this.site }, 'emit range', start, len, view.length))
+    }
+    if (len === 0) return
+    this.chunkOutput += len
+    this.totalOutput += len
+    if (this.chunkOutput > this.limits.maxOutputPerChunk) {
+      throw this.abort(errors.outputLimit({ ...this.site }, this.limits.maxOutputPerChunk, 'maxOutputPerChunk'))
+    }
+    if (this.totalOutput > this.limits.maxOutput) {
+      throw this.abort(errors.outputLimit({ ...this.site }, this.limits.maxOutput, 'maxOutput'))
+    }
+    const out = Buffer.allocUnsafe(len)
+    out.set(view.subarray(start, start + len))
+    this.sink(out)
+  }
+
+  private readonly fail = (ptr: number, len: number): void => {
+    const view = this.currentView()
+    const start = ptr >>> 0
+    if (len < 0 || start + len > view.length) {
+      throw this.abort(errors.outOfBounds({ ...this.site }, 'fail message', start, len, view.length))
+    }
+    this.failMessage = utf8.decode(view.subarray(start, start + Math.min(len, MAX_FAIL_MESSAGE)))
+  }
+}

@@ -1,0 +1,107 @@
+import { createHash } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
+import { errors } from '../errors.js'
+import { logger } from '../log.js'
+import { validateAbi, validateCompiledAbi, type GuestAbi } from './abi.js'
+import { limitMemory, parseModule, PAGE_SIZE } from './binary.js'
+
+const log = logger('loader')
+
+/** Anything a guest can be given as. */
+export type ModuleSource = string | URL | Uint8Array | ArrayBuffer | WebAssembly.Module
+
+/** A guest compiled once, validated against the ABI, ready to be instantiated many times. */
+export interface LoadedGuest {
+  /** For messages: the path, URL, or `<buffer>` / `<module>`. */
+  readonly name: string
+  readonly module: WebAssembly.Module
+  readonly abi: GuestAbi
+  /** sha256 of the bytes as given (before any rewrite); `undefined` for a precompiled module. */
+  readonly hash: string | undefined
+  /** The memory cap, in bytes, the compiled module enforces itself (rewritten maximum). */
+  readonly memoryLimit: number | undefined
+}
+
+export interface LoadOptions {
+  /** Cap on linear memory in bytes; the module's declared maximum is lowered to it. */
+  memoryLimit?: number
+}
+
+const CACHE_SIZE = 32
+const cache = new Map<string, Promise<LoadedGuest>>()
+
+function nameOf(source: ModuleSource): string {
+  if (typeof source === 'string') return source
+  if (source instanceof URL) return source.href
+  if (source instanceof WebAssembly.Module) return '<module>'
+  return '<buffer>'
+}
+
+async function readSource(source: string | URL, name: string): Promise<Uint8Array> {
+  try {
+    if (typeof source === 'string') return await readFile(source)
+    if (source.protocol === 'file:') return await readFile(fileURLToPath(source))
+    const response = await fetch(source)
+    if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`)
+    return new Uint8Array(await response.arrayBuffer())
+  } catch (err) {
+    throw errors.moduleNotFound(name, err)
+  }
+}
+
+async function compile(bytes: Uint8Array, name: string, options: LoadOptions, hash: string): Promise<LoadedGuest> {
+  const info = parseModule(bytes, name)
+  const abi = validateAbi(info, name)
+  let memoryLimit: number | undefined
+  if (options.memoryLimit !== undefined) {
+    const maxPages = Math.floor(options.memoryLimit / PAGE_SIZE)
+    bytes = limitMemory(bytes, maxPages, name)
+    memoryLimit = maxPages * PAGE_SIZE
+  }
+  try {
+    const module = await WebAssembly.compile(bytes)
+    log('compiled %s (%d bytes, sha256 %s)', name, bytes.length, hash.slice(0, 12))
+    return { name, module, abi, hash, memoryLimit }
+  } catch (err) {
+    throw errors.invalidModule(name, (err as Error).message, err)
+  }
+}
+
+/**
+ * Reads, validates and compiles a guest. Compiled modules are cached by content hash and
+ * limit, so many streams over the same guest compile it once.
+ */
+export async function loadGuest(source: ModuleSource, options: LoadOptions = {}): Promise<LoadedGuest> {
+  const name = nameOf(source)
+  if (source instanceof WebAssembly.Module) {
+    return { name, module: source, abi: validateCompiledAbi(source, name), hash: undefined, memoryLimit: undefined }
+  }
+  let bytes: Uint8Array
+  if (typeof source === 'string' || source instanceof URL) bytes = await readSource(source, name)
+  else if (source instanceof ArrayBuffer) bytes = new Uint8Array(source)
+  else if (source instanceof Uint8Array) bytes = source
+  else throw errors.invalidOption('module must be a file path, URL, Buffer/Uint8Array, ArrayBuffer or WebAssembly.Module')
+
+  const hash = createHash('sha256').update(bytes).digest('hex')
+  const key = `${hash}:${options.memoryLimit ?? ''}`
+  let pending = cache.get(key)
+  if (!pending) {
+    // Copy, so a caller mutating its buffer later cannot change what was validated.
+    pending = compile(Uint8Array.prototype.slice.call(bytes), name, options, hash)
+    cache.set(key, pending)
+    if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value!)
+    pending.catch(() => cache.delete(key))
+  }
+  const loaded = await pending
+  return loaded.name === name ? loaded : { ...loaded, name }
+}
+
+export function isLoadedGuest(value: unknown): value is LoadedGuest {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    (value as LoadedGuest).module instanceof WebAssembly.Module &&
+    typeof (value as LoadedGuest).abi === 'object'
+  )
+}

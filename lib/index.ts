@@ -1,0 +1,28 @@
+export { wasmTransform } from './api/wasm-transform.js'
+export { createSandbox, Sandbox, StreamProcessor } from './api/sandbox.js'
+export { composeStages, createSandboxStream, type SandboxStream } from './compose.js'
+export { Chunker, type ChunkerOptions } from './stages/chunker.js'
+export { BackpressureGate, type BackpressureGateOptions } from './stages/backpressure-gate.js'
+export { WasmExecutor, type WasmExecutorOptions } from './stages/wasm-executor.js'
+export { CheckpointTap, type CheckpointTapOptions } from './stages/checkpoint-tap.js'
+export { kOffset, offsetOf } from './stages/offset.js'
+export { loadGuest, type LoadedGuest, type LoadOptions, type ModuleSource } from './guest/load.js'
+export { GuestInstance, type OutputLimits, type OutputSink } from './guest/instance.js'
+export type { GuestAbi } from './guest/abi.js'
+export type { GuestRunner, RunnerCallback, RunnerFactory, RunnerOptions } from './runners/runner.js'
+export { InlineRunner } from './runners/inline.js'
+export {
+  WasmSandboxError,
+  isWasmSandboxError,
+  type WasmSandboxErrorCode,
+  type WasmSandboxErrorDetails,
+} from './errors.js'
+export {
+  resolveOptions,
+  DEFAULT_BUFFER_SIZE,
+  type SandboxOptions,
+  type ResolvedOptions,
+  type BackpressureStrategy,
+  type RecoveryStrategy,
+  type FlowControlOptions,
+} from './options.js'

@@ -1,0 +1,226 @@
+import type { TransformCallback } from 'node:stream'
+import { Transform } from 'readable-stream'
+import { errors } from '../errors.js'
+import { logger } from '../log.js'
+import { DEFAULT_BUFFER_SIZE } from '../options.js'
+import { tagOffset } from './offset.js'
+
+const log = logger('chunker')
+
+export interface ChunkerOptions {
+  /** Target chunk size in bytes. Default 64 KiB. */
+  bufferSize?: number
+  /** Cut only just after this delimiter, so that no record is split across chunks. */
+  delimiter?: string | Uint8Array
+  /** With a delimiter: the longest record accepted. Default max(16 × bufferSize, 1 MiB). */
+  maxRecordSize?: number
+  /** Bytes buffered on each side before backpressure applies. Default bufferSize. */
+  highWaterMark?: number
+  /** Input offset of the first byte written (for a resumed stream). Default 0. */
+  startOffset?: number
+}
+
+/**
+ * Re-chunks bytes to `bufferSize`, or to runs of whole records when a delimiter is given.
+ *
+ * Whole windows of an incoming chunk are passed on as zero-copy subarrays; only the tail that
+ * does not fill a window is copied, into an accumulator that is handed downstream as it is (so
+ * it is never reused) once it fills. Every chunk pushed carries its input offset (see offset.ts).
+ */
+export class Chunker extends Transform {
+  readonly bufferSize: number
+  readonly delimiter: Buffer | undefined
+  readonly maxRecordSize: number
+  /** Input offset of the next byte to be pushed. */
+  private offset: number
+  private acc: Buffer | null = null
+  private accStart = 0
+  private accEnd = 0
+  /** Where to resume searching for the end of a long record in the accumulator. */
+  private scanFrom = 0
+
+  constructor(options: ChunkerOptions = {}) {
+    const bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE
+    const hwm = options.highWaterMark ?? bufferSize
+    super({ readableHighWaterMark: hwm, writableHighWaterMark: hwm })
+    if (!Number.isInteger(bufferSize) || bufferSize < 1) throw errors.invalidOption('bufferSize must be a positive integer')
+    this.bufferSize = bufferSize
+    this.delimiter =
+      options.delimiter === undefined
+        ? undefined
+        : typeof options.delimiter === 'string'
+          ? Buffer.from(options.delimiter)
+          : Buffer.from(options.delimiter)
+    if (this.delimiter && (this.delimiter.length === 0 || this.delimiter.length > bufferSize)) {
+      throw errors.invalidOption('delimiter must be non-empty and no longer than bufferSize')
+    }
+    this.maxRecordSize = options.maxRecordSize ?? Math.max(16 * bufferSize, 1024 * 1024)
+    this.offset = options.startOffset ?? 0
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    try {
+      let pos = 0
+      if (this.accEnd > this.accStart) pos = this.fillAccumulator(chunk)
+      if (pos < chunk.length) {
+        pos = this.delimiter ? this.cutRecordsInPlace(chunk, pos) : this.cutBytesInPlace(chunk, pos)
+        if (pos < chunk.length) this.keep(chunk, pos)
+      }
+    } catch (err) {
+      callback(err as Error)
+      return
+    }
+    callback()
+  }
+
+  override _flush(callback: TransformCallback): void {
+    const pending = this.accEnd - this.accStart
+    if (pending > 0) {
+      if (this.delimiter && pending > this.maxRecordSize) {
+        callback(errors.recordTooLarge(this.offset, this.maxRecordSize))
+        return
+      }
+      this.emitChunk(this.acc!.subarray(this.accStart, this.accEnd))
+    }
+    this.acc = null
+    log('end of input at offset %d', this.offset)
+    callback()
+  }
+
+  private emitChunk(chunk: Buffer): void {
+    this.push(tagOffset(chunk, this.offset))
+    this.offset += chunk.length
+  }
+
+  private cutBytesInPlace(chunk: Buffer, pos: number): number {
+    const size = this.bufferSize
+    if (pos === 0 && chunk.length === size) {
+      this.emitChunk(chunk)
+      return size
+    }
+    while (chunk.length - pos >= size) {
+      this.emitChunk(chunk.subarray(pos, pos + size))
+      pos += size
+    }
+    return pos
+  }
+
+  /** Emits runs of whole records straight from `chunk`; returns where the unfinished tail starts. */
+  private cutRecordsInPlace(chunk: Buffer, pos: number): number {
+    const size = this.bufferSize
+    const delimiter = this.delimiter!
+    const dl = delimiter.length
+    while (chunk.length - pos >= size) {
+      const last = chunk.lastIndexOf(delimiter, pos + size - dl)
+      if (last >= pos) {
+        this.emitChunk(chunk.subarray(pos, last + dl))
+        pos = last + dl
+        continue
+      }
+      const next = chunk.indexOf(delimiter, pos + size - dl + 1)
+      if (next < 0) break
+      this.checkRecord(next + dl - pos)
+      this.emitChunk(chunk.subarray(pos, next + dl))
+      pos = next + dl
+    }
+    return pos
+  }
+
+  /** Tops up the accumulator from `chunk`, cutting whenever it is full; returns bytes consumed. */
+  private fillAccumulator(chunk: Buffer): number {
+    let pos = 0
+    while (pos < chunk.length && this.accEnd > this.accStart) {
+      const pending = this.accEnd - this.accStart
+      // Below a window, take just enough to fill it; in a long record, a window at a time, so
+      // the accumulator never holds more than the record plus one window.
+      const want = pending < this.bufferSize ? this.bufferSize - pending : this.bufferSize
+      const take = Math.min(chunk.length - pos, want)
+      this.append(chunk, pos, pos + take)
+      pos += take
+      if (this.accEnd - this.accStart >= this.bufferSize) this.cutAccumulator()
+    }
+    return pos
+  }
+
+  private cutAccumulator(): void {
+    const acc = this.acc!
+    const size = this.bufferSize
+    const startBefore = this.accStart
+    while (this.accEnd - this.accStart >= size) {
+      const start = this.accStart
+      let end = start + size
+      if (this.delimiter) {
+        const found = this.findRecordsEnd(acc, start)
+        if (found < 0) break
+        end = found
+      }
+      this.emitChunk(acc.subarray(start, end))
+      this.accStart = end
+      this.scanFrom = end
+    }
+    if (this.accStart === startBefore) return
+    // What was emitted is now owned downstream, so the tail moves to a fresh buffer.
+    const rest = this.accEnd - this.accStart
+    this.acc = null
+    if (rest > 0) this.keep(acc.subarray(this.accStart, this.accEnd), 0)
+    else this.accStart = this.accEnd = 0
+  }
+
+  /** End of the last whole record within a window at `start`, or of one long record; -1 if unfinished. */
+  private findRecordsEnd(acc: Buffer, start: number): number {
+    const delimiter = this.delimiter!
+    const dl = delimiter.length
+    const window = acc.subarray(0, this.accEnd)
+    const last = window.lastIndexOf(delimiter, start + this.bufferSize - dl)
+    if (last >= start) return last + dl
+    const from = Math.max(this.scanFrom, start + this.bufferSize - dl + 1)
+    const next = window.indexOf(delimiter, from)
+    if (next >= 0) {
+      this.checkRecord(next + dl - start)
+      return next + dl
+    }
+    this.scanFrom = Math.max(start, this.accEnd - dl + 1)
+    this.checkRecord(this.accEnd - start)
+    return -1
+  }
+
+  private checkRecord(length: number): void {
+    if (this.delimiter && length > this.maxRecordSize) {
+      throw errors.recordTooLarge(this.offset, this.maxRecordSize)
+    }
+  }
+
+  /** Copies `chunk[from..]` into a fresh accumulator (the only copy on this path). */
+  private keep(chunk: Buffer, from: number): void {
+    const length = chunk.length - from
+    this.checkRecord(length)
+    const acc = Buffer.allocUnsafe(Math.max(this.bufferSize, length))
+    chunk.copy(acc, 0, from)
+    this.acc = acc
+    this.accStart = 0
+    this.accEnd = length
+    this.scanFrom = 0
+  }
+
+  private append(chunk: Buffer, from: number, to: number): void {
+    const length = to - from
+    let acc = this.acc!
+    if (this.accEnd + length > acc.length) {
+      // Only a long record outgrows a window; it is bounded by maxRecordSize (checked on cut).
+      const pending = this.accEnd - this.accStart
+      const grown = Buffer.allocUnsafe(Math.max(2 * acc.length, pending + length))
+      acc.copy(grown, 0, this.accStart, this.accEnd)
+      this.scanFrom -= this.accStart
+      this.accEnd = pending
+      this.accStart = 0
+      this.acc = acc = grown
+    }
+    chunk.copy(acc, this.accEnd, from, to)
+    this.accEnd += length
+  }
+
+  override _destroy(err: Error | null, callback: (error: Error | null) => void): void {
+    this.acc = null
+    callback(err)
+  }
+}
