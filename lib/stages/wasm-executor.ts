@@ -34,6 +34,19 @@ export class WasmExecutor extends Transform {
   /** Output bytes the guest emitted so far. */
   bytesOut = 0
   private runner: GuestRunner | undefined
+  /**
+   * Outputs of the current chunk not yet pushed because the readable side is full. A guest can
+   * emit a chunk's whole output in one synchronous call; holding it here (and the write callback
+   * with it) until `_read` asks for more keeps the buffered total to that one chunk's output plus
+   * highWaterMark, where relying on Transform alone lets several chunks' outputs pile up.
+   */
+  private readonly queue: Buffer[] = []
+  private queueHead = 0
+  /** Bytes waiting in `queue`. */
+  queuedBytes = 0
+  private canPush = true
+  private heldCallback: TransformCallback | null = null
+  private chunkCallback: TransformCallback | null = null
   private readonly source: ModuleSource | LoadedGuest
   private readonly bufferSize: number
   private readonly outputLimits: OutputLimits
@@ -74,31 +87,74 @@ export class WasmExecutor extends Transform {
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     const offset = offsetOf(chunk) ?? this.bytesIn
     this.bytesIn = offset + chunk.length
-    this.runner!.process(chunk, offset, callback)
+    this.chunkCallback = callback
+    this.runner!.process(chunk, offset, this.onProcessed)
+  }
+
+  private readonly onProcessed = (err?: Error | null): void => {
+    const callback = this.chunkCallback!
+    this.chunkCallback = null
+    if (err || this.queueHead === this.queue.length) callback(err)
+    else this.heldCallback = callback
   }
 
   override _flush(callback: TransformCallback): void {
-    this.runner!.flush(this.bytesIn, (err) => {
+    // Through onProcessed, so trailing output queued by the guest's flush goes out before EOF.
+    this.chunkCallback = (err) => {
       if (err) log('flush failed: %s', err.message)
       else log('done: %d bytes in, %d bytes out', this.bytesIn, this.bytesOut)
       callback(err)
-    })
+    }
+    this.runner!.flush(this.bytesIn, this.onProcessed)
   }
 
   override _read(size: number): void {
+    this.canPush = true
+    if (this.queueHead < this.queue.length && !this.drainQueue()) return
+    const held = this.heldCallback
+    if (held) {
+      this.heldCallback = null
+      held()
+    }
     super._read(size)
     this.runner?.resume()
+  }
+
+  /** Pushes queued outputs while the readable side takes them; true once the queue is empty. */
+  private drainQueue(): boolean {
+    const queue = this.queue
+    while (this.queueHead < queue.length) {
+      const chunk = queue[this.queueHead]!
+      queue[this.queueHead++] = undefined as never
+      this.queuedBytes -= chunk.length
+      if (!this.push(chunk)) {
+        this.canPush = false
+        break
+      }
+    }
+    if (this.queueHead < queue.length) return false
+    queue.length = 0
+    this.queueHead = 0
+    return true
   }
 
   override _destroy(err: Error | null, callback: (error: Error | null) => void): void {
     if (err) log('destroyed: %s', err.message)
     this.runner?.destroy()
     this.runner = undefined
+    this.queue.length = 0
+    this.queueHead = this.queuedBytes = 0
+    this.heldCallback = this.chunkCallback = null
     callback(err)
   }
 
   private readonly pushOutput = (chunk: Buffer): void => {
     this.bytesOut += chunk.length
-    this.push(chunk)
+    if (this.canPush && this.queueHead === this.queue.length) {
+      this.canPush = this.push(chunk)
+      return
+    }
+    this.queue.push(chunk)
+    this.queuedBytes += chunk.length
   }
 }

@@ -1,0 +1,118 @@
+import assert from 'node:assert/strict'
+import { readFile } from 'node:fs/promises'
+import { pathToFileURL } from 'node:url'
+import { describe, it } from 'node:test'
+import { pipeline } from 'node:stream/promises'
+import * as api from '../lib/index.js'
+import { Chunker, composeStages, createSandbox, WasmExecutor, wasmTransform, type WasmSandboxError } from '../lib/index.js'
+import { example, readExample, repoRoot, upperRef, wcRef } from './helpers/reference.js'
+import { collector, randomBytes, run, sourceOf } from './helpers/streams.js'
+
+describe('wasmTransform accepts every module form', () => {
+  const input = Buffer.from('Hello, Wasm!\n')
+  it('a file path', async () => {
+    assert.equal((await run(wasmTransform(example('upper.wasm')), input)).toString(), 'HELLO, WASM!\n')
+  })
+  it('a file URL', async () => {
+    const url = pathToFileURL(example('upper.wasm'))
+    assert.equal((await run(wasmTransform(url), input)).toString(), 'HELLO, WASM!\n')
+  })
+  it('a Buffer and a Uint8Array', async () => {
+    const bytes = readExample('upper.wasm')
+    assert.equal((await run(wasmTransform(bytes), input)).toString(), 'HELLO, WASM!\n')
+    assert.equal((await run(wasmTransform(new Uint8Array(bytes)), input)).toString(), 'HELLO, WASM!\n')
+  })
+  it('a WebAssembly.Module', async () => {
+    const module = await WebAssembly.compile(readExample('upper.wasm'))
+    assert.equal((await run(wasmTransform(module), input)).toString(), 'HELLO, WASM!\n')
+  })
+})
+
+describe('options', () => {
+  it('rejects unknown options, naming them', () => {
+    assert.throws(() => wasmTransform(example('pass.wasm'), { bufferSzie: 10 } as never), (err: WasmSandboxError) => {
+      assert.equal(err.code, 'ERR_WASM_INVALID_OPTION')
+      assert.match(err.message, /bufferSzie/)
+      return true
+    })
+    assert.throws(() => createSandbox({ flowControl: { hwm: 1 } } as never), { code: 'ERR_WASM_INVALID_OPTION' })
+  })
+  it('rejects bad values', () => {
+    for (const bad of [{ bufferSize: 0 }, { bufferSize: 1.5 }, { delimiter: '' }, { highWaterMark: -1 }, { maxRecordSize: 10, bufferSize: 100 }]) {
+      assert.throws(() => wasmTransform(example('pass.wasm'), bad as never), { code: 'ERR_WASM_INVALID_OPTION' })
+    }
+  })
+  it('refuses strategies that are typed but not implemented yet, instead of ignoring them', () => {
+    assert.throws(() => wasmTransform(example('pass.wasm'), { backpressure: 'drop' }), /not implemented/)
+    assert.throws(() => wasmTransform(example('pass.wasm'), { recoveryStrategy: 'skip' }), /not implemented/)
+  })
+  it('does not modify the options object', () => {
+    const options = Object.freeze({ bufferSize: 1024, delimiter: '\n', flowControl: Object.freeze({ sampleRate: 3 }) })
+    wasmTransform(example('pass.wasm'), options).destroy()
+  })
+})
+
+describe('createSandbox', () => {
+  it('processor.stream() gives a fresh duplex each time, each with its own guest state', async () => {
+    const processor = createSandbox({ bufferSize: 1024 }).createStreamProcessor(example('wc.wasm'))
+    const a = Buffer.from('one two\nthree\n')
+    const b = Buffer.from('x\n')
+    const [outA, outB] = await Promise.all([run(processor.stream(), a), run(processor.stream(), b)])
+    assert.deepEqual(outA, wcRef(a))
+    assert.deepEqual(outB, wcRef(b))
+  })
+
+  it('processor.processStream() turns an async iterable into output chunks', async () => {
+    const processor = createSandbox().createStreamProcessor(example('upper.wasm'))
+    async function* input() {
+      yield Buffer.from('abc')
+      yield 'def'
+    }
+    const out: Buffer[] = []
+    for await (const chunk of processor.processStream(input())) out.push(chunk)
+    assert.equal(Buffer.concat(out).toString(), 'ABCDEF')
+  })
+
+  it('processor.processStream() rethrows a guest error to the consumer', async () => {
+    const processor = createSandbox().createStreamProcessor(example('../spec/fixtures/unreachable.wasm'))
+    await assert.rejects(async () => {
+      for await (const _ of processor.processStream([Buffer.from('x')])) void _
+    }, { code: 'ERR_WASM_TRAP' })
+  })
+
+  it('call() runs one input through process_chunk and flush', async () => {
+    const sandbox = createSandbox()
+    const input = randomBytes(200_000, 4)
+    assert.deepEqual(await sandbox.call(example('upper.wasm'), input), upperRef(input))
+    assert.deepEqual(await sandbox.call(example('wc.wasm'), 'a b\nc'), wcRef(Buffer.from('a b\nc')))
+    assert.deepEqual(await sandbox.call(example('wc.wasm'), ''), Buffer.from('0 0 0\n'))
+  })
+})
+
+describe('stage classes, composed by hand', () => {
+  it('Chunker and WasmExecutor work in a plain pipeline()', async () => {
+    const input = randomBytes(100_000, 8)
+    const sink = collector()
+    await pipeline(sourceOf(input, [999]), new Chunker({ bufferSize: 4096 }), new WasmExecutor(example('upper.wasm'), { bufferSize: 4096 }), sink)
+    assert.deepEqual(sink.result(), upperRef(input))
+  })
+
+  it('composeStages bundles any stages into one duplex', async () => {
+    const input = randomBytes(10_000, 2)
+    const bundle = composeStages([new Chunker({ bufferSize: 512 }) as never, new WasmExecutor(example('pass.wasm'), { bufferSize: 512 }) as never], 512)
+    assert.deepEqual(await run(bundle, input), input)
+  })
+})
+
+describe('package', () => {
+  it('exports the public API from the package entry', async () => {
+    const pkg = JSON.parse(await readFile(`${repoRoot}/package.json`, 'utf8'))
+    assert.equal(pkg.exports['.'].import, './dist/index.js')
+    assert.equal(pkg.exports['.'].types, './dist/index.d.ts')
+    const entry = await import(pathToFileURL(`${repoRoot}/dist/index.js`).href)
+    for (const name of ['wasmTransform', 'createSandbox', 'Chunker', 'BackpressureGate', 'WasmExecutor', 'CheckpointTap', 'WasmSandboxError']) {
+      assert.equal(typeof entry[name], 'function', `${name} is exported from dist/index.js`)
+      assert.equal(typeof (api as Record<string, unknown>)[name], 'function')
+    }
+  })
+})

@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { Readable, Writable, type Duplex } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { WasmExecutor, wasmTransform, type SandboxStream } from '../lib/index.js'
+import { example, fixture } from './helpers/reference.js'
+
+function buffered(stream: SandboxStream): number {
+  const executor = stream.stages.find((s) => s instanceof WasmExecutor) as WasmExecutor
+  let bytes = stream.readableLength + stream.writableLength + executor.queuedBytes
+  for (const stage of stream.stages) bytes += (stage as Duplex).readableLength + (stage as Duplex).writableLength
+  return bytes
+}
+
+describe('backpressure', () => {
+  it('a guest emitting 1,000 outputs per chunk into a slow consumer keeps buffered bytes bounded', async () => {
+    const chunkSize = 256
+    const hwm = 1024
+    const stream = wasmTransform(fixture('emit-many.wasm'), { bufferSize: chunkSize, highWaterMark: hwm })
+    let produced = 0
+    const source = new Readable({
+      highWaterMark: hwm,
+      read() {
+        if (produced === 40) this.push(null)
+        else {
+          produced++
+          this.push(Buffer.alloc(chunkSize, produced))
+        }
+      },
+    })
+    let written = 0
+    let maxBuffered = 0
+    let maxAhead = 0
+    const sink = new Writable({
+      highWaterMark: hwm,
+      write(chunk: Buffer, _enc, cb) {
+        written += chunk.length
+        maxBuffered = Math.max(maxBuffered, buffered(stream))
+        // How far the source ran ahead of what the consumer has taken, in input chunks.
+        maxAhead = Math.max(maxAhead, produced - Math.floor(written / (1000 * chunkSize)))
+        if (written % (100 * chunkSize) === 0) setTimeout(cb, 1)
+        else setImmediate(cb)
+      },
+    })
+    await pipeline(source, stream, sink)
+    assert.equal(written, 40 * 1000 * chunkSize)
+    // Inline, one chunk's output is produced in one synchronous call, so the bound is one
+    // chunk's output plus a highWaterMark for each of the six stream buffers (the bundle's and
+    // each stage's readable and writable sides), not the whole stream's 10 MiB.
+    const oneChunkOutput = 1000 * chunkSize
+    assert.ok(maxBuffered <= oneChunkOutput + 6 * hwm, `buffered ${maxBuffered} bytes`)
+    assert.ok(maxAhead <= 12, `the source ran ${maxAhead} chunks ahead of the consumer`)
+  })
+
+  it('the source pauses while a slow consumer catches up (native backpressure end to end)', async () => {
+    const hwm = 4096
+    const stream = wasmTransform(example('pass.wasm'), { bufferSize: 1024, highWaterMark: hwm })
+    let produced = 0
+    let consumed = 0
+    let maxAhead = 0
+    const source = new Readable({
+      highWaterMark: hwm,
+      read() {
+        if (produced >= 1024 * 1024) this.push(null)
+        else {
+          produced += 1024
+          this.push(Buffer.alloc(1024))
+        }
+      },
+    })
+    const sink = new Writable({
+      highWaterMark: hwm,
+      write(chunk: Buffer, _enc, cb) {
+        consumed += chunk.length
+        maxAhead = Math.max(maxAhead, produced - consumed)
+        setImmediate(cb)
+      },
+    })
+    await pipeline(source, stream, sink)
+    assert.equal(consumed, 1024 * 1024)
+    assert.ok(maxAhead <= 10 * hwm, `source ran ${maxAhead} bytes ahead`)
+  })
+})

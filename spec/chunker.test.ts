@@ -1,0 +1,156 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { pipeline } from 'node:stream/promises'
+import fc from 'fast-check'
+import { Chunker, offsetOf, type WasmSandboxError } from '../lib/index.js'
+import { collector, randomBytes, randomLines, sourceOf } from './helpers/streams.js'
+
+async function chunk(input: Buffer, sizes: number[], options: ConstructorParameters<typeof Chunker>[0]) {
+  const sink = collector()
+  await pipeline(sourceOf(input, sizes), new Chunker(options), sink)
+  return sink.chunks
+}
+
+function assertOffsets(chunks: Buffer[], start = 0): void {
+  let offset = start
+  for (const c of chunks) {
+    assert.equal(offsetOf(c), offset, 'every chunk carries its input offset')
+    offset += c.length
+  }
+}
+
+describe('Chunker, by size', () => {
+  for (const [name, length] of [
+    ['empty', 0],
+    ['one byte', 1],
+    ['exactly one buffer', 1024],
+    ['one byte over', 1025],
+    ['many buffers', 10 * 1024 + 7],
+  ] as const) {
+    it(`re-chunks ${name} into bufferSize pieces, the last one shorter`, async () => {
+      const input = randomBytes(length, 3)
+      for (const sizes of [[length || 1], [1], [1000], [3, 5000, 17]]) {
+        const chunks = await chunk(input, sizes, { bufferSize: 1024 })
+        assert.deepEqual(Buffer.concat(chunks), input)
+        chunks.slice(0, -1).forEach((c) => assert.equal(c.length, 1024))
+        if (chunks.length > 0) assert.ok(chunks.at(-1)!.length <= 1024 && chunks.at(-1)!.length > 0)
+        assert.equal(chunks.length, Math.ceil(length / 1024))
+        assertOffsets(chunks)
+      }
+    })
+  }
+
+  it('passes a chunk of exactly bufferSize through without copying it', async () => {
+    const input = randomBytes(4096, 5)
+    const chunker = new Chunker({ bufferSize: 4096 })
+    chunker.write(input)
+    chunker.end()
+    assert.equal(chunker.read(), input, 'the same Buffer object comes out')
+    assert.equal(offsetOf(input), 0)
+  })
+
+  it('starts offsets at startOffset (for a resumed stream)', async () => {
+    const chunks = await chunk(randomBytes(3000), [700], { bufferSize: 1000, startOffset: 5000 })
+    assertOffsets(chunks, 5000)
+  })
+
+  it('property: any split of any input gives bufferSize chunks with the same bytes', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uint8Array({ maxLength: 5000 }),
+        fc.array(fc.integer({ min: 1, max: 3000 }), { minLength: 1, maxLength: 8 }),
+        fc.integer({ min: 1, max: 2048 }),
+        async (bytes, sizes, bufferSize) => {
+          const input = Buffer.from(bytes)
+          const chunks = await chunk(input, sizes, { bufferSize })
+          assert.deepEqual(Buffer.concat(chunks), input)
+          chunks.slice(0, -1).forEach((c) => assert.equal(c.length, bufferSize))
+          assertOffsets(chunks)
+        },
+      ),
+      { numRuns: 150 },
+    )
+  })
+})
+
+describe('Chunker, by record', () => {
+  function assertWholeRecords(chunks: Buffer[], delimiter: Buffer, input: Buffer, bufferSize: number): void {
+    assert.deepEqual(Buffer.concat(chunks), input, 'no byte lost or reordered')
+    chunks.forEach((c, i) => {
+      const last = i === chunks.length - 1
+      if (!last || input.subarray(-delimiter.length).equals(delimiter)) {
+        assert.ok(c.subarray(-delimiter.length).equals(delimiter), `chunk ${i} ends on a delimiter`)
+      }
+      if (c.length > bufferSize) {
+        // Only a single record longer than bufferSize may exceed it.
+        const firstEnd = c.indexOf(delimiter)
+        assert.ok(firstEnd < 0 || firstEnd + delimiter.length === c.length, `oversized chunk ${i} is one record`)
+      }
+    })
+    assertOffsets(chunks)
+  }
+
+  it('never cuts a line and fills chunks up to bufferSize', async () => {
+    const input = randomLines(50_000, 9)
+    const chunks = await chunk(input, [4096, 100, 9000], { bufferSize: 1024, delimiter: '\n' })
+    assertWholeRecords(chunks, Buffer.from('\n'), input, 1024)
+    const full = chunks.slice(0, -1).filter((c) => c.length > 900).length
+    assert.ok(full > chunks.length / 2, 'most chunks are nearly full: records are packed')
+  })
+
+  it('sends a record longer than bufferSize whole and alone', async () => {
+    const long = Buffer.alloc(5000, 'x')
+    const input = Buffer.concat([Buffer.from('a\nb\n'), long, Buffer.from('\nc\n')])
+    const chunks = await chunk(input, [7], { bufferSize: 1024, delimiter: '\n' })
+    assertWholeRecords(chunks, Buffer.from('\n'), input, 1024)
+    assert.ok(chunks.some((c) => c.length === 5001 && c.subarray(0, 5000).equals(long)))
+  })
+
+  it('accepts a record of exactly maxRecordSize and refuses one byte more', async () => {
+    const ok = Buffer.concat([Buffer.alloc(2047, 'y'), Buffer.from('\n')])
+    const chunks = await chunk(ok, [300], { bufferSize: 512, delimiter: '\n', maxRecordSize: 2048 })
+    assert.deepEqual(Buffer.concat(chunks), ok)
+
+    const tooLong = Buffer.concat([Buffer.from('a\n'), Buffer.alloc(2048, 'y'), Buffer.from('\n')])
+    await assert.rejects(chunk(tooLong, [300], { bufferSize: 512, delimiter: '\n', maxRecordSize: 2048 }), (err: WasmSandboxError) => {
+      assert.equal(err.code, 'ERR_WASM_RECORD_TOO_LARGE')
+      assert.equal(err.offset, 2, 'offset of the record that is too long')
+      return true
+    })
+  })
+
+  it('refuses an unterminated final record over maxRecordSize', async () => {
+    await assert.rejects(
+      chunk(Buffer.alloc(3000, 'z'), [100], { bufferSize: 512, delimiter: '\n', maxRecordSize: 2048 }),
+      { code: 'ERR_WASM_RECORD_TOO_LARGE' },
+    )
+  })
+
+  it('handles multi-byte delimiters split across input chunks', async () => {
+    const input = Buffer.from('one\r\ntwo\r\nthree\r\n'.repeat(200))
+    const chunks = await chunk(input, [1, 2, 3, 5, 8, 13], { bufferSize: 64, delimiter: '\r\n' })
+    assertWholeRecords(chunks, Buffer.from('\r\n'), input, 64)
+  })
+
+  it('property: random records split at random boundaries are never cut', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 60 }),
+        fc.array(fc.integer({ min: 1, max: 700 }), { minLength: 1, maxLength: 6 }),
+        fc.integer({ min: 2, max: 512 }),
+        fc.constantFrom('\n', '\r\n', '||'),
+        fc.boolean(),
+        async (records, sizes, bufferSize, delim, terminated) => {
+          const delimiter = Buffer.from(delim)
+          // Records must not contain the delimiter's first byte, or they would be several records.
+          const clean = records.map((r) => Buffer.from(r.map((b) => (b === delimiter[0] ? 0x20 : b))))
+          const parts = clean.flatMap((r, i) => (i < clean.length - 1 || terminated ? [r, delimiter] : [r]))
+          const input = Buffer.concat(parts)
+          const chunks = await chunk(input, sizes, { bufferSize, delimiter: delim, maxRecordSize: 1 << 20 })
+          assertWholeRecords(chunks, delimiter, input, bufferSize)
+        },
+      ),
+      { numRuns: 200 },
+    )
+  })
+})

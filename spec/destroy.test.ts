@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { describe, it } from 'node:test'
+import type { Duplex } from 'node:stream'
+import { wasmTransform } from '../lib/index.js'
+import { example } from './helpers/reference.js'
+
+function runChild(script: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; timedOut: boolean }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [fileURLToPath(new URL(script, import.meta.url)), ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let stdout = ''
+    child.stdout.on('data', (d: Buffer) => (stdout += d))
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      child.kill('SIGKILL')
+    }, timeoutMs)
+    child.on('exit', (code) => {
+      clearTimeout(timer)
+      resolve({ code, stdout, timedOut })
+    })
+  })
+}
+
+describe('destroy', () => {
+  it('destroying the composed stream mid-way leaves no open handle: the process exits by itself', async () => {
+    const { code, stdout, timedOut } = await runChild('./children/destroy-midway.js', ['upper.wasm'], 20_000)
+    assert.equal(timedOut, false, 'the child process hung after destroy()')
+    assert.equal(code, 0)
+    const result = JSON.parse(stdout)
+    assert.equal(result.err, 'ERR_STREAM_PREMATURE_CLOSE', 'the pipeline is told the stream closed early')
+    assert.ok(result.consumed >= 50 && result.consumed < 100, `stopped soon after destroy (consumed ${result.consumed})`)
+  })
+
+  it('destroy() reaches every stage, is idempotent, and emits close once', async () => {
+    const stream = wasmTransform(example('upper.wasm'))
+    let closes = 0
+    stream.on('close', () => closes++)
+    stream.write(Buffer.from('abc'))
+    stream.destroy()
+    stream.destroy()
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    assert.equal(closes, 1)
+    for (const stage of stream.stages) assert.ok((stage as Duplex).destroyed)
+  })
+
+  it('destroy(err) emits that error and no end', async () => {
+    const stream = wasmTransform(example('upper.wasm'))
+    const seen: string[] = []
+    stream.on('error', (e) => seen.push(`error:${e.message}`))
+    stream.on('end', () => seen.push('end'))
+    stream.on('close', () => seen.push('close'))
+    stream.destroy(new Error('boom'))
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    assert.deepEqual(seen, ['error:boom', 'close'])
+  })
+
+  it('destroy while the guest is still loading does not leak or throw', async () => {
+    for (let i = 0; i < 20; i++) wasmTransform(example('upper.wasm')).destroy()
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  })
+})
