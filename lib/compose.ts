@@ -93,7 +93,14 @@ export function createSandboxStream(module: ModuleSource | LoadedGuest, options:
       maxRecordSize: options.maxRecordSize,
       ...(options.delimiter ? { delimiter: options.delimiter } : {}),
     }) as unknown as Stream,
-    new WasmExecutor(module, { bufferSize, highWaterMark }) as unknown as Stream,
+    new WasmExecutor(module, {
+      bufferSize,
+      highWaterMark,
+      isolation: options.isolation,
+      limits: options.limits,
+      recoveryStrategy: options.recoveryStrategy,
+      maxInFlight: options.flowControl.maxInFlight,
+    }) as unknown as Stream,
   ]
   return composeStages(stages, highWaterMark)
 }

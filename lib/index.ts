@@ -7,10 +7,11 @@ export { WasmExecutor, type WasmExecutorOptions } from './stages/wasm-executor.j
 export { CheckpointTap, type CheckpointTapOptions } from './stages/checkpoint-tap.js'
 export { kOffset, offsetOf } from './stages/offset.js'
 export { loadGuest, type LoadedGuest, type LoadOptions, type ModuleSource } from './guest/load.js'
-export { GuestInstance, type OutputLimits, type OutputSink } from './guest/instance.js'
+export { GuestInstance, bufferSink, type OutputLimits, type OutputSink } from './guest/instance.js'
 export type { GuestAbi } from './guest/abi.js'
-export type { GuestRunner, RunnerCallback, RunnerFactory, RunnerOptions } from './runners/runner.js'
+export type { GuestRunner, RunnerCallback, RunnerFactory, RunnerHooks, RunnerOptions } from './runners/runner.js'
 export { InlineRunner } from './runners/inline.js'
+export { WorkerRunner } from './runners/worker.js'
 export {
   WasmSandboxError,
   isWasmSandboxError,
@@ -20,6 +21,9 @@ export {
 export {
   resolveOptions,
   DEFAULT_BUFFER_SIZE,
+  DEFAULT_LIMITS,
+  type Isolation,
+  type Limits,
   type SandboxOptions,
   type ResolvedOptions,
   type BackpressureStrategy,

@@ -15,7 +15,33 @@ export interface FlowControlOptions {
   sampleRate?: number
 }
 
+/** What a guest may consume. Every limit is enforced per stream. */
+export interface Limits {
+  /** Linear memory cap in bytes (rounded down to 64 KiB pages). Default 256 MiB. */
+  memory: number
+  /** Milliseconds one guest call (`process_chunk`, `init`, `flush`, instantiation) may run. Default 5000. Worker isolation only. */
+  timeout: number
+  /** Milliseconds the whole stream may take, from start to end of flush. Default: none. */
+  deadline: number | undefined
+  /** Bytes one chunk (or `flush`) may emit. Default (`undefined`): 16 × the chunk size + 1 MiB. */
+  maxOutputPerChunk: number | undefined
+  /** Bytes the stream may emit in total. Default: unlimited. */
+  maxOutput: number
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  memory: 256 * 1024 * 1024,
+  timeout: 5000,
+  deadline: undefined,
+  maxOutputPerChunk: undefined,
+  maxOutput: Infinity,
+}
+
 export interface SandboxOptions {
+  /** `'worker'` (default): the guest runs in a worker thread, with time limits. `'inline'`: on this thread, for trusted guests. */
+  isolation?: Isolation
+  /** Memory, time and output limits; see `Limits` for defaults. */
+  limits?: Partial<Limits>
   /** Chunk size handed to the guest, in bytes. Default 64 KiB. */
   bufferSize?: number
   /** Split on this delimiter so that no record is cut in two (e.g. `'\n'`). */
@@ -24,18 +50,20 @@ export interface SandboxOptions {
   maxRecordSize?: number
   /** Bytes each stage buffers before it applies backpressure. Default `bufferSize`. */
   highWaterMark?: number
-  /** Chunks in flight to one guest at once (worker isolation). Default 2. */
+  /** Chunks queued to one worker at once, so reading and the guest overlap. Default 2. */
   maxConcurrency?: number
   /** What to do when downstream is slower than the source. Only `'block'` is implemented in 0.1. */
   backpressure?: BackpressureStrategy
   /** Milliseconds between checkpoints. Typed now; checkpoints arrive in a later release. */
   checkpointInterval?: number
-  /** What to do when the guest fails on a chunk. Only `'fail'` is implemented in 0.1. */
+  /** When the guest fails on a chunk: `'fail'` (default), `'skip'` it, or `{ retry: n }` with a fresh instance. */
   recoveryStrategy?: RecoveryStrategy
   flowControl?: FlowControlOptions
 }
 
 export interface ResolvedOptions {
+  isolation: Isolation
+  limits: Limits
   bufferSize: number
   delimiter: Buffer | undefined
   maxRecordSize: number
@@ -50,6 +78,8 @@ export interface ResolvedOptions {
 export const DEFAULT_BUFFER_SIZE = 64 * 1024
 
 const KNOWN_KEYS = new Set<string>([
+  'isolation',
+  'limits',
   'bufferSize',
   'delimiter',
   'maxRecordSize',
@@ -88,12 +118,46 @@ function resolveDelimiter(value: unknown): Buffer | undefined {
 
 function resolveRecovery(value: unknown): RecoveryStrategy {
   if (value === undefined || value === 'fail') return 'fail'
-  if (value === 'skip' || (typeof value === 'object' && value !== null && 'retry' in value)) {
-    throw errors.invalidOption(
-      `recoveryStrategy ${JSON.stringify(value)} is not implemented in this release; only 'fail' is.`,
-    )
+  if (value === 'skip') return 'skip'
+  if (typeof value === 'object' && value !== null && Object.keys(value).length === 1) {
+    const retry = (value as { retry?: unknown }).retry
+    if (typeof retry === 'number' && Number.isInteger(retry) && retry >= 1 && retry <= 100) return { retry }
   }
-  throw errors.invalidOption(`recoveryStrategy must be 'fail', 'skip' or { retry: n }, got ${JSON.stringify(value)}`)
+  throw errors.invalidOption(`recoveryStrategy must be 'fail', 'skip' or { retry: n } with n from 1 to 100, got ${JSON.stringify(value)}`)
+}
+
+function resolveIsolation(value: unknown): Isolation {
+  if (value === undefined) return 'worker'
+  if (value === 'worker' || value === 'inline') return value
+  throw errors.invalidOption(`isolation must be 'worker' or 'inline', got ${JSON.stringify(value)}`)
+}
+
+const LIMIT_KEYS = new Set<string>(Object.keys(DEFAULT_LIMITS))
+
+function optionalPositive(name: string, value: unknown, fallback: number | undefined): number | undefined {
+  if (value === undefined) return fallback
+  if (value === Infinity) return Infinity
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw errors.invalidOption(`${name} must be a positive number, got ${String(value)}`)
+  }
+  return value
+}
+
+function resolveLimits(value: unknown): Limits {
+  const limits = (value ?? {}) as Partial<Limits>
+  if (typeof limits !== 'object' || limits === null) throw errors.invalidOption('limits must be an object')
+  rejectUnknown('limit', limits, LIMIT_KEYS)
+  const memory = optionalPositive('limits.memory', limits.memory, DEFAULT_LIMITS.memory)!
+  if (memory < 65536 || memory > 4 * 1024 ** 3) {
+    throw errors.invalidOption(`limits.memory must be from 65536 (one page) to 4 GiB, got ${memory}`)
+  }
+  return {
+    memory,
+    timeout: optionalPositive('limits.timeout', limits.timeout, DEFAULT_LIMITS.timeout)!,
+    deadline: optionalPositive('limits.deadline', limits.deadline, undefined),
+    maxOutputPerChunk: optionalPositive('limits.maxOutputPerChunk', limits.maxOutputPerChunk, undefined),
+    maxOutput: optionalPositive('limits.maxOutput', limits.maxOutput, Infinity)!,
+  }
 }
 
 function resolveBackpressure(value: unknown): BackpressureStrategy {
@@ -141,6 +205,8 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
     throw errors.invalidOption(`maxRecordSize (${maxRecordSize}) must be at least bufferSize (${bufferSize})`)
   }
   return {
+    isolation: resolveIsolation(options.isolation),
+    limits: resolveLimits(options.limits),
     bufferSize,
     delimiter,
     maxRecordSize,

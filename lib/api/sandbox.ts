@@ -1,10 +1,9 @@
 import { Readable, pipeline } from 'readable-stream'
 import { createSandboxStream, type SandboxStream } from '../compose.js'
 import { isLoadedGuest, loadGuest, type LoadedGuest, type ModuleSource } from '../guest/load.js'
-import { NO_OUTPUT_LIMITS } from '../guest/instance.js'
+import { errors } from '../errors.js'
 import { resolveOptions, type ResolvedOptions, type SandboxOptions } from '../options.js'
-import { InlineRunner } from '../runners/inline.js'
-import type { GuestRunner } from '../runners/runner.js'
+import { runnerFor } from '../runners/select.js'
 
 /** One guest, many streams: the module is read and compiled once. */
 export class StreamProcessor {
@@ -52,20 +51,48 @@ export class Sandbox {
    * concatenated. For inputs that fit in memory; use a stream for anything larger.
    */
   async call(module: ModuleSource | LoadedGuest, input: Uint8Array | string): Promise<Buffer> {
-    const guest = isLoadedGuest(module) ? module : await loadGuest(module)
+    const { limits, isolation } = this.options
+    const guest = isLoadedGuest(module) ? module : await loadGuest(module, { memoryLimit: limits.memory })
     const bytes = typeof input === 'string' ? Buffer.from(input) : Buffer.from(input.buffer, input.byteOffset, input.byteLength)
     const outputs: Buffer[] = []
-    const runner: GuestRunner = new InlineRunner(guest, (chunk) => outputs.push(chunk), {
-      bufferSize: Math.max(bytes.length, 1),
-      limits: NO_OUTPUT_LIMITS,
-    })
+    let failure: Error | undefined
+    const runner = runnerFor(isolation)(
+      guest,
+      {
+        output: (chunk) => outputs.push(chunk) > 0,
+        done: () => {},
+        failed: (err) => {
+          failure = err
+        },
+      },
+      {
+        bufferSize: Math.max(bytes.length, 1),
+        limits: { maxOutputPerChunk: limits.maxOutputPerChunk, maxOutput: limits.maxOutput },
+        timeout: limits.timeout,
+        maxInFlight: 1,
+      },
+    )
     const step = (run: (cb: (err?: Error | null) => void) => void): Promise<void> =>
-      new Promise((resolve, reject) => run((err) => (err ? reject(err) : resolve())))
+      new Promise((resolve, reject) => run((err) => (err ?? failure ? reject(err ?? failure) : resolve())))
+    let deadline: NodeJS.Timeout | undefined
+    const expired = new Promise<never>((_, reject) => {
+      if (limits.deadline === undefined) return
+      deadline = setTimeout(() => {
+        runner.destroy()
+        reject(errors.timeout({ module: guest.name, exportName: 'process_chunk', offset: 0 }, limits.deadline!, 'deadline'))
+      }, limits.deadline)
+    })
     try {
-      await step((cb) => runner.start(cb))
-      await step((cb) => runner.process(bytes, 0, cb))
-      await step((cb) => runner.flush(bytes.length, cb))
+      await Promise.race([
+        (async () => {
+          await step((cb) => runner.start(cb))
+          await step((cb) => runner.process(bytes, 0, cb))
+          await step((cb) => runner.flush(bytes.length, cb))
+        })(),
+        expired,
+      ])
     } finally {
+      clearTimeout(deadline)
       runner.destroy()
     }
     return Buffer.concat(outputs)

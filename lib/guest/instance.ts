@@ -2,17 +2,35 @@ import { errors, WasmSandboxError, type GuestSite } from '../errors.js'
 import { PAGE_SIZE } from './binary.js'
 import type { LoadedGuest } from './load.js'
 
-/** Receives each output buffer the guest emits; the buffer is the receiver's to keep. */
-export type OutputSink = (chunk: Buffer) => void
+/**
+ * Receives each range the guest emits, as a view of guest memory: the receiver must copy
+ * `[start, start + length)` out before returning (into a Buffer inline, into the ring in a worker),
+ * so output is copied exactly once on its way out of the guest.
+ */
+export type OutputSink = (memory: Uint8Array, start: number, length: number) => void
+
+/** The inline sink: copies each emitted range into a Buffer of its own. */
+export function bufferSink(deliver: (chunk: Buffer) => unknown): OutputSink {
+  return (memory, start, length) => {
+    const out = Buffer.allocUnsafe(length)
+    out.set(memory.subarray(start, start + length))
+    deliver(out)
+  }
+}
 
 export interface OutputLimits {
-  /** Bytes the guest may emit for one chunk (or for `flush`). */
-  maxOutputPerChunk: number
+  /** Bytes the guest may emit for one chunk (or for `flush`). `undefined`: 16 × the chunk size + 1 MiB. */
+  maxOutputPerChunk: number | undefined
   /** Bytes the guest may emit over the whole stream. */
   maxOutput: number
 }
 
 export const NO_OUTPUT_LIMITS: OutputLimits = { maxOutputPerChunk: Infinity, maxOutput: Infinity }
+
+/** The default cap on one chunk's output: generous for expanders, fatal for output bombs. */
+export function defaultChunkOutputLimit(chunkBytes: number): number {
+  return 16 * chunkBytes + 1024 * 1024
+}
 
 interface GuestExports {
   memory?: WebAssembly.Memory
@@ -43,6 +61,7 @@ export class GuestInstance {
   private region = 0
   private regionSize = 0
   private chunkOutput = 0
+  private chunkOutputLimit = 0
   private totalOutput = 0
   private failMessage: string | undefined = undefined
   /** An abuse detected inside an import; it outranks whatever the unwinding guest throws. */
@@ -75,6 +94,8 @@ export class GuestInstance {
   init(): void {
     const init = this.exports.init
     if (!init) return
+    this.chunkOutput = 0
+    this.chunkOutputLimit = this.limits.maxOutputPerChunk ?? defaultChunkOutputLimit(0)
     this.callStatus('init', init, 0, 0, 0)
   }
 
@@ -85,16 +106,35 @@ export class GuestInstance {
 
   /** Copies `chunk` into the guest's input region and runs `process_chunk` on it. */
   process(chunk: Uint8Array, offset: number): void {
-    const length = chunk.length
+    const ptr = this.inputRegion(chunk.length, offset)
+    this.view.set(chunk, ptr)
+    this.processRegion(chunk.length, offset)
+  }
+
+  /**
+   * Makes room for `length` input bytes and returns their address in `memoryView()`, for a
+   * caller that copies the chunk in itself (the worker copies straight from its ring).
+   */
+  inputRegion(length: number, offset: number): number {
     this.site.offset = offset
     if (length > this.regionSize) this.allocRegion(length)
     const view = this.currentView()
     if (this.region + length > view.length) {
       throw this.abort(errors.outOfBounds(this.site, 'input region', this.region, length, view.length))
     }
-    view.set(chunk, this.region)
+    return this.region
+  }
+
+  /** Runs `process_chunk` over the `length` bytes already in the input region. */
+  processRegion(length: number, offset: number): void {
     this.chunkOutput = 0
+    this.chunkOutputLimit = this.limits.maxOutputPerChunk ?? defaultChunkOutputLimit(length)
     this.callStatus('process_chunk', this.exports.process_chunk, this.region, length, offset)
+  }
+
+  /** The current view of guest memory (valid until the guest next runs). */
+  memoryView(): Uint8Array {
+    return this.currentView()
   }
 
   /** Runs the guest's `flush` export, if it has one, so it can emit trailing output. */
@@ -102,6 +142,7 @@ export class GuestInstance {
     const flush = this.exports.flush
     if (!flush) return
     this.chunkOutput = 0
+    this.chunkOutputLimit = this.limits.maxOutputPerChunk ?? defaultChunkOutputLimit(this.regionSize)
     this.callStatus('flush', flush, 0, 0, offset)
   }
 
@@ -186,15 +227,13 @@ export class GuestInstance {
     if (len === 0) return
     this.chunkOutput += len
     this.totalOutput += len
-    if (this.chunkOutput > this.limits.maxOutputPerChunk) {
-      throw this.abort(errors.outputLimit({ ...this.site }, this.limits.maxOutputPerChunk, 'maxOutputPerChunk'))
+    if (this.chunkOutput > this.chunkOutputLimit) {
+      throw this.abort(errors.outputLimit({ ...this.site }, this.chunkOutputLimit, 'maxOutputPerChunk'))
     }
     if (this.totalOutput > this.limits.maxOutput) {
       throw this.abort(errors.outputLimit({ ...this.site }, this.limits.maxOutput, 'maxOutput'))
     }
-    const out = Buffer.allocUnsafe(len)
-    out.set(view.subarray(start, start + len))
-    this.sink(out)
+    this.sink(view, start, len)
   }
 
   private readonly fail = (ptr: number, len: number): void => {

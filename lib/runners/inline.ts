@@ -1,30 +1,34 @@
-import { GuestInstance, type OutputSink } from '../guest/instance.js'
+import type { WasmSandboxError } from '../errors.js'
+import { bufferSink, GuestInstance, type OutputSink } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
-import type { GuestRunner, RunnerCallback, RunnerOptions } from './runner.js'
+import type { GuestRunner, RunnerCallback, RunnerHooks, RunnerOptions } from './runner.js'
 
 /**
- * Runs the guest on the calling thread. The cheapest runner, for trusted guests: a guest that
- * loops forever blocks the event loop, since nothing can interrupt synchronous wasm here.
- * Each chunk's output is produced in one synchronous call, so it is bounded by
- * `limits.maxOutputPerChunk` rather than by the consumer's pace.
+ * Runs the guest on the calling thread: the cheapest runner, for trusted guests. It gives up
+ * the time limit (nothing can interrupt synchronous wasm on this thread, so a guest that loops
+ * forever blocks the process) and mid-call backpressure (a chunk's whole output is produced in
+ * one call, bounded by `limits.maxOutputPerChunk`).
  */
 export class InlineRunner implements GuestRunner {
   private instance: GuestInstance | undefined
   private readonly guest: LoadedGuest
-  private readonly sink: OutputSink
+  private readonly hooks: RunnerHooks
   private readonly options: RunnerOptions
+  private readonly sink: OutputSink
 
-  constructor(guest: LoadedGuest, sink: OutputSink, options: RunnerOptions) {
+  constructor(guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions) {
     this.guest = guest
-    this.sink = sink
+    this.hooks = hooks
     this.options = options
+    this.sink = bufferSink((chunk) => hooks.output(chunk))
   }
 
   start(callback: RunnerCallback): void {
     try {
-      this.instance = new GuestInstance(this.guest, this.sink, this.options.limits)
-      this.instance.init()
-      this.instance.reserve(this.options.bufferSize)
+      const instance = new GuestInstance(this.guest, this.sink, this.options.limits)
+      instance.init()
+      instance.reserve(this.options.bufferSize)
+      this.instance = instance
     } catch (err) {
       callback(err as Error)
       return
@@ -33,19 +37,28 @@ export class InlineRunner implements GuestRunner {
   }
 
   process(chunk: Buffer, offset: number, callback: RunnerCallback): void {
-    try {
-      this.instance!.process(chunk, offset)
-    } catch (err) {
-      callback(err as Error)
+    const instance = this.instance
+    if (!instance) {
+      callback(null)
       return
     }
+    try {
+      instance.process(chunk, offset)
+    } catch (err) {
+      this.instance = undefined
+      this.hooks.failed(err as WasmSandboxError)
+      callback(null)
+      return
+    }
+    this.hooks.done()
     callback(null)
   }
 
   flush(offset: number, callback: RunnerCallback): void {
     try {
-      this.instance!.flush(offset)
+      this.instance?.flush(offset)
     } catch (err) {
+      this.instance = undefined
       callback(err as Error)
       return
     }
@@ -53,6 +66,11 @@ export class InlineRunner implements GuestRunner {
   }
 
   resume(): void {}
+
+  restart(callback: RunnerCallback): void {
+    this.instance = undefined
+    this.start(callback)
+  }
 
   destroy(): void {
     this.instance = undefined

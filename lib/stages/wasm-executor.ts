@@ -1,11 +1,11 @@
 import type { TransformCallback } from 'node:stream'
 import { Transform } from 'readable-stream'
-import { NO_OUTPUT_LIMITS, type OutputLimits } from '../guest/instance.js'
+import { errors, type WasmSandboxError } from '../errors.js'
 import { isLoadedGuest, loadGuest, type LoadedGuest, type ModuleSource } from '../guest/load.js'
 import { logger } from '../log.js'
-import { DEFAULT_BUFFER_SIZE } from '../options.js'
-import { InlineRunner } from '../runners/inline.js'
-import type { GuestRunner, RunnerFactory } from '../runners/runner.js'
+import { DEFAULT_LIMITS, DEFAULT_BUFFER_SIZE, type Isolation, type Limits, type RecoveryStrategy } from '../options.js'
+import type { GuestRunner, RunnerFactory, RunnerHooks } from '../runners/runner.js'
+import { runnerFor } from '../runners/select.js'
 import { offsetOf } from './offset.js'
 
 const log = logger('executor')
@@ -15,42 +15,65 @@ export interface WasmExecutorOptions {
   bufferSize?: number
   /** Bytes buffered on each side before backpressure applies. Default bufferSize. */
   highWaterMark?: number
-  /** Output caps enforced inside `emit`. Default: none. */
-  outputLimits?: OutputLimits
-  /** Where the guest runs. Default: inline on this thread. */
+  /** Where the guest runs. Default `'worker'`. */
+  isolation?: Isolation
+  /** Memory, time and output limits. Defaults: see `DEFAULT_LIMITS`. */
+  limits?: Partial<Limits>
+  /** What a failed chunk does to the stream. Default `'fail'`. */
+  recoveryStrategy?: RecoveryStrategy
+  /** Chunks queued to a worker at once. Default 2. */
+  maxInFlight?: number
+  /** Runs the guest some other way (overrides `isolation`). */
   runner?: RunnerFactory
 }
 
-const inlineRunner: RunnerFactory = (guest, sink, options) => new InlineRunner(guest, sink, options)
-
 /**
- * Runs a guest over every chunk: one compile (cached), one instance for the whole stream,
- * `process_chunk` per chunk, `flush` at the end. Emitted output is pushed in order; the write
- * callback is held while the readable side is full (Transform semantics), so the source waits.
+ * Runs a guest over every chunk: one compile (cached), one instance for the stream,
+ * `process_chunk` per chunk, `flush` at the end, through a GuestRunner (inline or worker).
+ *
+ * Output is pushed in order. Outputs that do not fit the readable side wait in a queue, and
+ * the write callback with them, until `_read` asks for more: a guest may emit a chunk's whole
+ * output at once, and Transform alone lets several chunks' outputs pile up (measured).
+ *
+ * With `recoveryStrategy` 'skip' or { retry }, a chunk's output is released only once the chunk
+ * succeeded, so a failed chunk contributes nothing and a retried one appears once.
  */
 export class WasmExecutor extends Transform {
-  /** Input bytes handed to the guest so far (or the offset after the last chunk). */
+  /** Input offset just past the last chunk received. */
   bytesIn = 0
-  /** Output bytes the guest emitted so far. */
+  /** Output bytes delivered so far. */
   bytesOut = 0
+  /** Bytes waiting in the output queue. */
+  queuedBytes = 0
+  /** Chunks dropped by `recoveryStrategy: 'skip'`. */
+  chunksSkipped = 0
+
   private runner: GuestRunner | undefined
-  /**
-   * Outputs of the current chunk not yet pushed because the readable side is full. A guest can
-   * emit a chunk's whole output in one synchronous call; holding it here (and the write callback
-   * with it) until `_read` asks for more keeps the buffered total to that one chunk's output plus
-   * highWaterMark, where relying on Transform alone lets several chunks' outputs pile up.
-   */
+  private readonly source: ModuleSource | LoadedGuest
+  private readonly bufferSize: number
+  private readonly limits: Limits
+  private readonly recovery: RecoveryStrategy
+  private readonly maxInFlight: number
+  private readonly runnerFactory: RunnerFactory
+  private readonly hooks: RunnerHooks
+
   private readonly queue: Buffer[] = []
   private queueHead = 0
-  /** Bytes waiting in `queue`. */
-  queuedBytes = 0
   private canPush = true
   private heldCallback: TransformCallback | null = null
   private chunkCallback: TransformCallback | null = null
-  private readonly source: ModuleSource | LoadedGuest
-  private readonly bufferSize: number
-  private readonly outputLimits: OutputLimits
-  private readonly runnerFactory: RunnerFactory
+  private flushCallback: TransformCallback | null = null
+
+  /** Chunks handed to the runner and not yet done, kept for a retry or a restart. */
+  private readonly inflight: Buffer[] = []
+  private readonly inflightOffsets: number[] = []
+  /** Output of the oldest in-flight chunk, held until it is done (skip/retry only). */
+  private readonly held: Buffer[] = []
+  private attempts = 0
+  private restarting = false
+  private flushed = false
+  private generation = 0
+  private deadline: NodeJS.Timeout | undefined
 
   constructor(module: ModuleSource | LoadedGuest, options: WasmExecutorOptions = {}) {
     const bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE
@@ -58,12 +81,17 @@ export class WasmExecutor extends Transform {
     super({ readableHighWaterMark: hwm, writableHighWaterMark: hwm })
     this.source = module
     this.bufferSize = bufferSize
-    this.outputLimits = options.outputLimits ?? NO_OUTPUT_LIMITS
-    this.runnerFactory = options.runner ?? inlineRunner
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits }
+    this.recovery = options.recoveryStrategy ?? 'fail'
+    this.maxInFlight = options.maxInFlight ?? 2
+    this.runnerFactory = options.runner ?? runnerFor(options.isolation ?? 'worker')
+    this.hooks = { output: this.acceptOutput, done: this.onChunkDone, failed: this.onChunkFailed }
   }
 
   _construct(callback: (err?: Error | null) => void): void {
-    const loading = isLoadedGuest(this.source) ? Promise.resolve(this.source) : loadGuest(this.source)
+    const loading = isLoadedGuest(this.source)
+      ? Promise.resolve(this.source)
+      : loadGuest(this.source, { memoryLimit: this.limits.memory })
     // Leave the promise chain before calling back, so a throwing listener is not a rejection.
     loading.then(
       (guest) => process.nextTick(() => this.startRunner(guest, callback)),
@@ -77,35 +105,64 @@ export class WasmExecutor extends Transform {
       return
     }
     log('starting %s', guest.name)
-    this.runner = this.runnerFactory(guest, this.pushOutput, {
+    const limits = this.limits
+    this.runner = this.runnerFactory(guest, this.hooks, {
       bufferSize: this.bufferSize,
-      limits: this.outputLimits,
+      limits: { maxOutputPerChunk: limits.maxOutputPerChunk, maxOutput: limits.maxOutput },
+      timeout: limits.timeout,
+      maxInFlight: this.maxInFlight,
     })
+    if (limits.deadline !== undefined) {
+      const site = { module: guest.name, exportName: 'process_chunk', offset: 0 }
+      this.deadline = setTimeout(() => {
+        site.offset = this.inflightOffsets[0] ?? this.bytesIn
+        this.destroy(errors.timeout(site, limits.deadline!, 'deadline'))
+      }, limits.deadline)
+      this.deadline.unref()
+    }
     this.runner.start(callback)
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     const offset = offsetOf(chunk) ?? this.bytesIn
     this.bytesIn = offset + chunk.length
+    this.inflight.push(chunk)
+    this.inflightOffsets.push(offset)
     this.chunkCallback = callback
-    this.runner!.process(chunk, offset, this.onProcessed)
+    if (!this.restarting) this.runner!.process(chunk, offset, this.onProcessed)
   }
 
-  private readonly onProcessed = (err?: Error | null): void => {
-    const callback = this.chunkCallback!
+  /** The runner accepted the chunk: take the next one, unless output is backed up. */
+  private readonly onProcessed = (): void => {
+    const callback = this.chunkCallback
+    if (!callback) return
     this.chunkCallback = null
-    if (err || this.queueHead === this.queue.length) callback(err)
+    if (this.queueHead === this.queue.length) callback()
     else this.heldCallback = callback
   }
 
   override _flush(callback: TransformCallback): void {
-    // Through onProcessed, so trailing output queued by the guest's flush goes out before EOF.
-    this.chunkCallback = (err) => {
-      if (err) log('flush failed: %s', err.message)
-      else log('done: %d bytes in, %d bytes out', this.bytesIn, this.bytesOut)
-      callback(err)
+    this.flushCallback = callback
+    if (!this.restarting) this.runner!.flush(this.bytesIn, this.onFlushed)
+  }
+
+  private readonly onFlushed = (err?: Error | null): void => {
+    if (err) {
+      this.destroy(err)
+      return
     }
-    this.runner!.flush(this.bytesIn, this.onProcessed)
+    log('done: %d bytes in, %d bytes out', this.bytesIn, this.bytesOut)
+    this.clearDeadline()
+    this.runner?.destroy()
+    this.flushed = true
+    // Trailing output the guest's flush queued goes out before EOF.
+    if (this.queueHead === this.queue.length) this.finishFlush()
+  }
+
+  private finishFlush(): void {
+    const callback = this.flushCallback
+    this.flushCallback = null
+    callback?.()
   }
 
   override _read(size: number): void {
@@ -135,26 +192,96 @@ export class WasmExecutor extends Transform {
     if (this.queueHead < queue.length) return false
     queue.length = 0
     this.queueHead = 0
+    if (this.flushed) this.finishFlush()
     return true
+  }
+
+  private deliver(chunk: Buffer): boolean {
+    this.bytesOut += chunk.length
+    if (this.canPush && this.queueHead === this.queue.length) {
+      this.canPush = this.push(chunk)
+      return this.canPush
+    }
+    this.queue.push(chunk)
+    this.queuedBytes += chunk.length
+    return false
+  }
+
+  private readonly acceptOutput = (chunk: Buffer): boolean => {
+    if (this.recovery === 'fail') return this.deliver(chunk)
+    this.held.push(chunk)
+    return true
+  }
+
+  private readonly onChunkDone = (): void => {
+    this.inflight.shift()
+    this.inflightOffsets.shift()
+    this.attempts = 0
+    if (this.held.length > 0) {
+      for (const chunk of this.held) this.deliver(chunk)
+      this.held.length = 0
+    }
+  }
+
+  private readonly onChunkFailed = (err: WasmSandboxError): void => {
+    if (this.destroyed) return
+    const recovery = this.recovery
+    this.held.length = 0
+    if (recovery === 'fail') {
+      this.destroy(err)
+      return
+    }
+    if (recovery === 'skip') {
+      this.inflight.shift()
+      this.inflightOffsets.shift()
+      this.chunksSkipped++
+      log('skipping chunk at offset %d: %s', err.offset, err.message)
+      this.emit('chunk-error', err)
+    } else if (++this.attempts > recovery.retry) {
+      this.destroy(err)
+      return
+    } else {
+      log('retrying chunk at offset %d (attempt %d): %s', err.offset, this.attempts + 1, err.message)
+    }
+    this.restarting = true
+    const generation = ++this.generation
+    // Restart outside the runner's own call stack: an inline runner reports failures synchronously.
+    process.nextTick(() => {
+      if (this.destroyed || generation !== this.generation) return
+      this.runner!.restart((startErr) => {
+        if (startErr) this.destroy(startErr)
+        else this.resend(generation, this.inflight.slice(), this.inflightOffsets.slice(), 0)
+      })
+    })
+  }
+
+  /** Replays the chunks the dead instance had not finished, then carries on. */
+  private resend(generation: number, chunks: Buffer[], offsets: number[], i: number): void {
+    if (this.destroyed || generation !== this.generation) return
+    if (i === chunks.length) {
+      this.restarting = false
+      if (this.chunkCallback) this.onProcessed()
+      if (this.flushCallback) this.runner!.flush(this.bytesIn, this.onFlushed)
+      return
+    }
+    this.runner!.process(chunks[i]!, offsets[i]!, () => this.resend(generation, chunks, offsets, i + 1))
+  }
+
+  private clearDeadline(): void {
+    if (this.deadline) clearTimeout(this.deadline)
+    this.deadline = undefined
   }
 
   override _destroy(err: Error | null, callback: (error: Error | null) => void): void {
     if (err) log('destroyed: %s', err.message)
+    this.clearDeadline()
     this.runner?.destroy()
     this.runner = undefined
+    this.generation++
     this.queue.length = 0
     this.queueHead = this.queuedBytes = 0
-    this.heldCallback = this.chunkCallback = null
+    this.inflight.length = this.inflightOffsets.length = this.held.length = 0
+    this.heldCallback = this.chunkCallback = this.flushCallback = null
     callback(err)
-  }
-
-  private readonly pushOutput = (chunk: Buffer): void => {
-    this.bytesOut += chunk.length
-    if (this.canPush && this.queueHead === this.queue.length) {
-      this.canPush = this.push(chunk)
-      return
-    }
-    this.queue.push(chunk)
-    this.queuedBytes += chunk.length
   }
 }

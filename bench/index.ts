@@ -1,0 +1,143 @@
+/**
+ * `npm run bench [-- --quick] [-- --filter <substring>] [-- --stable-malloc]`
+ *
+ * Throughput of wasmTransform against the bare wasm loop and plain Node streams, at several
+ * chunk sizes, then the fixed per-chunk cost split by layer. Each cell is warmed up once, then
+ * run REPS times interleaved with all other cells; the median is reported. Ends with one
+ * `BENCH_JSON {...}` line for machines.
+ */
+import { spawnSync } from 'node:child_process'
+import { parseArgs } from 'node:util'
+import { formatSize, makeInput, mbps, median, repoRoot, timed, usPerChunk } from './harness.js'
+import { checkOutput, guestsIn, perChunkScenarios, throughputScenarios, type Scenario } from './scenarios.js'
+import { printFaults, printFixedCost, printRatios, printThroughput, ratios, type Result } from './report.js'
+
+const KiB = 1024
+const MiB = 1024 * KiB
+const SIZES = [16 * KiB, 64 * KiB, 1 * MiB]
+/**
+ * Input bytes per run of a throughput cell. 256 MiB runs took 15-80 ms here and scattered by
+ * ±60%; 2 GiB keeps the full run under a minute with far steadier medians.
+ */
+const VOLUME = 2048 * MiB
+/** The per-chunk table: chunks of 4 KiB, the smallest Buffer.allocUnsafe does not pool. */
+const SMALL_CHUNK = 4 * KiB
+const SMALL_CHUNKS = 200_000
+const REPS = 3
+const WARMUP_FRACTION = 1 / 4
+/**
+ * glibc malloc settings for --stable-malloc: no trimming and no mmap for chunk-sized blocks, so
+ * output buffers reuse already-mapped memory. Without them, whether a run page-faults on fresh
+ * memory varies from run to run: it moved 64 KiB medians by ~1.5x and 1 MiB ones by 3-4x here.
+ */
+const STABLE_MALLOC_ENV = { MALLOC_TRIM_THRESHOLD_: String(2 ** 30), MALLOC_MMAP_THRESHOLD_: String(32 * MiB) }
+
+interface Cell {
+  readonly group: 'throughput' | 'per-chunk'
+  readonly scenario: Scenario
+  readonly chunkBytes: number
+  readonly chunks: number
+  readonly runs: number[]
+  readonly faults: number[]
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      filter: { type: 'string' },
+      'stable-malloc': { type: 'boolean', default: false },
+    },
+    strict: true,
+  })
+  const stableMalloc = process.env.MALLOC_TRIM_THRESHOLD_ !== undefined
+  if (values['stable-malloc'] && !stableMalloc) {
+    // malloc reads its settings at process start: run again with them.
+    const child = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+      stdio: 'inherit',
+      env: { ...process.env, ...STABLE_MALLOC_ENV },
+    })
+    process.exitCode = child.status ?? 1
+    return
+  }
+  const scale = values.quick ? 1 / 8 : 1
+  const filter = values.filter
+  const keep = (s: Scenario): boolean => filter === undefined || s.name.includes(filter)
+  const guests = guestsIn(repoRoot())
+
+  const cells: Cell[] = []
+  for (const chunkBytes of SIZES) {
+    const chunks = Math.max(1, Math.round((VOLUME * scale) / chunkBytes))
+    for (const scenario of throughputScenarios(guests).filter(keep)) {
+      cells.push({ group: 'throughput', scenario, chunkBytes, chunks, runs: [], faults: [] })
+    }
+  }
+  for (const scenario of perChunkScenarios(guests).filter(keep)) {
+    const chunks = Math.round(SMALL_CHUNKS * scale)
+    cells.push({ group: 'per-chunk', scenario, chunkBytes: SMALL_CHUNK, chunks, runs: [], faults: [] })
+  }
+  if (cells.length === 0) throw new Error(`no scenario matches --filter ${JSON.stringify(filter)}`)
+
+  console.log(
+    `wasm-sandbox bench: node ${process.version}, ${values.quick ? 'quick (1/8 volume)' : 'full'}, ` +
+      `${formatSize(VOLUME * scale)} per throughput run, ${cells.length} cells × (1 warm-up + ${REPS} runs), ` +
+      `malloc ${stableMalloc ? 'tuned (MALLOC_TRIM_THRESHOLD_ set)' : 'default'}`,
+  )
+  const started = Date.now()
+  for (const cell of cells) await cell.scenario.prepare?.()
+
+  const runCell = async (cell: Cell, chunks: number, record: boolean): Promise<void> => {
+    const input = makeInput(cell.chunkBytes, chunks)
+    const { seconds, output, pageFaults } = await timed(() => cell.scenario.run(input))
+    checkOutput(cell.scenario, input, output)
+    if (!record) return
+    cell.runs.push(mbps(output.bytes, seconds))
+    cell.faults.push(pageFaults / chunks)
+  }
+  for (const cell of cells) await runCell(cell, Math.max(1, Math.round(cell.chunks * WARMUP_FRACTION)), false)
+  for (let rep = 0; rep < REPS; rep++) {
+    for (const cell of cells) await runCell(cell, cell.chunks, true)
+    process.stderr.write(`  rep ${rep + 1}/${REPS} done (${((Date.now() - started) / 1000).toFixed(1)} s)\n`)
+  }
+
+  const results: Result[] = cells.map((c) => {
+    const rate = median(c.runs)
+    return {
+      group: c.group,
+      scenario: c.scenario.name,
+      chunkBytes: c.chunkBytes,
+      chunks: c.chunks,
+      runsMBps: c.runs,
+      mbps: rate,
+      usPerChunk: usPerChunk(c.chunkBytes, rate),
+      bestMBps: Math.max(...c.runs),
+      faultsPerChunk: median(c.faults),
+    }
+  })
+  const throughput = results.filter((r) => r.group === 'throughput')
+  const perChunk = results.filter((r) => r.group === 'per-chunk')
+  const ratioRows = ratios(throughput, SIZES)
+
+  console.log()
+  if (throughput.length > 0) printThroughput(throughput, SIZES)
+  if (throughput.length > 0) printFaults(throughput, SIZES)
+  if (ratioRows.length > 0) printRatios(ratioRows, SIZES)
+  if (perChunk.length > 0) printFixedCost(perChunk)
+  console.log(`\ntotal ${((Date.now() - started) / 1000).toFixed(1)} s`)
+  const json = {
+    node: process.version,
+    quick: values.quick,
+    stableMalloc,
+    filter: filter ?? null,
+    reps: REPS,
+    volumeBytes: VOLUME * scale,
+    results,
+    ratios: ratioRows,
+  }
+  console.log(`BENCH_JSON ${JSON.stringify(json)}`)
+}
+
+main().catch((err: unknown) => {
+  console.error(err)
+  process.exitCode = 1
+})

@@ -1,0 +1,52 @@
+/** The wire protocol between WorkerRunner and its worker; nothing else uses it. */
+
+/** Frames main → worker, in the input ring. */
+export const IN_CHUNK = 1
+export const IN_FLUSH = 2
+
+/** Frames worker → main, in the output ring, in order after the outputs they conclude. */
+export const OUT_DATA = 10
+export const OUT_DONE = 11
+export const OUT_FLUSHED = 12
+export const OUT_ERROR = 13
+/** The first pieces of a control frame's payload too long for one frame. */
+export const OUT_PART = 14
+
+/** Messages worker → main on the port (only to wake a sleeping main thread, and start-up). */
+export const MSG_READY = 1
+export const MSG_WAKE = 2
+export const MSG_SPACE = 3
+export const MSG_START_FAILED = 4
+
+/** The watchdog's view of the worker, in a small SharedArrayBuffer: Int32 slots, then a Float64. */
+export const CTL_STATE = 0
+export const CTL_EXPORT = 1
+export const CTL_OFFSET_LO = 2
+export const CTL_OFFSET_HI = 3
+export const CTL_BYTES = 32
+/** Index in the Float64Array view: when the running call started, minus time spent blocked on the host. */
+export const CTL_STARTED_F64 = 2
+
+export const STATE_IDLE = 0
+export const STATE_RUNNING = 1
+
+export const EXPORT_NAMES = ['start', 'init', 'process_chunk', 'flush'] as const
+export const EXPORT_START = 0
+export const EXPORT_INIT = 1
+export const EXPORT_PROCESS = 2
+export const EXPORT_FLUSH = 3
+
+/** A clock both threads share (performance.now() has a per-thread origin). */
+export function now(): number {
+  return performance.timeOrigin + performance.now()
+}
+
+/** A WasmSandboxError as it crosses the thread boundary. */
+export interface ErrorRecord {
+  code: string
+  message: string
+  offset?: number | undefined
+  module?: string | undefined
+  exportName?: string | undefined
+  status?: number | undefined
+}

@@ -1,0 +1,161 @@
+/**
+ * A single-producer, single-consumer ring of frames in a SharedArrayBuffer: how chunk bytes
+ * cross the worker boundary without structured-clone copies. One side writes, the other reads;
+ * `used` (in bytes, frames included) is the only word both sides change, atomically, and the
+ * writer adds a frame to it only once the frame is wholly written.
+ *
+ * A frame is a 32-byte header of eight int32 slots followed by the payload, padded to 32 bytes
+ * so that a header never straddles the end of the ring (payloads may wrap).
+ */
+
+const USED = 0
+const READ_POS = 1
+const WRITE_POS = 2
+/** Set by a side that sleeps until the other makes progress; see `wantWake`. */
+const SLEEPING = 3
+const HEADER_BYTES = 16
+export const FRAME_HEADER = 32
+const HEADER_SLOTS = FRAME_HEADER / 4
+
+/** Header slots; their meaning beyond `length` and `kind` is up to the protocol. */
+export const H_LENGTH = 0
+export const H_KIND = 1
+export const H_SEQ = 2
+export const H_TOTAL = 3
+export const H_OFFSET_LO = 4
+export const H_OFFSET_HI = 5
+export const H_ARG = 6
+
+function padded(n: number): number {
+  return (n + FRAME_HEADER - 1) & ~(FRAME_HEADER - 1)
+}
+
+/** Bytes of SharedArrayBuffer for a ring of at least `capacity` (a multiple of two frames' padding). */
+export function ringBytesFor(capacity: number): number {
+  return HEADER_BYTES + ((capacity + 2 * FRAME_HEADER - 1) & ~(2 * FRAME_HEADER - 1))
+}
+
+export class FrameRing {
+  readonly sab: SharedArrayBuffer
+  readonly capacity: number
+  private readonly state: Int32Array
+  private readonly data: Uint8Array
+  private readonly words: Int32Array
+  /** The header of the frame last peeked, reused so reading allocates nothing. */
+  readonly header = new Int32Array(HEADER_SLOTS)
+
+  constructor(sabOrCapacity: SharedArrayBuffer | number) {
+    this.sab =
+      typeof sabOrCapacity === 'number' ? new SharedArrayBuffer(ringBytesFor(sabOrCapacity)) : sabOrCapacity
+    this.capacity = this.sab.byteLength - HEADER_BYTES
+    this.state = new Int32Array(this.sab, 0, HEADER_BYTES / 4)
+    this.data = new Uint8Array(this.sab, HEADER_BYTES, this.capacity)
+    this.words = new Int32Array(this.sab, HEADER_BYTES, this.capacity / 4)
+  }
+
+  /** The largest payload one frame can carry (half the ring, so two frames always fit). */
+  get maxPayload(): number {
+    return this.capacity / 2 - FRAME_HEADER
+  }
+
+  used(): number {
+    return Atomics.load(this.state, USED)
+  }
+
+  /** Free bytes for a frame with a payload of `payload` bytes? */
+  fits(payload: number): boolean {
+    return this.capacity - Atomics.load(this.state, USED) >= FRAME_HEADER + padded(payload)
+  }
+
+  /**
+   * Writes one frame: the header slots given, then `length` bytes of `source` from `start`.
+   * The caller checked `fits` first. Wakes a reader blocked in `Atomics.wait`.
+   */
+  write(
+    kind: number,
+    seq: number,
+    total: number,
+    offset: number,
+    arg: number,
+    source: Uint8Array | undefined,
+    start: number,
+    length: number,
+  ): void {
+    let pos = Atomics.load(this.state, WRITE_POS)
+    const w = pos >> 2
+    const words = this.words
+    words[w + H_LENGTH] = length
+    words[w + H_KIND] = kind
+    words[w + H_SEQ] = seq
+    words[w + H_TOTAL] = total
+    words[w + H_OFFSET_LO] = offset % 0x100000000
+    words[w + H_OFFSET_HI] = Math.floor(offset / 0x100000000)
+    words[w + H_ARG] = arg
+    pos += FRAME_HEADER
+    if (pos === this.capacity) pos = 0
+    if (length > 0) {
+      const first = Math.min(length, this.capacity - pos)
+      this.data.set(source!.subarray(start, start + first), pos)
+      if (first < length) this.data.set(source!.subarray(start + first, start + length), 0)
+    }
+    const size = FRAME_HEADER + padded(length)
+    Atomics.store(this.state, WRITE_POS, (Atomics.load(this.state, WRITE_POS) + size) % this.capacity)
+    Atomics.add(this.state, USED, size)
+    Atomics.notify(this.state, USED)
+  }
+
+  /** Reads the next frame's header into `this.header`; false when the ring is empty. */
+  peek(): boolean {
+    if (Atomics.load(this.state, USED) === 0) return false
+    const w = Atomics.load(this.state, READ_POS) >> 2
+    for (let i = 0; i < HEADER_SLOTS; i++) this.header[i] = this.words[w + i]!
+    return true
+  }
+
+  offsetOfFrame(): number {
+    return (this.header[H_OFFSET_HI]! >>> 0) * 0x100000000 + (this.header[H_OFFSET_LO]! >>> 0)
+  }
+
+  /** Copies the peeked frame's payload into `target` at `at`. */
+  copyPayload(target: Uint8Array, at: number): void {
+    const length = this.header[H_LENGTH]!
+    if (length === 0) return
+    let pos = Atomics.load(this.state, READ_POS) + FRAME_HEADER
+    if (pos === this.capacity) pos = 0
+    const first = Math.min(length, this.capacity - pos)
+    target.set(this.data.subarray(pos, pos + first), at)
+    if (first < length) target.set(this.data.subarray(0, length - first), at + first)
+  }
+
+  /** Releases the peeked frame and wakes a writer blocked waiting for space. */
+  consume(): void {
+    const size = FRAME_HEADER + padded(this.header[H_LENGTH]!)
+    Atomics.store(this.state, READ_POS, (Atomics.load(this.state, READ_POS) + size) % this.capacity)
+    Atomics.sub(this.state, USED, size)
+    Atomics.notify(this.state, USED)
+  }
+
+  /** Blocks (worker side only) while `used` still equals `seen`, up to `timeoutMs`. */
+  waitWhileUsed(seen: number, timeoutMs: number): void {
+    Atomics.wait(this.state, USED, seen, timeoutMs)
+  }
+
+  /** The sleeping side announces itself; the other side asks `wantWake` after progress. */
+  sleep(): void {
+    Atomics.store(this.state, SLEEPING, 1)
+  }
+
+  awake(): void {
+    Atomics.store(this.state, SLEEPING, 0)
+  }
+
+  /** True once per sleep: the caller should send a wake-up message. */
+  wantWake(): boolean {
+    return Atomics.compareExchange(this.state, SLEEPING, 1, 0) === 1
+  }
+
+  /** Wakes any thread blocked on this ring, e.g. before terminating it. */
+  wakeAll(): void {
+    Atomics.notify(this.state, USED)
+  }
+}

@@ -1,0 +1,307 @@
+import { Worker } from 'node:worker_threads'
+import { errors, WasmSandboxError, type GuestSite, type WasmSandboxErrorCode } from '../errors.js'
+import type { LoadedGuest } from '../guest/load.js'
+import { logger } from '../log.js'
+import {
+  CTL_BYTES,
+  CTL_EXPORT,
+  CTL_OFFSET_HI,
+  CTL_OFFSET_LO,
+  CTL_STARTED_F64,
+  CTL_STATE,
+  EXPORT_NAMES,
+  IN_CHUNK,
+  IN_FLUSH,
+  MSG_READY,
+  MSG_SPACE,
+  MSG_START_FAILED,
+  MSG_WAKE,
+  now,
+  OUT_DATA,
+  OUT_DONE,
+  OUT_ERROR,
+  OUT_FLUSHED,
+  OUT_PART,
+  STATE_RUNNING,
+  type ErrorRecord,
+} from './protocol.js'
+import { FRAME_HEADER, FrameRing, H_KIND, H_LENGTH } from './ring.js'
+import type { GuestRunner, RunnerCallback, RunnerHooks, RunnerOptions } from './runner.js'
+import type { WorkerData } from './worker-entry.js'
+
+const log = logger('worker')
+const ENTRY = new URL('./worker-entry.js', import.meta.url)
+
+/** JS heap of the worker (the guest's linear memory is capped separately, by limits.memory). */
+const RESOURCE_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 }
+
+interface PendingWrite {
+  kind: number
+  chunk: Buffer | undefined
+  pos: number
+  offset: number
+  callback: RunnerCallback
+}
+
+function revive(record: ErrorRecord): WasmSandboxError {
+  const err = new WasmSandboxError(record.code as WasmSandboxErrorCode, record.message, {
+    offset: record.offset,
+    module: record.module,
+    exportName: record.exportName,
+    status: record.status,
+  })
+  return err
+}
+
+/**
+ * Runs the guest in a worker thread: the default, for untrusted guests. Chunks go in through a
+ * bounded SharedArrayBuffer ring and output comes back through another, so nothing is
+ * structured-cloned; the worker blocks when the output ring is full, which pauses the guest
+ * mid-call while the consumer is slow. A watchdog terminates a call that runs past
+ * `options.timeout`. The worker is terminated on flush, on failure and on destroy: none outlives
+ * its stream.
+ */
+export class WorkerRunner implements GuestRunner {
+  private readonly guest: LoadedGuest
+  private readonly hooks: RunnerHooks
+  private readonly options: RunnerOptions
+  private worker: Worker | undefined
+  private input: FrameRing | undefined
+  private output: FrameRing | undefined
+  private ctl: Int32Array | undefined
+  private clock: Float64Array | undefined
+  private watchdog: NodeJS.Timeout | undefined
+  private startCallback: RunnerCallback | undefined
+  private flushCallback: RunnerCallback | undefined
+  private pending: PendingWrite | undefined
+  private paused = false
+  /** Pieces of a control payload (an error record) that spans several frames. */
+  private parts: Buffer[] = []
+  private draining = false
+  private drainAgain = false
+  private destroyed = false
+
+  constructor(guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions) {
+    this.guest = guest
+    this.hooks = hooks
+    this.options = options
+  }
+
+  start(callback: RunnerCallback): void {
+    const { bufferSize, maxInFlight } = this.options
+    this.input = new FrameRing(Math.max(maxInFlight, 2) * (bufferSize + 2 * FRAME_HEADER))
+    // Small on purpose: what sits here is buffered output the consumer has not asked for.
+    this.output = new FrameRing(2 * bufferSize + 4 * FRAME_HEADER)
+    const ctlSab = new SharedArrayBuffer(CTL_BYTES)
+    this.ctl = new Int32Array(ctlSab, 0, 4)
+    this.clock = new Float64Array(ctlSab)
+    this.paused = false
+    this.pending = undefined
+    this.parts = []
+    this.startCallback = callback
+    const workerData: WorkerData = {
+      guest: this.guest,
+      bufferSize,
+      limits: this.options.limits,
+      inSab: this.input.sab,
+      outSab: this.output.sab,
+      ctlSab,
+    }
+    let worker: Worker
+    try {
+      worker = new Worker(ENTRY, { workerData, resourceLimits: RESOURCE_LIMITS })
+    } catch (err) {
+      this.startCallback = undefined
+      callback(errors.workerDied(this.site(), err))
+      return
+    }
+    this.worker = worker
+    worker.on('message', (message: unknown) => this.onMessage(worker, message))
+    worker.on('error', (err) => this.onDeath(worker, err))
+    worker.on('exit', (code) => this.onDeath(worker, new Error(`worker exited with code ${code}`)))
+    const every = Math.min(100, Math.max(5, Math.floor(this.options.timeout / 20)))
+    this.watchdog = setInterval(() => this.checkTime(), every)
+    this.watchdog.unref()
+    log('started worker %d for %s', worker.threadId, this.guest.name)
+  }
+
+  process(chunk: Buffer, offset: number, callback: RunnerCallback): void {
+    if (!this.worker) {
+      callback(null)
+      return
+    }
+    this.pending = { kind: IN_CHUNK, chunk, pos: 0, offset, callback }
+    this.writePending()
+  }
+
+  flush(offset: number, callback: RunnerCallback): void {
+    if (!this.worker) {
+      callback(null)
+      return
+    }
+    this.flushCallback = callback
+    this.pending = { kind: IN_FLUSH, chunk: undefined, pos: 0, offset, callback: () => {} }
+    this.writePending()
+  }
+
+  resume(): void {
+    if (!this.paused) return
+    this.paused = false
+    this.drain()
+  }
+
+  restart(callback: RunnerCallback): void {
+    this.kill()
+    this.start(callback)
+  }
+
+  destroy(): void {
+    this.destroyed = true
+    this.kill()
+    this.startCallback = this.flushCallback = undefined
+  }
+
+  private site(): GuestSite {
+    const ctl = this.ctl
+    if (!ctl) return { module: this.guest.name, exportName: 'start', offset: 0 }
+    const offset = (ctl[CTL_OFFSET_HI]! >>> 0) * 0x100000000 + (ctl[CTL_OFFSET_LO]! >>> 0)
+    return { module: this.guest.name, exportName: EXPORT_NAMES[ctl[CTL_EXPORT]!] ?? 'process_chunk', offset }
+  }
+
+  /** Copies as much of the pending chunk into the input ring as fits; calls back once all is in. */
+  private writePending(): void {
+    const p = this.pending
+    const input = this.input
+    if (!p || !input) return
+    const length = p.chunk?.length ?? 0
+    do {
+      const part = Math.min(length - p.pos, input.maxPayload)
+      if (!input.fits(part)) {
+        input.sleep()
+        if (!input.fits(part)) return
+        input.awake()
+      }
+      input.write(p.kind, 0, length, p.offset, 0, p.chunk, p.pos, part)
+      p.pos += part
+    } while (p.pos < length)
+    this.pending = undefined
+    p.callback(null)
+  }
+
+  private onMessage(worker: Worker, message: unknown): void {
+    if (worker !== this.worker) return
+    if (message === MSG_WAKE) this.drain()
+    else if (message === MSG_SPACE) this.writePending()
+    else if (message === MSG_READY) this.finishStart(null)
+    else if ((message as { kind?: number })?.kind === MSG_START_FAILED) {
+      this.kill()
+      this.finishStart(revive((message as { error: ErrorRecord }).error))
+    }
+  }
+
+  private finishStart(err: WasmSandboxError | null): void {
+    const callback = this.startCallback
+    this.startCallback = undefined
+    callback?.(err)
+    if (!err) this.drain()
+  }
+
+  /** Reads output frames until the ring is empty or the consumer is full. */
+  private drain(): void {
+    if (this.draining) {
+      this.drainAgain = true
+      return
+    }
+    this.draining = true
+    try {
+      do {
+        this.drainAgain = false
+        this.drainFrames()
+      } while (this.drainAgain)
+    } finally {
+      this.draining = false
+    }
+  }
+
+  private drainFrames(): void {
+    const output = this.output
+    if (!output) return
+    const header = output.header
+    while (!this.paused && this.output === output) {
+      if (!output.peek()) {
+        output.sleep()
+        if (!output.peek()) return
+        output.awake()
+      }
+      const kind = header[H_KIND]
+      if (kind === OUT_DATA) {
+        const chunk = Buffer.allocUnsafe(header[H_LENGTH]!)
+        output.copyPayload(chunk, 0)
+        output.consume()
+        if (!this.hooks.output(chunk)) this.paused = true
+      } else if (kind === OUT_DONE) {
+        output.consume()
+        this.hooks.done()
+      } else if (kind === OUT_FLUSHED) {
+        output.consume()
+        const callback = this.flushCallback
+        this.flushCallback = undefined
+        this.kill()
+        callback?.(null)
+      } else if (kind === OUT_PART || kind === OUT_ERROR) {
+        const payload = Buffer.allocUnsafe(header[H_LENGTH]!)
+        output.copyPayload(payload, 0)
+        output.consume()
+        this.parts.push(payload)
+        if (kind === OUT_ERROR) {
+          const record = JSON.parse(Buffer.concat(this.parts).toString('utf8')) as ErrorRecord
+          this.parts = []
+          this.fail(revive(record))
+        }
+      } else {
+        this.fail(errors.workerDied(this.site(), new Error(`internal: unknown output frame kind ${kind}`)))
+      }
+    }
+  }
+
+  private checkTime(): void {
+    const ctl = this.ctl
+    if (!ctl || Atomics.load(ctl, CTL_STATE) !== STATE_RUNNING) return
+    if (now() - this.clock![CTL_STARTED_F64]! <= this.options.timeout) return
+    const site = this.site()
+    log('%s() overran %d ms at offset %d: terminating the worker', site.exportName, this.options.timeout, site.offset)
+    this.fail(errors.timeout(site, this.options.timeout))
+  }
+
+  private onDeath(worker: Worker, cause: unknown): void {
+    if (worker !== this.worker) return
+    this.fail(errors.workerDied(this.site(), cause))
+  }
+
+  /** The instance is gone: kill the worker and report to whoever is waiting. */
+  private fail(err: WasmSandboxError): void {
+    this.kill()
+    if (this.destroyed) return
+    log('failed: %s', err.message)
+    if (this.startCallback) this.finishStart(err)
+    else if (this.flushCallback) {
+      const callback = this.flushCallback
+      this.flushCallback = undefined
+      callback(err)
+    } else this.hooks.failed(err)
+  }
+
+  private kill(): void {
+    const worker = this.worker
+    if (this.watchdog) clearInterval(this.watchdog)
+    this.watchdog = undefined
+    this.worker = undefined
+    this.output = undefined
+    this.pending = undefined
+    if (worker) {
+      this.input?.wakeAll()
+      worker.terminate().catch(() => {})
+    }
+    this.input = undefined
+  }
+}
