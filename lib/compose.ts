@@ -70,10 +70,16 @@ function bundleClass(highWaterMark: number): new () => PumpifyInstance {
   return Bundle
 }
 
+/** Stage events a user of the bundle needs to see, re-emitted on the bundle. */
+const FORWARDED_EVENTS = ['chunk-error'] as const
+
 /** Bundles stages into one duplex, composed with `pipeline()`: errors and destroy reach all. */
 export function composeStages(stages: Stream[], highWaterMark: number): SandboxStream {
   const Bundle = bundleClass(highWaterMark)
   const bundle = new Bundle()
+  for (const stage of stages) {
+    for (const event of FORWARDED_EVENTS) stage.on(event, (...args: unknown[]) => bundle.emit(event, ...args))
+  }
   Object.defineProperty(bundle, 'stages', { value: Object.freeze([...stages]), enumerable: false })
   bundle.setPipeline(stages as never)
   return bundle as unknown as SandboxStream

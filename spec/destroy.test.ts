@@ -23,16 +23,28 @@ function runChild(script: string, args: string[], timeoutMs: number): Promise<{ 
   })
 }
 
-describe('destroy', () => {
-  it('destroying the composed stream mid-way leaves no open handle: the process exits by itself', async () => {
-    const { code, stdout, timedOut } = await runChild('./children/destroy-midway.js', ['upper.wasm'], 20_000)
-    assert.equal(timedOut, false, 'the child process hung after destroy()')
-    assert.equal(code, 0)
-    const result = JSON.parse(stdout)
-    assert.equal(result.err, 'ERR_STREAM_PREMATURE_CLOSE', 'the pipeline is told the stream closed early')
-    assert.ok(result.consumed >= 50 && result.consumed < 100, `stopped soon after destroy (consumed ${result.consumed})`)
-  })
+describe('no handle outlives its stream: the process exits by itself', () => {
+  for (const isolation of ['inline', 'worker']) {
+    it(`after destroying the composed stream mid-way (${isolation})`, async () => {
+      const { code, stdout, timedOut } = await runChild('./children/destroy-midway.js', ['upper.wasm', isolation], 20_000)
+      assert.equal(timedOut, false, 'the child process hung after destroy()')
+      assert.equal(code, 0)
+      const result = JSON.parse(stdout)
+      assert.equal(result.err, 'ERR_STREAM_PREMATURE_CLOSE', 'the pipeline is told the stream closed early')
+      assert.ok(result.consumed >= 50 && result.consumed < 100, `stopped soon after destroy (consumed ${result.consumed})`)
+    })
 
+    it(`after hostile guests, with a healthy pipeline afterwards (${isolation})`, async () => {
+      const { code, stdout, timedOut } = await runChild('./children/hostile-then-exit.js', [isolation], 20_000)
+      assert.equal(timedOut, false, 'the child process did not exit by itself')
+      assert.equal(code, 0)
+      const expected = isolation === 'worker' ? ['ERR_WASM_TIMEOUT', 'ERR_WASM_TRAP', 'STILL HEALTHY'] : ['ERR_WASM_TRAP', 'STILL HEALTHY']
+      assert.deepEqual(JSON.parse(stdout), expected)
+    })
+  }
+})
+
+describe('destroy', () => {
   it('destroy() reaches every stage, is idempotent, and emits close once', async () => {
     const stream = wasmTransform(example('upper.wasm'))
     let closes = 0

@@ -55,16 +55,15 @@ export class Sandbox {
     const guest = isLoadedGuest(module) ? module : await loadGuest(module, { memoryLimit: limits.memory })
     const bytes = typeof input === 'string' ? Buffer.from(input) : Buffer.from(input.buffer, input.byteOffset, input.byteLength)
     const outputs: Buffer[] = []
-    let failure: Error | undefined
+    // A chunk failure is reported through hooks.failed, whichever step is waiting at the time.
+    let fail: (err: Error) => void = () => {}
+    const failed = new Promise<never>((_, reject) => {
+      fail = reject
+    })
+    failed.catch(() => {})
     const runner = runnerFor(isolation)(
       guest,
-      {
-        output: (chunk) => outputs.push(chunk) > 0,
-        done: () => {},
-        failed: (err) => {
-          failure = err
-        },
-      },
+      { output: (chunk) => outputs.push(chunk) > 0, done: () => {}, failed: (err) => fail(err) },
       {
         bufferSize: Math.max(bytes.length, 1),
         limits: { maxOutputPerChunk: limits.maxOutputPerChunk, maxOutput: limits.maxOutput },
@@ -73,24 +72,18 @@ export class Sandbox {
       },
     )
     const step = (run: (cb: (err?: Error | null) => void) => void): Promise<void> =>
-      new Promise((resolve, reject) => run((err) => (err ?? failure ? reject(err ?? failure) : resolve())))
+      Promise.race([new Promise<void>((resolve, reject) => run((err) => (err ? reject(err) : resolve()))), failed])
     let deadline: NodeJS.Timeout | undefined
-    const expired = new Promise<never>((_, reject) => {
-      if (limits.deadline === undefined) return
+    if (limits.deadline !== undefined) {
       deadline = setTimeout(() => {
         runner.destroy()
-        reject(errors.timeout({ module: guest.name, exportName: 'process_chunk', offset: 0 }, limits.deadline!, 'deadline'))
+        fail(errors.timeout({ module: guest.name, exportName: 'process_chunk', offset: 0 }, limits.deadline!, 'deadline'))
       }, limits.deadline)
-    })
+    }
     try {
-      await Promise.race([
-        (async () => {
-          await step((cb) => runner.start(cb))
-          await step((cb) => runner.process(bytes, 0, cb))
-          await step((cb) => runner.flush(bytes.length, cb))
-        })(),
-        expired,
-      ])
+      await step((cb) => runner.start(cb))
+      await step((cb) => runner.process(bytes, 0, cb))
+      await step((cb) => runner.flush(bytes.length, cb))
     } finally {
       clearTimeout(deadline)
       runner.destroy()

@@ -283,12 +283,13 @@ export class WorkerRunner implements GuestRunner {
     this.kill()
     if (this.destroyed) return
     log('failed: %s', err.message)
+    const flushCallback = this.flushCallback
+    this.flushCallback = undefined
     if (this.startCallback) this.finishStart(err)
-    else if (this.flushCallback) {
-      const callback = this.flushCallback
-      this.flushCallback = undefined
-      callback(err)
-    } else this.hooks.failed(err)
+    // A chunk that fails while the flush request waits behind it is the chunk's failure: after
+    // a restart, the executor asks for the flush again.
+    else if (flushCallback && err.exportName === 'flush') flushCallback(err)
+    else this.hooks.failed(err)
   }
 
   private kill(): void {

@@ -3,10 +3,11 @@
  * does nothing else. The test passes only if this process exits by itself (no open handle).
  */
 import { Readable, Writable, pipeline } from 'node:stream'
-import { wasmTransform } from '../../lib/index.js'
+import { wasmTransform, type Isolation } from '../../lib/index.js'
 import { example } from '../helpers/reference.js'
 
-const stream = wasmTransform(example(process.argv[2] ?? 'upper.wasm'), { bufferSize: 1024 })
+const isolation = (process.argv[3] ?? 'worker') as Isolation
+const stream = wasmTransform(example(process.argv[2] ?? 'upper.wasm'), { bufferSize: 1024, isolation })
 let produced = 0
 const source = new Readable({
   read() {

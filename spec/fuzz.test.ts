@@ -1,0 +1,49 @@
+/**
+ * Mutated modules: whatever the bytes, the outcome is output or a WasmSandboxError, never a
+ * crash, a hang or another exception type. Worker isolation with a short time limit, so a
+ * mutation that creates an endless loop is stopped too.
+ */
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import fc from 'fast-check'
+import { createSandbox, WasmSandboxError } from '../lib/index.js'
+import { readExample } from './helpers/reference.js'
+
+describe('mutated modules', () => {
+  const sandbox = createSandbox({ isolation: 'worker', limits: { timeout: 500, memory: 16 * 1024 * 1024 } })
+
+  for (const name of ['upper.wasm', 'wc.wasm']) {
+    it(`random byte mutations of ${name} succeed or fail with a WasmSandboxError`, async (t) => {
+      const original = readExample(name)
+      let failures = 0
+      let successes = 0
+      const codes = new Map<string, number>()
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(fc.tuple(fc.nat({ max: original.length - 1 }), fc.integer({ min: 0, max: 255 })), {
+            minLength: 1,
+            maxLength: 4,
+          }),
+          async (mutations) => {
+            const bytes = Buffer.from(original)
+            for (const [at, value] of mutations) bytes[at] = value
+            try {
+              const out = await sandbox.call(bytes, 'Some input, with words.\nAnd lines.\n')
+              assert.ok(Buffer.isBuffer(out))
+              successes++
+            } catch (err) {
+              failures++
+              const code = (err as WasmSandboxError).code
+              codes.set(code, (codes.get(code) ?? 0) + 1)
+              assert.ok(err instanceof WasmSandboxError, `not a WasmSandboxError: ${(err as Error)?.stack ?? err}`)
+            }
+          },
+        ),
+        { numRuns: 300 },
+      )
+      t.diagnostic(`${successes} ran, ${failures} refused: ${JSON.stringify(Object.fromEntries(codes))}`)
+      assert.ok(failures > 0, 'some mutations must have been refused, or the test tests nothing')
+      assert.ok(successes > 0, 'some mutations must have run, or no guest code was exercised')
+    })
+  }
+})
