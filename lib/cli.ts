@@ -16,7 +16,13 @@ Options:
   -b, --buffer-size <n>     chunk size in bytes (default 65536)
   -d, --delimiter <s>       cut only after this delimiter, e.g. '\\n' (escapes \\n \\r \\t \\0 allowed)
       --max-record-size <n> longest record with --delimiter
-  -h, --help                this text`
+      --inline              run the guest on the main thread (trusted guests only: no time limit)
+      --timeout <ms>        time limit per guest call (default 5000; worker isolation)
+      --memory <bytes>      guest memory limit (default 268435456)
+      --max-output <bytes>  total output limit (default unlimited)
+  -h, --help                this text
+
+Exit status: 0 on success, 1 on a guest or I/O error (the error code is printed), 2 on usage errors.`
 
 function unescape(s: string): string {
   return s.replace(/\\([nrt0\\])/g, (_, c: string) => ({ n: '\n', r: '\r', t: '\t', '0': '\0', '\\': '\\' })[c]!)
@@ -29,8 +35,8 @@ function integer(name: string, value: string | undefined): number | undefined {
   return n
 }
 
-async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+function parse(argv: string[]) {
+  return parseArgs({
     args: argv,
     allowPositionals: true,
     options: {
@@ -38,9 +44,24 @@ async function main(argv: string[]): Promise<number> {
       'buffer-size': { type: 'string', short: 'b' },
       delimiter: { type: 'string', short: 'd' },
       'max-record-size': { type: 'string' },
+      inline: { type: 'boolean' },
+      timeout: { type: 'string' },
+      memory: { type: 'string' },
+      'max-output': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
+}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed: ReturnType<typeof parse>
+  try {
+    parsed = parse(argv)
+  } catch (err) {
+    process.stderr.write(`wasm-sandbox: ${(err as Error).message}\n\n${USAGE}\n`)
+    return 2
+  }
+  const { values, positionals } = parsed
   if (values.help || positionals.length < 1 || positionals.length > 2) {
     process.stderr.write(USAGE + '\n')
     return values.help ? 0 : 2
@@ -52,6 +73,15 @@ async function main(argv: string[]): Promise<number> {
   const maxRecordSize = integer('--max-record-size', values['max-record-size'])
   if (maxRecordSize !== undefined) options.maxRecordSize = maxRecordSize
   if (values.delimiter !== undefined) options.delimiter = unescape(values.delimiter)
+  if (values.inline) options.isolation = 'inline'
+  const limits: NonNullable<SandboxOptions['limits']> = {}
+  const timeout = integer('--timeout', values.timeout)
+  if (timeout !== undefined) limits.timeout = timeout
+  const memory = integer('--memory', values.memory)
+  if (memory !== undefined) limits.memory = memory
+  const maxOutput = integer('--max-output', values['max-output'])
+  if (maxOutput !== undefined) limits.maxOutput = maxOutput
+  options.limits = limits
 
   const source = input === undefined || input === '-' ? process.stdin : createReadStream(input)
   const sink = values.output === undefined ? process.stdout : createWriteStream(values.output)
@@ -65,6 +95,8 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     const e = err as Error & { code?: string }
+    // A reader that closed early (| head) is not a failure of ours.
+    if (e.code === 'EPIPE') return
     process.stderr.write(`wasm-sandbox: ${isWasmSandboxError(e) ? `${e.code}: ` : ''}${e.message}\n`)
     process.exitCode = 1
   },

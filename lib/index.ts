@@ -7,7 +7,7 @@ export { WasmExecutor, type WasmExecutorOptions } from './stages/wasm-executor.j
 export { CheckpointTap, type CheckpointTapOptions } from './stages/checkpoint-tap.js'
 export { kOffset, offsetOf } from './stages/offset.js'
 export { loadGuest, type LoadedGuest, type LoadOptions, type ModuleSource } from './guest/load.js'
-export { GuestInstance, bufferSink, type OutputLimits, type OutputSink } from './guest/instance.js'
+export { GuestInstance, bufferSink, type InstanceLimits, type OutputSink } from './guest/instance.js'
 export type { GuestAbi } from './guest/abi.js'
 export type { GuestRunner, RunnerCallback, RunnerFactory, RunnerHooks, RunnerOptions } from './runners/runner.js'
 export { InlineRunner } from './runners/inline.js'

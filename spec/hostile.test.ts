@@ -20,14 +20,14 @@ import {
   type WasmSandboxError,
   type WasmSandboxErrorCode,
 } from '../lib/index.js'
-import { example, fixture } from './helpers/reference.js'
+import { example, fixture, readFixture } from './helpers/reference.js'
 import { collector, randomBytes, run, sourceOf } from './helpers/streams.js'
 
 const isolations: Isolation[] = ['inline', 'worker']
 const PAGE = 65536
 
 async function failure(
-  module: string,
+  module: string | WebAssembly.Module,
   options: SandboxOptions,
   input: Buffer = Buffer.from('hello'),
   sizes?: number[],
@@ -81,6 +81,16 @@ for (const isolation of isolations) {
       const { err } = await failure(fixture('grow-pages.wasm'), options, Buffer.concat([grow(limitPages - 1), grow(1)]), [4])
       assertError(err, 'ERR_WASM_MEMORY_LIMIT', 'process_chunk')
       assert.equal(err.offset, 4, 'the second chunk failed')
+    })
+
+    it('a precompiled WebAssembly.Module (which cannot be rewritten) is held to the limit after each call', async () => {
+      const module = await WebAssembly.compile(readFixture('grow-pages.wasm'))
+      const options: SandboxOptions = { isolation, bufferSize: 4, limits: { memory: 8 * PAGE } }
+      const grow = (n: number) => Buffer.from(Int32Array.of(n).buffer)
+      const ok = await run(wasmTransform(module, options), grow(7), [4])
+      assert.equal(ok.readInt32LE(0), 8)
+      const { err } = await failure(module as never, options, grow(8), [4])
+      assertError(err, 'ERR_WASM_MEMORY_LIMIT', 'process_chunk')
     })
 
     for (const name of ['emit-oob', 'emit-negative', 'emit-wrap', 'alloc-oob']) {

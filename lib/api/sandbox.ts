@@ -66,7 +66,7 @@ export class Sandbox {
       { output: (chunk) => outputs.push(chunk) > 0, done: () => {}, failed: (err) => fail(err) },
       {
         bufferSize: Math.max(bytes.length, 1),
-        limits: { maxOutputPerChunk: limits.maxOutputPerChunk, maxOutput: limits.maxOutput },
+        limits: { maxOutputPerChunk: limits.maxOutputPerChunk, maxOutput: limits.maxOutput, memory: limits.memory },
         timeout: limits.timeout,
         maxInFlight: 1,
       },

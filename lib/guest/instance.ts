@@ -18,14 +18,19 @@ export function bufferSink(deliver: (chunk: Buffer) => unknown): OutputSink {
   }
 }
 
-export interface OutputLimits {
+export interface InstanceLimits {
   /** Bytes the guest may emit for one chunk (or for `flush`). `undefined`: 16 × the chunk size + 1 MiB. */
   maxOutputPerChunk: number | undefined
   /** Bytes the guest may emit over the whole stream. */
   maxOutput: number
+  /**
+   * Memory cap in bytes, checked after each call. Only needed for a guest whose binary could not
+   * be rewritten (a precompiled WebAssembly.Module); a rewritten one cannot grow past its cap.
+   */
+  memory?: number | undefined
 }
 
-export const NO_OUTPUT_LIMITS: OutputLimits = { maxOutputPerChunk: Infinity, maxOutput: Infinity }
+export const NO_LIMITS: InstanceLimits = { maxOutputPerChunk: Infinity, maxOutput: Infinity }
 
 /** The default cap on one chunk's output: generous for expanders, fatal for output bombs. */
 export function defaultChunkOutputLimit(chunkBytes: number): number {
@@ -54,7 +59,7 @@ export class GuestInstance {
   broken = false
   private readonly guest: LoadedGuest
   private readonly sink: OutputSink
-  private readonly limits: OutputLimits
+  private readonly limits: InstanceLimits
   private readonly exports: GuestExports
   private readonly memory: WebAssembly.Memory
   private view: Uint8Array
@@ -68,12 +73,15 @@ export class GuestInstance {
   private failure: WasmSandboxError | undefined = undefined
   /** Reused for every call, so the hot path builds no site objects. */
   private readonly site: GuestSite
+  /** The cap is checked after each call only when the binary could not carry it. */
+  private readonly checkMemory: boolean
 
-  constructor(guest: LoadedGuest, sink: OutputSink, limits: OutputLimits = NO_OUTPUT_LIMITS) {
+  constructor(guest: LoadedGuest, sink: OutputSink, limits: InstanceLimits = NO_LIMITS) {
     this.guest = guest
     this.sink = sink
     this.limits = limits
     this.site = { module: guest.name, exportName: 'start', offset: 0 }
+    this.checkMemory = guest.memoryLimit === undefined && limits.memory !== undefined
     const imported = guest.abi.importedMemory ? this.createImportedMemory() : undefined
     const imports: WebAssembly.Imports = { sandbox: { emit: this.emit, fail: this.fail } }
     if (imported) imports.env = { memory: imported }
@@ -176,6 +184,9 @@ export class GuestInstance {
   private callStatus(name: string, fn: (a: number, b: number) => number, a: number, b: number, offset: number): void {
     const status = this.callExport(name, fn, a, b, offset)
     if (status !== 0) throw this.abort(errors.guestError({ ...this.site }, status, this.failMessage))
+    if (this.checkMemory && this.memory.buffer.byteLength > this.limits.memory!) {
+      throw this.abort(errors.memoryLimit({ ...this.site }, this.limits.memory!))
+    }
   }
 
   private callExport(name: string, fn: (a: number, b: number) => number, a: number, b: number, offset: number): number {
@@ -204,7 +215,7 @@ export class GuestInstance {
     this.broken = true
     if (this.failure) return this.failure
     if (err instanceof WasmSandboxError) return err
-    const limit = this.guest.memoryLimit
+    const limit = this.guest.memoryLimit ?? this.limits.memory
     // A trap right after memory.grow was refused at the cap is, to the user, the cap.
     if (limit !== undefined && this.memory !== undefined && this.memory.buffer.byteLength + PAGE_SIZE > limit) {
       return errors.memoryLimit({ ...this.site }, limit, err)

@@ -1,5 +1,5 @@
 import type { WasmSandboxError } from '../errors.js'
-import type { OutputLimits } from '../guest/instance.js'
+import type { InstanceLimits } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
 
 export type RunnerCallback = (err?: Error | null) => void
@@ -7,7 +7,7 @@ export type RunnerCallback = (err?: Error | null) => void
 export interface RunnerOptions {
   /** Size of the input region the guest allocates up front, in bytes. */
   bufferSize: number
-  limits: OutputLimits
+  limits: InstanceLimits
   /** Milliseconds one guest call may run (runners that can interrupt a call enforce it). */
   timeout: number
   /** Chunks that may be queued to the guest before `process` waits. */

@@ -6,7 +6,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import { WasmSandboxError } from '../errors.js'
-import { GuestInstance, type OutputLimits, type OutputSink } from '../guest/instance.js'
+import { GuestInstance, type InstanceLimits, type OutputSink } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
 import {
   CTL_EXPORT,
@@ -39,7 +39,7 @@ import { FrameRing, H_KIND, H_LENGTH, H_TOTAL } from './ring.js'
 export interface WorkerData {
   guest: LoadedGuest
   bufferSize: number
-  limits: OutputLimits
+  limits: InstanceLimits
   inSab: SharedArrayBuffer
   outSab: SharedArrayBuffer
   ctlSab: SharedArrayBuffer

@@ -108,7 +108,7 @@ export class WasmExecutor extends Transform {
     const limits = this.limits
     this.runner = this.runnerFactory(guest, this.hooks, {
       bufferSize: this.bufferSize,
-      limits: { maxOutputPerChunk: limits.maxOutputPerChunk, maxOutput: limits.maxOutput },
+      limits: { maxOutputPerChunk: limits.maxOutputPerChunk, maxOutput: limits.maxOutput, memory: limits.memory },
       timeout: limits.timeout,
       maxInFlight: this.maxInFlight,
     })
