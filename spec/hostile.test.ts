@@ -93,6 +93,18 @@ for (const isolation of isolations) {
       assertError(err, 'ERR_WASM_MEMORY_LIMIT', 'process_chunk')
     })
 
+    it('emit imported with float parameters: refused at load from bytes, out of bounds when precompiled', async () => {
+      assertError((await failure(fixture('emit-float.wasm'), base)).err, 'ERR_WASM_UNKNOWN_IMPORT')
+      const module = await WebAssembly.compile(readFixture('emit-float.wasm'))
+      assertError((await failure(module, base)).err, 'ERR_WASM_OUT_OF_BOUNDS')
+    })
+
+    it('an imported env.memory is created with the capped maximum', async () => {
+      const input = randomBytes(10_000)
+      const options: SandboxOptions = { isolation, bufferSize: 1024, limits: { memory: 16 * PAGE } }
+      assert.deepEqual(await run(wasmTransform(fixture('imported-memory.wasm'), options), input), input)
+    })
+
     for (const name of ['emit-oob', 'emit-negative', 'emit-wrap', 'alloc-oob']) {
       it(`${name}: out-of-bounds pointers are refused`, async () => {
         const { err } = await failure(fixture(`${name}.wasm`), base)
@@ -237,6 +249,13 @@ describe('recovery strategies', () => {
       const out = await run(stream, input, [3])
       assert.equal(out.toString(), 'aaaacccceeee')
       assert.deepEqual(skipped, [4, 12])
+    })
+
+    it(`maxOutput counts the whole stream, across the fresh instances of 'skip' (${isolation})`, async () => {
+      const options: SandboxOptions = { isolation, bufferSize: 4, recoveryStrategy: 'skip', limits: { maxOutput: 8 } }
+      const { err } = await failure(fixture('fail-on-bang.wasm'), options, input, [4])
+      assertError(err, 'ERR_WASM_OUTPUT_LIMIT')
+      assert.equal(err.offset, 16)
     })
 
     it(`{ retry: n } gives up after n retries, each on a fresh instance (${isolation})`, async () => {

@@ -232,7 +232,9 @@ export class GuestInstance {
   private readonly emit = (ptr: number, len: number): void => {
     const view = this.currentView()
     const start = ptr >>> 0
-    if (len < 0 || start + len > view.length) {
+    // `len !== (len | 0)` also refuses NaN and fractions: a precompiled module can import emit
+    // with float parameters, since V8 does not let us check an import's signature.
+    if (len !== (len | 0) || len < 0 || start + len > view.length) {
       throw this.abort(errors.outOfBounds({ ...this.site }, 'emit range', start, len, view.length))
     }
     if (len === 0) return
@@ -250,7 +252,7 @@ export class GuestInstance {
   private readonly fail = (ptr: number, len: number): void => {
     const view = this.currentView()
     const start = ptr >>> 0
-    if (len < 0 || start + len > view.length) {
+    if (len !== (len | 0) || len < 0 || start + len > view.length) {
       throw this.abort(errors.outOfBounds({ ...this.site }, 'fail message', start, len, view.length))
     }
     this.failMessage = utf8.decode(view.subarray(start, start + Math.min(len, MAX_FAIL_MESSAGE)))

@@ -52,12 +52,15 @@ async function readSource(source: string | URL, name: string): Promise<Uint8Arra
 
 async function compile(bytes: Uint8Array, name: string, options: LoadOptions, hash: string): Promise<LoadedGuest> {
   const info = parseModule(bytes, name)
-  const abi = validateAbi(info, name)
+  let abi = validateAbi(info, name)
   let memoryLimit: number | undefined
   if (options.memoryLimit !== undefined) {
     const maxPages = Math.floor(options.memoryLimit / PAGE_SIZE)
     bytes = limitMemory(bytes, maxPages, name)
     memoryLimit = maxPages * PAGE_SIZE
+    const imported = abi.importedMemory
+    // The host creates an imported memory: with the rewritten maximum, or it would not link.
+    if (imported) abi = { ...abi, importedMemory: { ...imported, maximum: Math.min(imported.maximum ?? maxPages, maxPages) } }
   }
   try {
     const module = await WebAssembly.compile(bytes)

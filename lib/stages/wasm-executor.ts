@@ -74,6 +74,7 @@ export class WasmExecutor extends Transform {
   private flushed = false
   private generation = 0
   private deadline: NodeJS.Timeout | undefined
+  private guestName = '<module>'
 
   constructor(module: ModuleSource | LoadedGuest, options: WasmExecutorOptions = {}) {
     const bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE
@@ -105,6 +106,7 @@ export class WasmExecutor extends Transform {
       return
     }
     log('starting %s', guest.name)
+    this.guestName = guest.name
     const limits = this.limits
     this.runner = this.runnerFactory(guest, this.hooks, {
       bufferSize: this.bufferSize,
@@ -198,6 +200,12 @@ export class WasmExecutor extends Transform {
 
   private deliver(chunk: Buffer): boolean {
     this.bytesOut += chunk.length
+    // The instance stops a bomb inside the call; this holds the total across restarts too.
+    if (this.bytesOut > this.limits.maxOutput) {
+      const site = { module: String(this.guestName), exportName: 'process_chunk', offset: this.inflightOffsets[0] ?? this.bytesIn }
+      this.destroy(errors.outputLimit(site, this.limits.maxOutput, 'maxOutput'))
+      return false
+    }
     if (this.canPush && this.queueHead === this.queue.length) {
       this.canPush = this.push(chunk)
       return this.canPush
@@ -214,13 +222,14 @@ export class WasmExecutor extends Transform {
   }
 
   private readonly onChunkDone = (): void => {
-    this.inflight.shift()
-    this.inflightOffsets.shift()
-    this.attempts = 0
+    // Held output first, while the chunk it belongs to is still the oldest in flight.
     if (this.held.length > 0) {
       for (const chunk of this.held) this.deliver(chunk)
       this.held.length = 0
     }
+    this.inflight.shift()
+    this.inflightOffsets.shift()
+    this.attempts = 0
   }
 
   private readonly onChunkFailed = (err: WasmSandboxError): void => {
