@@ -5,7 +5,11 @@ import type { LoadedGuest, ModuleSource } from './guest/load.js'
 import { logger } from './log.js'
 import type { ResolvedOptions } from './options.js'
 import { Chunker } from './stages/chunker.js'
-import { WasmExecutor } from './stages/wasm-executor.js'
+import { createHash } from 'node:crypto'
+import { errors } from './errors.js'
+import { BackpressureGate } from './stages/backpressure-gate.js'
+import { CheckpointTap } from './stages/checkpoint-tap.js'
+import { WasmExecutor, type Snapshot } from './stages/wasm-executor.js'
 
 const log = logger('compose')
 
@@ -71,7 +75,7 @@ function bundleClass(highWaterMark: number): new () => PumpifyInstance {
 }
 
 /** Stage events a user of the bundle needs to see, re-emitted on the bundle. */
-const FORWARDED_EVENTS = ['chunk-error'] as const
+const FORWARDED_EVENTS = ['chunk-error', 'checkpoint', 'drop'] as const
 
 /** Bundles stages into one duplex, composed with `pipeline()`: errors and destroy reach all. */
 export function composeStages(stages: Stream[], highWaterMark: number): SandboxStream {
@@ -85,28 +89,63 @@ export function composeStages(stages: Stream[], highWaterMark: number): SandboxS
   return bundle as unknown as SandboxStream
 }
 
+/** Hash of the options that change output: a checkpoint is only valid under the same ones. */
+export function outputOptionsHash(options: ResolvedOptions): string {
+  const { bufferSize, delimiter, maxRecordSize } = options
+  const key = JSON.stringify({ bufferSize, delimiter: delimiter?.toString('hex') ?? null, maxRecordSize })
+  return createHash('sha256').update(key).digest('hex')
+}
+
 /**
- * The default chain: Chunker → WasmExecutor. The BackpressureGate is left out while the
- * strategy is `'block'` (Node's own backpressure already is that strategy) and the
- * CheckpointTap while checkpoints are off: a stage with nothing to do still costs a hop per chunk.
+ * The chain: Chunker → [BackpressureGate] → WasmExecutor → [CheckpointTap]. The gate is left
+ * out while the strategy is `'block'` (Node's own backpressure already is that strategy) and the
+ * tap while checkpoints are off: a stage with nothing to do still costs a hop per chunk.
  */
 export function createSandboxStream(module: ModuleSource | LoadedGuest, options: ResolvedOptions): SandboxStream {
-  const { bufferSize, highWaterMark } = options
-  const stages: Stream[] = [
-    new Chunker({
-      bufferSize,
+  const { bufferSize, highWaterMark, checkpoint, resumeFrom } = options
+  const optionsHash = outputOptionsHash(options)
+  if (resumeFrom && resumeFrom.optionsHash !== optionsHash) {
+    throw errors.checkpointMismatch(
+      typeof module === 'string' ? module : '<module>',
+      'it was taken with other output-changing options (bufferSize, delimiter or maxRecordSize)',
+    )
+  }
+  const chunker = new Chunker({
+    bufferSize,
+    highWaterMark,
+    maxRecordSize: options.maxRecordSize,
+    startOffset: resumeFrom?.inputOffset ?? 0,
+    ...(options.delimiter ? { delimiter: options.delimiter } : {}),
+  })
+  const executor = new WasmExecutor(module, {
+    bufferSize,
+    highWaterMark,
+    isolation: options.isolation,
+    limits: options.limits,
+    recoveryStrategy: options.recoveryStrategy,
+    maxInFlight: options.flowControl.maxInFlight,
+    ...(checkpoint ? { snapshots: { interval: checkpoint.interval, every: checkpoint.every } } : {}),
+    ...(resumeFrom ? { resumeFrom } : {}),
+  })
+  const stages: Stream[] = [chunker as unknown as Stream]
+  if (options.backpressure !== 'block') {
+    stages.push(
+      new BackpressureGate({ strategy: options.backpressure, flowControl: options.flowControl, highWaterMark }) as unknown as Stream,
+    )
+  }
+  stages.push(executor as unknown as Stream)
+  if (checkpoint) {
+    const tap = new CheckpointTap({
+      storage: checkpoint.storage,
+      optionsHash,
       highWaterMark,
-      maxRecordSize: options.maxRecordSize,
-      ...(options.delimiter ? { delimiter: options.delimiter } : {}),
-    }) as unknown as Stream,
-    new WasmExecutor(module, {
-      bufferSize,
-      highWaterMark,
-      isolation: options.isolation,
-      limits: options.limits,
-      recoveryStrategy: options.recoveryStrategy,
-      maxInFlight: options.flowControl.maxInFlight,
-    }) as unknown as Stream,
-  ]
+      startOffset: resumeFrom?.outputOffset ?? 0,
+      startSequence: resumeFrom?.sequence ?? 0,
+      ...(checkpoint.metadata ? { metadata: checkpoint.metadata } : {}),
+      ...(checkpoint.commit ? { commit: checkpoint.commit } : {}),
+    })
+    executor.on('snapshot', (snapshot: Snapshot) => tap.offer(snapshot))
+    stages.push(tap as unknown as Stream)
+  }
   return composeStages(stages, highWaterMark)
 }

@@ -17,6 +17,9 @@ export type WasmSandboxErrorCode =
   | 'ERR_WASM_TIMEOUT'
   | 'ERR_WASM_OUTPUT_LIMIT'
   | 'ERR_WASM_WORKER_DIED'
+  | 'ERR_WASM_CHECKPOINT_UNSUPPORTED'
+  | 'ERR_WASM_CHECKPOINT_MISMATCH'
+  | 'ERR_WASM_CHECKPOINT_FAILED'
 
 export interface WasmSandboxErrorDetails {
   /** Input byte offset of the chunk being processed when it happened (absent at load time). */
@@ -159,6 +162,28 @@ export const errors = {
       'ERR_WASM_OUTPUT_LIMIT',
       `Guest emitted more than limits.${which} (${limit} bytes) in ${at(site)}. Raise limits.${which} if that much output is expected.`,
       site,
+    )
+  },
+  checkpointUnsupported(module: string, why: string): WasmSandboxError {
+    return new WasmSandboxError(
+      'ERR_WASM_CHECKPOINT_UNSUPPORTED',
+      `Cannot checkpoint ${module}: ${why}. Pass the module as bytes or a path, or turn checkpoints off.`,
+      { module },
+    )
+  },
+  checkpointMismatch(module: string, why: string): WasmSandboxError {
+    return new WasmSandboxError(
+      'ERR_WASM_CHECKPOINT_MISMATCH',
+      `Cannot resume ${module} from this checkpoint: ${why}. Resume with the same module and options, or start afresh.`,
+      { module },
+    )
+  },
+  checkpointFailed(offset: number, cause: unknown): WasmSandboxError {
+    const reason = cause instanceof Error ? cause.message : String(cause)
+    return new WasmSandboxError(
+      'ERR_WASM_CHECKPOINT_FAILED',
+      `Saving the checkpoint at input offset ${offset} failed: ${reason}. Check the checkpoint storage.`,
+      { offset, cause },
     )
   },
   workerDied(site: GuestSite, cause: unknown): WasmSandboxError {

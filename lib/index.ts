@@ -1,12 +1,18 @@
 export { wasmTransform } from './api/wasm-transform.js'
 export { createSandbox, Sandbox, StreamProcessor } from './api/sandbox.js'
+export { processFile, type ProcessFileOptions, type ProcessFileResult } from './api/process-file.js'
+export type { Checkpoint, CheckpointInfo, CheckpointStorage, GuestState } from './checkpoint/types.js'
+export { FileCheckpointStorage } from './checkpoint/file-storage.js'
+export { MemoryCheckpointStorage } from './checkpoint/memory-storage.js'
+export { encodeCheckpoint, decodeCheckpoint, CorruptCheckpointError } from './checkpoint/codec.js'
+export { FileSink } from './checkpoint/file-sink.js'
 export { composeStages, createSandboxStream, type SandboxStream } from './compose.js'
 export { Chunker, type ChunkerOptions } from './stages/chunker.js'
 export { BackpressureGate, type BackpressureGateOptions } from './stages/backpressure-gate.js'
-export { WasmExecutor, type WasmExecutorOptions } from './stages/wasm-executor.js'
+export { WasmExecutor, type WasmExecutorOptions, type Snapshot } from './stages/wasm-executor.js'
 export { CheckpointTap, type CheckpointTapOptions } from './stages/checkpoint-tap.js'
 export { kOffset, offsetOf } from './stages/offset.js'
-export { loadGuest, type LoadedGuest, type LoadOptions, type ModuleSource } from './guest/load.js'
+export { loadGuest, type GuestGlobal, type LoadedGuest, type LoadOptions, type ModuleSource } from './guest/load.js'
 export { GuestInstance, bufferSink, type InstanceLimits, type OutputSink } from './guest/instance.js'
 export type { GuestAbi } from './guest/abi.js'
 export type { GuestRunner, RunnerCallback, RunnerFactory, RunnerHooks, RunnerOptions } from './runners/runner.js'
@@ -25,6 +31,7 @@ export {
   type Isolation,
   type Limits,
   type SandboxOptions,
+  type CheckpointOptions,
   type ResolvedOptions,
   type BackpressureStrategy,
   type RecoveryStrategy,

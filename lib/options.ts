@@ -1,3 +1,4 @@
+import type { Checkpoint, CheckpointStorage } from './checkpoint/types.js'
 import { errors } from './errors.js'
 
 export type BackpressureStrategy = 'block' | 'drop' | 'sample' | 'adaptive'
@@ -37,7 +38,24 @@ export const DEFAULT_LIMITS: Limits = {
   maxOutput: Infinity,
 }
 
+export interface CheckpointOptions {
+  /** Where checkpoints go: `new FileCheckpointStorage(dir)`, `new MemoryCheckpointStorage()`, or your own. */
+  storage: CheckpointStorage
+  /** Milliseconds between checkpoints. Default `checkpointInterval` (5000). */
+  interval?: number
+  /** Also checkpoint after this many input bytes. Default: off. */
+  every?: number
+  /** Stored with every checkpoint. */
+  metadata?: Record<string, unknown>
+  /** Resolves once output up to the offset is durable; a checkpoint is saved only after it. */
+  commit?: (outputOffset: number) => Promise<void>
+}
+
 export interface SandboxOptions {
+  /** Save checkpoints (guest state + offsets) as the stream runs. */
+  checkpoint?: CheckpointOptions
+  /** Continue from a checkpoint: feed the input from `resumeFrom.inputOffset`. */
+  resumeFrom?: Checkpoint
   /** `'worker'` (default): the guest runs in a worker thread, with time limits. `'inline'`: on this thread, for trusted guests. */
   isolation?: Isolation
   /** Memory, time and output limits; see `Limits` for defaults. */
@@ -54,7 +72,7 @@ export interface SandboxOptions {
   maxConcurrency?: number
   /** What to do when downstream is slower than the source. Only `'block'` is implemented in 0.1. */
   backpressure?: BackpressureStrategy
-  /** Milliseconds between checkpoints. Typed now; checkpoints arrive in a later release. */
+  /** Milliseconds between checkpoints (the default for `checkpoint.interval`). Default 5000. */
   checkpointInterval?: number
   /** When the guest fails on a chunk: `'fail'` (default), `'skip'` it, or `{ retry: n }` with a fresh instance. */
   recoveryStrategy?: RecoveryStrategy
@@ -62,6 +80,8 @@ export interface SandboxOptions {
 }
 
 export interface ResolvedOptions {
+  checkpoint: Required<Pick<CheckpointOptions, 'storage' | 'interval'>> & Omit<CheckpointOptions, 'storage' | 'interval'> | undefined
+  resumeFrom: Checkpoint | undefined
   isolation: Isolation
   limits: Limits
   bufferSize: number
@@ -78,6 +98,8 @@ export interface ResolvedOptions {
 export const DEFAULT_BUFFER_SIZE = 64 * 1024
 
 const KNOWN_KEYS = new Set<string>([
+  'checkpoint',
+  'resumeFrom',
   'isolation',
   'limits',
   'bufferSize',
@@ -187,6 +209,36 @@ function resolveFlowControl(value: unknown, highWaterMark: number, maxConcurrenc
   }
 }
 
+const CHECKPOINT_KEYS = new Set<string>(['storage', 'interval', 'every', 'metadata', 'commit'])
+
+function resolveCheckpoint(value: unknown, checkpointInterval: number): ResolvedOptions['checkpoint'] {
+  if (value === undefined) return undefined
+  if (typeof value !== 'object' || value === null) throw errors.invalidOption('checkpoint must be an object')
+  rejectUnknown('checkpoint option', value, CHECKPOINT_KEYS)
+  const c = value as CheckpointOptions
+  const storage = c.storage as unknown as Record<string, unknown> | undefined
+  if (!storage || !['save', 'loadLatest', 'list', 'prune'].every((m) => typeof storage[m] === 'function')) {
+    throw errors.invalidOption('checkpoint.storage must implement save, loadLatest, list and prune (see CheckpointStorage)')
+  }
+  if (c.commit !== undefined && typeof c.commit !== 'function') throw errors.invalidOption('checkpoint.commit must be a function')
+  return {
+    storage: c.storage,
+    interval: positiveInt('checkpoint.interval', c.interval, checkpointInterval),
+    every: c.every === undefined ? undefined : positiveInt('checkpoint.every', c.every, 1, Number.MAX_SAFE_INTEGER),
+    metadata: c.metadata ?? {},
+    commit: c.commit,
+  }
+}
+
+function resolveResume(value: unknown): Checkpoint | undefined {
+  if (value === undefined) return undefined
+  const c = value as Checkpoint
+  if (typeof c !== 'object' || c === null || c.version !== 1 || typeof c.inputOffset !== 'number' || !c.guest) {
+    throw errors.invalidOption('resumeFrom must be a checkpoint (from CheckpointStorage.loadLatest())')
+  }
+  return c
+}
+
 /** Validates user options once, up front, so a typo fails loudly instead of being ignored. */
 export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
   if (typeof options !== 'object' || options === null) throw errors.invalidOption('options must be an object')
@@ -204,7 +256,10 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
   if (maxRecordSize < bufferSize) {
     throw errors.invalidOption(`maxRecordSize (${maxRecordSize}) must be at least bufferSize (${bufferSize})`)
   }
+  const checkpointInterval = positiveInt('checkpointInterval', options.checkpointInterval, 5000)
   return {
+    checkpoint: resolveCheckpoint(options.checkpoint, checkpointInterval),
+    resumeFrom: resolveResume(options.resumeFrom),
     isolation: resolveIsolation(options.isolation),
     limits: resolveLimits(options.limits),
     bufferSize,
@@ -213,7 +268,7 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
     highWaterMark,
     maxConcurrency,
     backpressure: resolveBackpressure(options.backpressure),
-    checkpointInterval: positiveInt('checkpointInterval', options.checkpointInterval, 5000),
+    checkpointInterval,
     recoveryStrategy: resolveRecovery(options.recoveryStrategy),
     flowControl: resolveFlowControl(options.flowControl, highWaterMark, maxConcurrency),
   }

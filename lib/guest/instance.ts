@@ -1,5 +1,6 @@
 import { errors, WasmSandboxError, type GuestSite } from '../errors.js'
 import { PAGE_SIZE } from './binary.js'
+import type { GuestState } from '../checkpoint/types.js'
 import type { LoadedGuest } from './load.js'
 
 /**
@@ -152,6 +153,53 @@ export class GuestInstance {
     this.chunkOutput = 0
     this.chunkOutputLimit = this.limits.maxOutputPerChunk ?? defaultChunkOutputLimit(this.regionSize)
     this.callStatus('flush', flush, 0, 0, offset)
+  }
+
+  /**
+   * The guest's state, without its help: a copy of all of linear memory, every mutable global
+   * and the input region. Call only between calls (the executor takes it between chunks).
+   */
+  snapshot(): GuestState {
+    const globals = this.guest.globals
+    if (!globals) throw errors.checkpointUnsupported(this.guest.name, 'a precompiled WebAssembly.Module cannot be rewritten to expose its globals')
+    const values = globals.map((g) => {
+      if (g.valType === 'v128') throw errors.checkpointUnsupported(this.guest.name, 'it has a mutable v128 global')
+      return (this.exports as unknown as Record<string, WebAssembly.Global>)[g.exportName]!.value as number | bigint
+    })
+    return {
+      memory: new Uint8Array(this.memory.buffer.slice(0)),
+      globals: values,
+      region: { ptr: this.region, size: this.regionSize },
+    }
+  }
+
+  /** Puts a snapshot's state into this fresh instance (in place of `init`). */
+  restore(state: GuestState): void {
+    const globals = this.guest.globals ?? []
+    if (state.globals.length !== globals.length || state.memory.length % PAGE_SIZE !== 0) {
+      throw errors.checkpointMismatch(this.guest.name, 'the guest state does not fit this module (globals or memory size differ)')
+    }
+    const missing = (state.memory.length - this.memory.buffer.byteLength) / PAGE_SIZE
+    if (missing > 0) {
+      try {
+        this.memory.grow(missing)
+      } catch (err) {
+        throw errors.memoryLimit({ ...this.site, exportName: 'restore' }, this.guest.memoryLimit ?? state.memory.length, err)
+      }
+    }
+    const view = this.currentView()
+    view.set(state.memory)
+    view.fill(0, state.memory.length)
+    const exports = this.exports as unknown as Record<string, WebAssembly.Global>
+    globals.forEach((g, i) => {
+      exports[g.exportName]!.value = state.globals[i]!
+    })
+    const { ptr, size } = state.region
+    if (ptr < 0 || size < 0 || ptr + size > view.length) {
+      throw errors.checkpointMismatch(this.guest.name, 'the saved input region lies outside the saved memory')
+    }
+    this.region = ptr
+    this.regionSize = size
   }
 
   /** Bytes of linear memory the instance has now. */

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { errors } from '../errors.js'
 import { logger } from '../log.js'
 import { validateAbi, validateCompiledAbi, type GuestAbi } from './abi.js'
-import { limitMemory, parseModule, PAGE_SIZE } from './binary.js'
+import { exportMutableGlobals, limitMemory, parseModule, PAGE_SIZE, type ValType } from './binary.js'
 
 const log = logger('loader')
 
@@ -21,6 +21,17 @@ export interface LoadedGuest {
   readonly hash: string | undefined
   /** The memory cap, in bytes, the compiled module enforces itself (rewritten maximum). */
   readonly memoryLimit: number | undefined
+  /**
+   * Every mutable global, exported (under a reserved name if the guest did not export it) so
+   * the host can capture and restore guest state without the guest's help. `undefined` for a
+   * precompiled module, which cannot be rewritten and so cannot be checkpointed.
+   */
+  readonly globals: readonly GuestGlobal[] | undefined
+}
+
+export interface GuestGlobal {
+  exportName: string
+  valType: ValType
 }
 
 export interface LoadOptions {
@@ -62,10 +73,13 @@ async function compile(bytes: Uint8Array, name: string, options: LoadOptions, ha
     // The host creates an imported memory: with the rewritten maximum, or it would not link.
     if (imported) abi = { ...abi, importedMemory: { ...imported, maximum: Math.min(imported.maximum ?? maxPages, maxPages) } }
   }
+  const exported = exportMutableGlobals(bytes, undefined, name)
+  bytes = exported.bytes
+  const globals = exported.globals.map(({ exportName, valType }) => ({ exportName, valType }))
   try {
     const module = await WebAssembly.compile(bytes)
     log('compiled %s (%d bytes, sha256 %s)', name, bytes.length, hash.slice(0, 12))
-    return { name, module, abi, hash, memoryLimit }
+    return { name, module, abi, hash, memoryLimit, globals }
   } catch (err) {
     throw errors.invalidModule(name, (err as Error).message, err)
   }
@@ -78,7 +92,8 @@ async function compile(bytes: Uint8Array, name: string, options: LoadOptions, ha
 export async function loadGuest(source: ModuleSource, options: LoadOptions = {}): Promise<LoadedGuest> {
   const name = nameOf(source)
   if (source instanceof WebAssembly.Module) {
-    return { name, module: source, abi: validateCompiledAbi(source, name), hash: undefined, memoryLimit: undefined }
+    const abi = validateCompiledAbi(source, name)
+    return { name, module: source, abi, hash: undefined, memoryLimit: undefined, globals: undefined }
   }
   let bytes: Uint8Array
   if (typeof source === 'string' || source instanceof URL) bytes = await readSource(source, name)

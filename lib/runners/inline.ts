@@ -1,3 +1,4 @@
+import type { GuestState } from '../checkpoint/types.js'
 import type { WasmSandboxError } from '../errors.js'
 import { bufferSink, GuestInstance, type OutputSink } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
@@ -23,10 +24,11 @@ export class InlineRunner implements GuestRunner {
     this.sink = bufferSink((chunk) => hooks.output(chunk))
   }
 
-  start(callback: RunnerCallback): void {
+  start(callback: RunnerCallback, restore?: GuestState): void {
     try {
       const instance = new GuestInstance(this.guest, this.sink, this.options.limits)
-      instance.init()
+      if (restore) instance.restore(restore)
+      else instance.init()
       instance.reserve(this.options.bufferSize)
       this.instance = instance
     } catch (err) {
@@ -63,6 +65,17 @@ export class InlineRunner implements GuestRunner {
       return
     }
     callback(null)
+  }
+
+  snapshot(callback: (err: Error | null, state?: GuestState) => void): void {
+    let state: GuestState
+    try {
+      state = this.instance!.snapshot()
+    } catch (err) {
+      callback(err as Error)
+      return
+    }
+    callback(null, state)
   }
 
   resume(): void {}

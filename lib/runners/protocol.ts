@@ -3,6 +3,7 @@
 /** Frames main → worker, in the input ring. */
 export const IN_CHUNK = 1
 export const IN_FLUSH = 2
+export const IN_SNAPSHOT = 3
 
 /** Frames worker → main, in the output ring, in order after the outputs they conclude. */
 export const OUT_DATA = 10
@@ -17,6 +18,8 @@ export const MSG_READY = 1
 export const MSG_WAKE = 2
 export const MSG_SPACE = 3
 export const MSG_START_FAILED = 4
+/** The guest's state, posted (memory transferred) in answer to IN_SNAPSHOT. */
+export const MSG_SNAPSHOT = 5
 
 /** The watchdog's view of the worker, in a small SharedArrayBuffer: Int32 slots, then a Float64. */
 export const CTL_STATE = 0

@@ -1,3 +1,4 @@
+import type { GuestState } from '../checkpoint/types.js'
 import type { WasmSandboxError } from '../errors.js'
 import type { InstanceLimits } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
@@ -30,12 +31,14 @@ export interface RunnerHooks {
  * Each method calls back exactly once.
  */
 export interface GuestRunner {
-  /** Instantiates the guest and runs its `init`. */
-  start(callback: RunnerCallback): void
+  /** Instantiates the guest and runs its `init`, or, given a saved state, restores that instead. */
+  start(callback: RunnerCallback, restore?: GuestState): void
   /** Queues one chunk; calls back when the runner can take the next one (not when it is done). */
   process(chunk: Buffer, offset: number, callback: RunnerCallback): void
   /** End of input: runs the guest's `flush`; calls back once every output has been delivered. */
   flush(offset: number, callback: RunnerCallback): void
+  /** Captures the guest's state. Only while idle: every chunk handed over is done. */
+  snapshot(callback: (err: Error | null, state?: GuestState) => void): void
   /** Downstream asked for more; a runner holding output may deliver it now. */
   resume(): void
   /** Drops the instance (and anything queued to it) and starts a fresh one. */

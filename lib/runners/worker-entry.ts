@@ -7,6 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { WasmSandboxError } from '../errors.js'
 import { GuestInstance, type InstanceLimits, type OutputSink } from '../guest/instance.js'
+import type { GuestState } from '../checkpoint/types.js'
 import type { LoadedGuest } from '../guest/load.js'
 import {
   CTL_EXPORT,
@@ -20,7 +21,9 @@ import {
   EXPORT_START,
   IN_CHUNK,
   IN_FLUSH,
+  IN_SNAPSHOT,
   MSG_READY,
+  MSG_SNAPSHOT,
   MSG_SPACE,
   MSG_START_FAILED,
   MSG_WAKE,
@@ -38,6 +41,8 @@ import { FrameRing, H_KIND, H_LENGTH, H_TOTAL } from './ring.js'
 
 export interface WorkerData {
   guest: LoadedGuest
+  /** A saved state to restore in place of `init`. */
+  restore: GuestState | undefined
   bufferSize: number
   limits: InstanceLimits
   inSab: SharedArrayBuffer
@@ -130,7 +135,8 @@ function startInstance(): GuestInstance {
   enter(EXPORT_START, 0)
   const instance = new GuestInstance(data.guest, sink, data.limits)
   enter(EXPORT_INIT, 0)
-  instance.init()
+  if (data.restore) instance.restore(data.restore)
+  else instance.init()
   enter(EXPORT_PROCESS, 0)
   instance.reserve(data.bufferSize)
   leave()
@@ -165,6 +171,14 @@ function serve(instance: GuestInstance): void {
         instance.processRegion(total, offset)
         leave()
         writeFrame(OUT_DONE)
+      }
+    } else if (kind === IN_SNAPSHOT) {
+      input.consume()
+      try {
+        const state = instance.snapshot()
+        port.postMessage({ kind: MSG_SNAPSHOT, state }, [state.memory.buffer as ArrayBuffer])
+      } catch (err) {
+        port.postMessage({ kind: MSG_SNAPSHOT, error: record(err) })
       }
     } else if (kind === IN_FLUSH) {
       const offset = input.offsetOfFrame()

@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads'
 import { errors, WasmSandboxError, type GuestSite, type WasmSandboxErrorCode } from '../errors.js'
+import type { GuestState } from '../checkpoint/types.js'
 import type { LoadedGuest } from '../guest/load.js'
 import { logger } from '../log.js'
 import {
@@ -12,7 +13,9 @@ import {
   EXPORT_NAMES,
   IN_CHUNK,
   IN_FLUSH,
+  IN_SNAPSHOT,
   MSG_READY,
+  MSG_SNAPSHOT,
   MSG_SPACE,
   MSG_START_FAILED,
   MSG_WAKE,
@@ -72,6 +75,7 @@ export class WorkerRunner implements GuestRunner {
   private clock: Float64Array | undefined
   private watchdog: NodeJS.Timeout | undefined
   private startCallback: RunnerCallback | undefined
+  private snapshotCallback: ((err: Error | null, state?: GuestState) => void) | undefined
   private flushCallback: RunnerCallback | undefined
   private pending: PendingWrite | undefined
   private paused = false
@@ -87,7 +91,7 @@ export class WorkerRunner implements GuestRunner {
     this.options = options
   }
 
-  start(callback: RunnerCallback): void {
+  start(callback: RunnerCallback, restore?: GuestState): void {
     const { bufferSize, maxInFlight } = this.options
     this.input = new FrameRing(Math.max(maxInFlight, 2) * (bufferSize + 2 * FRAME_HEADER))
     // Small on purpose: what sits here is buffered output the consumer has not asked for.
@@ -101,6 +105,7 @@ export class WorkerRunner implements GuestRunner {
     this.startCallback = callback
     const workerData: WorkerData = {
       guest: this.guest,
+      restore,
       bufferSize,
       limits: this.options.limits,
       inSab: this.input.sab,
@@ -109,6 +114,7 @@ export class WorkerRunner implements GuestRunner {
     }
     let worker: Worker
     try {
+      // A restored memory is copied for the worker: the caller's checkpoint stays intact.
       worker = new Worker(ENTRY, { workerData, resourceLimits: RESOURCE_LIMITS })
     } catch (err) {
       this.startCallback = undefined
@@ -144,6 +150,16 @@ export class WorkerRunner implements GuestRunner {
     this.writePending()
   }
 
+  snapshot(callback: (err: Error | null, state?: GuestState) => void): void {
+    if (!this.worker) {
+      callback(errors.workerDied(this.site(), new Error('no worker to snapshot')))
+      return
+    }
+    this.snapshotCallback = callback
+    this.pending = { kind: IN_SNAPSHOT, chunk: undefined, pos: 0, offset: 0, callback: () => {} }
+    this.writePending()
+  }
+
   resume(): void {
     if (!this.paused) return
     this.paused = false
@@ -158,7 +174,7 @@ export class WorkerRunner implements GuestRunner {
   destroy(): void {
     this.destroyed = true
     this.kill()
-    this.startCallback = this.flushCallback = undefined
+    this.startCallback = this.flushCallback = this.snapshotCallback = undefined
   }
 
   private site(): GuestSite {
@@ -193,7 +209,13 @@ export class WorkerRunner implements GuestRunner {
     if (message === MSG_WAKE) this.drain()
     else if (message === MSG_SPACE) this.writePending()
     else if (message === MSG_READY) this.finishStart(null)
-    else if ((message as { kind?: number })?.kind === MSG_START_FAILED) {
+    else if ((message as { kind?: number })?.kind === MSG_SNAPSHOT) {
+      const { state, error } = message as { state?: GuestState; error?: ErrorRecord }
+      const callback = this.snapshotCallback
+      this.snapshotCallback = undefined
+      if (error) callback?.(revive(error))
+      else callback?.(null, { ...state!, memory: new Uint8Array(state!.memory.buffer, state!.memory.byteOffset, state!.memory.byteLength) })
+    } else if ((message as { kind?: number })?.kind === MSG_START_FAILED) {
       this.kill()
       this.finishStart(revive((message as { error: ErrorRecord }).error))
     }
@@ -285,7 +307,10 @@ export class WorkerRunner implements GuestRunner {
     log('failed: %s', err.message)
     const flushCallback = this.flushCallback
     this.flushCallback = undefined
+    const snapshotCallback = this.snapshotCallback
+    this.snapshotCallback = undefined
     if (this.startCallback) this.finishStart(err)
+    else if (snapshotCallback) snapshotCallback(err)
     // A chunk that fails while the flush request waits behind it is the chunk's failure: after
     // a restart, the executor asks for the flush again.
     else if (flushCallback && err.exportName === 'flush') flushCallback(err)

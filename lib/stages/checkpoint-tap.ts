@@ -1,31 +1,137 @@
 import type { TransformCallback } from 'node:stream'
 import { Transform } from 'readable-stream'
+import type { Checkpoint, CheckpointInfo, CheckpointStorage } from '../checkpoint/types.js'
+import { errors } from '../errors.js'
+import { logger } from '../log.js'
+import type { Snapshot } from './wasm-executor.js'
+
+const log = logger('checkpoint')
 
 export interface CheckpointTapOptions {
-  /** Milliseconds between checkpoints. Typed now; saving checkpoints comes in a later release. */
-  interval?: number
+  /** Where checkpoints are saved. */
+  storage: CheckpointStorage
+  /** Hash of the options that change output, recorded so a resume with other options is refused. */
+  optionsHash: string
+  /** Stored with every checkpoint, as given. */
+  metadata?: Record<string, unknown>
+  /**
+   * Called before a checkpoint is saved; resolves once the output up to `outputOffset` is durable
+   * downstream (processFile fsyncs its output file here). Without it, a checkpoint is saved once
+   * its output has passed the tap: at-least-once delivery from the last checkpoint.
+   */
+  commit?: (outputOffset: number) => Promise<void>
+  /** Output bytes produced before this stream (a resumed stream). Default 0. */
+  startOffset?: number
+  /** Sequence number of the checkpoint this stream resumed from. Default 0. */
+  startSequence?: number
   /** Bytes buffered on each side. Default 64 KiB. */
   highWaterMark?: number
 }
 
 /**
- * Sits after the executor and counts the output position a checkpoint will record. In this
- * release it saves nothing (checkpoints are not implemented), so the composed stream leaves it
- * out; it is exported for people who compose their own chain and want the count.
+ * Sits after the executor, counts the output position, and turns the executor's snapshots into
+ * saved checkpoints. A snapshot records the output offset of its cut; it is saved only once the
+ * output up to that offset has passed this stage (and, with `commit`, is durable), so a saved
+ * checkpoint never claims output the sink may not have. Saves run one at a time off the data
+ * path; a newer snapshot replaces an older one still waiting, so at most three guest states
+ * (waiting, ready, saving) are held at once.
  */
 export class CheckpointTap extends Transform {
-  /** Output bytes that have passed the tap. */
-  bytesOut = 0
-  readonly interval: number
+  /** Absolute output position: bytes that have passed the tap, plus those before a resume. */
+  bytesOut: number
+  checkpointsSaved = 0
+  lastCheckpoint: CheckpointInfo | undefined = undefined
+  private readonly options: CheckpointTapOptions
+  private sequence: number
+  private waiting: Snapshot | undefined = undefined
+  private ready: Snapshot | undefined = undefined
+  private saving = false
+  private flushCallback: TransformCallback | null = null
 
-  constructor(options: CheckpointTapOptions = {}) {
+  constructor(options: CheckpointTapOptions) {
     const hwm = options.highWaterMark ?? 64 * 1024
     super({ readableHighWaterMark: hwm, writableHighWaterMark: hwm })
-    this.interval = options.interval ?? 5000
+    this.options = options
+    this.bytesOut = options.startOffset ?? 0
+    this.sequence = options.startSequence ?? 0
+  }
+
+  /** A snapshot from the executor: saved once its output has gone by. */
+  offer(snapshot: Snapshot): void {
+    if (this.waiting) log('snapshot at input %d superseded before its output passed', this.waiting.inputOffset)
+    this.waiting = snapshot
+    this.promote()
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.bytesOut += chunk.length
-    callback(null, chunk)
+    this.push(chunk)
+    if (this.waiting) this.promote()
+    callback()
+  }
+
+  override _flush(callback: TransformCallback): void {
+    // The stream is complete: a checkpoint still waiting is moot, one being saved is let finish.
+    this.waiting = this.ready = undefined
+    if (this.saving) this.flushCallback = callback
+    else callback()
+  }
+
+  private promote(): void {
+    const waiting = this.waiting
+    if (!waiting || this.bytesOut < waiting.outputOffset) return
+    this.waiting = undefined
+    this.ready = waiting
+    if (!this.saving) this.save()
+  }
+
+  private save(): void {
+    const snapshot = this.ready!
+    this.ready = undefined
+    this.saving = true
+    const checkpoint: Checkpoint = {
+      version: 1,
+      sequence: ++this.sequence,
+      moduleHash: snapshot.moduleHash,
+      optionsHash: this.options.optionsHash,
+      inputOffset: snapshot.inputOffset,
+      outputOffset: snapshot.outputOffset,
+      timestamp: Date.now(),
+      metadata: this.options.metadata ?? {},
+      guest: snapshot.state,
+    }
+    const commit = this.options.commit
+    const durable = commit ? commit(snapshot.outputOffset) : Promise.resolve()
+    durable
+      .then(() => this.options.storage.save(checkpoint))
+      .then(
+        () => this.saved(checkpoint),
+        (err: unknown) => {
+          this.saving = false
+          this.destroy(errors.checkpointFailed(snapshot.inputOffset, err))
+        },
+      )
+  }
+
+  private saved(checkpoint: Checkpoint): void {
+    this.saving = false
+    if (this.destroyed) return
+    const { guest: _guest, ...info } = checkpoint
+    this.checkpointsSaved++
+    this.lastCheckpoint = info
+    log('checkpoint %d saved: input %d, output %d', info.sequence, info.inputOffset, info.outputOffset)
+    this.emit('checkpoint', info)
+    if (this.ready) this.save()
+    else if (this.flushCallback) {
+      const callback = this.flushCallback
+      this.flushCallback = null
+      callback()
+    }
+  }
+
+  override _destroy(err: Error | null, callback: (error: Error | null) => void): void {
+    this.waiting = this.ready = undefined
+    this.flushCallback = null
+    callback(err)
   }
 }

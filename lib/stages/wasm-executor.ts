@@ -1,5 +1,6 @@
 import type { TransformCallback } from 'node:stream'
 import { Transform } from 'readable-stream'
+import type { Checkpoint, GuestState } from '../checkpoint/types.js'
 import { errors, type WasmSandboxError } from '../errors.js'
 import { isLoadedGuest, loadGuest, type LoadedGuest, type ModuleSource } from '../guest/load.js'
 import { logger } from '../log.js'
@@ -25,6 +26,21 @@ export interface WasmExecutorOptions {
   maxInFlight?: number
   /** Runs the guest some other way (overrides `isolation`). */
   runner?: RunnerFactory
+  /**
+   * Take a snapshot (a consistent cut with the guest's state, emitted as `'snapshot'`) every
+   * `interval` ms and/or every `every` input bytes, between chunks. Off by default.
+   */
+  snapshots?: { interval?: number | undefined; every?: number | undefined }
+  /** Continue a stream from this checkpoint: its guest state and offsets. */
+  resumeFrom?: Checkpoint
+}
+
+/** What the executor emits as `'snapshot'`: the CheckpointTap turns it into a checkpoint. */
+export interface Snapshot {
+  inputOffset: number
+  outputOffset: number
+  moduleHash: string
+  state: GuestState
 }
 
 /**
@@ -75,6 +91,18 @@ export class WasmExecutor extends Transform {
   private generation = 0
   private deadline: NodeJS.Timeout | undefined
   private guestName = '<module>'
+  private moduleHash: string | undefined
+  private readonly snapshotInterval: number | undefined
+  private readonly snapshotEvery: number | undefined
+  private readonly resumeFrom: Checkpoint | undefined
+  private lastSnapshotAt = Date.now()
+  private lastSnapshotInput = 0
+  /** A chunk held back until the snapshot due before it has been taken. */
+  private waitingChunk: Buffer | undefined
+  private waitingOffset = 0
+  private snapshotting = false
+  /** Input offset the guest has fully processed (the end of the last chunk done). */
+  private processedTo = 0
 
   constructor(module: ModuleSource | LoadedGuest, options: WasmExecutorOptions = {}) {
     const bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE
@@ -86,6 +114,13 @@ export class WasmExecutor extends Transform {
     this.recovery = options.recoveryStrategy ?? 'fail'
     this.maxInFlight = options.maxInFlight ?? 2
     this.runnerFactory = options.runner ?? runnerFor(options.isolation ?? 'worker')
+    this.snapshotInterval = options.snapshots?.interval
+    this.snapshotEvery = options.snapshots?.every
+    this.resumeFrom = options.resumeFrom
+    if (this.resumeFrom) {
+      this.bytesIn = this.processedTo = this.lastSnapshotInput = this.resumeFrom.inputOffset
+      this.bytesOut = this.resumeFrom.outputOffset
+    }
     this.hooks = { output: this.acceptOutput, done: this.onChunkDone, failed: this.onChunkFailed }
   }
 
@@ -107,6 +142,16 @@ export class WasmExecutor extends Transform {
     }
     log('starting %s', guest.name)
     this.guestName = guest.name
+    this.moduleHash = guest.hash
+    const resume = this.resumeFrom
+    if (resume && resume.moduleHash !== guest.hash) {
+      callback(errors.checkpointMismatch(guest.name, `the checkpoint was taken with another module (sha256 ${resume.moduleHash.slice(0, 12)}…, this one is ${String(guest.hash).slice(0, 12)}…)`))
+      return
+    }
+    if ((this.snapshotInterval !== undefined || this.snapshotEvery !== undefined) && !guest.hash) {
+      callback(errors.checkpointUnsupported(guest.name, 'a precompiled WebAssembly.Module has no content hash to check a resume against'))
+      return
+    }
     const limits = this.limits
     this.runner = this.runnerFactory(guest, this.hooks, {
       bufferSize: this.bufferSize,
@@ -122,16 +167,59 @@ export class WasmExecutor extends Transform {
       }, limits.deadline)
       this.deadline.unref()
     }
-    this.runner.start(callback)
+    this.runner.start(callback, resume?.guest)
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     const offset = offsetOf(chunk) ?? this.bytesIn
     this.bytesIn = offset + chunk.length
+    this.chunkCallback = callback
+    if (this.snapshotDue(offset)) {
+      this.waitingChunk = chunk
+      this.waitingOffset = offset
+      if (this.inflight.length === 0) this.takeSnapshot()
+      return
+    }
+    this.send(chunk, offset)
+  }
+
+  private send(chunk: Buffer, offset: number): void {
     this.inflight.push(chunk)
     this.inflightOffsets.push(offset)
-    this.chunkCallback = callback
     if (!this.restarting) this.runner!.process(chunk, offset, this.onProcessed)
+  }
+
+  private snapshotDue(offset: number): boolean {
+    const interval = this.snapshotInterval
+    const every = this.snapshotEvery
+    if (interval === undefined && every === undefined) return false
+    if (offset === this.lastSnapshotInput) return false
+    return (
+      (every !== undefined && offset - this.lastSnapshotInput >= every) ||
+      (interval !== undefined && Date.now() - this.lastSnapshotAt >= interval)
+    )
+  }
+
+  /** A consistent cut: every chunk before it is done and its output delivered. */
+  private takeSnapshot(): void {
+    this.snapshotting = true
+    const inputOffset = this.waitingOffset
+    this.runner!.snapshot((err, state) => {
+      this.snapshotting = false
+      if (this.destroyed) return
+      if (err) {
+        this.destroy(err)
+        return
+      }
+      this.lastSnapshotAt = Date.now()
+      this.lastSnapshotInput = inputOffset
+      const snapshot: Snapshot = { inputOffset, outputOffset: this.bytesOut, moduleHash: this.moduleHash!, state: state! }
+      log('snapshot at input %d, output %d (%d bytes of memory)', inputOffset, this.bytesOut, state!.memory.length)
+      this.emit('snapshot', snapshot)
+      const chunk = this.waitingChunk!
+      this.waitingChunk = undefined
+      this.send(chunk, inputOffset)
+    })
   }
 
   /** The runner accepted the chunk: take the next one, unless output is backed up. */
@@ -227,9 +315,10 @@ export class WasmExecutor extends Transform {
       for (const chunk of this.held) this.deliver(chunk)
       this.held.length = 0
     }
-    this.inflight.shift()
-    this.inflightOffsets.shift()
+    const chunk = this.inflight.shift()
+    this.processedTo = this.inflightOffsets.shift()! + chunk!.length
     this.attempts = 0
+    if (this.waitingChunk && this.inflight.length === 0 && !this.snapshotting) this.takeSnapshot()
   }
 
   private readonly onChunkFailed = (err: WasmSandboxError): void => {
@@ -290,6 +379,7 @@ export class WasmExecutor extends Transform {
     this.queue.length = 0
     this.queueHead = this.queuedBytes = 0
     this.inflight.length = this.inflightOffsets.length = this.held.length = 0
+    this.waitingChunk = undefined
     this.heldCallback = this.chunkCallback = this.flushCallback = null
     callback(err)
   }

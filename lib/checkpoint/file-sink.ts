@@ -1,0 +1,65 @@
+import type { FileHandle } from 'node:fs/promises'
+import { Writable } from 'readable-stream'
+
+/**
+ * Writes a stream to an open file from a given position and can promise that the file is
+ * durable up to an offset (written, then fsync'd). processFile saves a checkpoint only after
+ * that promise resolves, which is what makes its output exactly-once across crashes.
+ */
+export class FileSink extends Writable {
+  /** Absolute file position of the next byte. */
+  position: number
+  private readonly file: FileHandle
+  private readonly waiters: { offset: number; resolve: () => void; reject: (err: Error) => void }[] = []
+  private syncing: Promise<void> | undefined
+
+  constructor(file: FileHandle, position: number, highWaterMark = 64 * 1024) {
+    super({ highWaterMark })
+    this.file = file
+    this.position = position
+  }
+
+  /** Resolves once every byte before `offset` is written and fsync'd. */
+  durable(offset: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ offset, resolve, reject })
+      this.settle()
+    })
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.file.write(chunk, 0, chunk.length, this.position).then(
+      ({ bytesWritten }) => {
+        this.position += bytesWritten
+        this.settle()
+        callback()
+      },
+      (err: Error) => callback(err),
+    )
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.file.sync().then(() => callback(), callback)
+  }
+
+  override _destroy(err: Error | null, callback: (error: Error | null) => void): void {
+    for (const waiter of this.waiters.splice(0)) waiter.reject(err ?? new Error('the output was closed before it was durable'))
+    callback(err)
+  }
+
+  private settle(): void {
+    if (this.syncing || this.waiters.length === 0 || this.waiters[0]!.offset > this.position) return
+    const upTo = this.position
+    this.syncing = this.file.sync().then(
+      () => {
+        this.syncing = undefined
+        while (this.waiters.length > 0 && this.waiters[0]!.offset <= upTo) this.waiters.shift()!.resolve()
+        this.settle()
+      },
+      (err: Error) => {
+        this.syncing = undefined
+        for (const waiter of this.waiters.splice(0)) waiter.reject(err)
+      },
+    )
+  }
+}
