@@ -13,10 +13,53 @@ import { WasmExecutor, type Snapshot } from './stages/wasm-executor.js'
 
 const log = logger('compose')
 
+/** What `stream.metrics()` reports. Offsets are absolute (a resumed stream counts from its checkpoint). */
+export interface StreamMetrics {
+  /** Input offset reached: bytes handed to the guest (or dropped before it). */
+  bytesIn: number
+  /** Output bytes the guest produced. */
+  bytesOut: number
+  /** Chunks handed to the guest. */
+  chunks: number
+  /** Milliseconds spent inside guest calls. */
+  guestTimeMs: number
+  /** Times the guest's output waited for the consumer. */
+  backpressureWaits: number
+  /** Chunks and bytes a lossy backpressure strategy dropped. */
+  chunksDropped: number
+  bytesDropped: number
+  /** Chunks dropped by `recoveryStrategy: 'skip'`. */
+  chunksSkipped: number
+  checkpointsSaved: number
+  /** Offsets of the last checkpoint saved. */
+  lastCheckpoint: { sequence: number; inputOffset: number; outputOffset: number } | undefined
+}
+
 /** The duplex a user gets: write input bytes, read guest output. */
 export interface SandboxStream extends Duplex {
   /** The stages inside, in order; for inspection and tests. */
   readonly stages: readonly Stream[]
+  /** Counters for this stream, read at call time. */
+  metrics(): StreamMetrics
+}
+
+function collectMetrics(stages: readonly Stream[]): StreamMetrics {
+  const executor = stages.find((s) => s instanceof WasmExecutor) as WasmExecutor | undefined
+  const gate = stages.find((s) => s instanceof BackpressureGate) as BackpressureGate | undefined
+  const tap = stages.find((s) => s instanceof CheckpointTap) as CheckpointTap | undefined
+  const last = tap?.lastCheckpoint
+  return {
+    bytesIn: executor?.bytesIn ?? 0,
+    bytesOut: executor?.bytesOut ?? 0,
+    chunks: executor?.chunks ?? 0,
+    guestTimeMs: executor?.guestTimeMs() ?? 0,
+    backpressureWaits: executor?.backpressureWaits ?? 0,
+    chunksDropped: gate?.stats.chunksDropped ?? 0,
+    bytesDropped: gate?.stats.bytesDropped ?? 0,
+    chunksSkipped: executor?.chunksSkipped ?? 0,
+    checkpointsSaved: tap?.checkpointsSaved ?? 0,
+    lastCheckpoint: last && { sequence: last.sequence, inputOffset: last.inputOffset, outputOffset: last.outputOffset },
+  }
 }
 
 type PumpifyInstance = InstanceType<typeof pumpify> & {
@@ -84,7 +127,9 @@ export function composeStages(stages: Stream[], highWaterMark: number): SandboxS
   for (const stage of stages) {
     for (const event of FORWARDED_EVENTS) stage.on(event, (...args: unknown[]) => bundle.emit(event, ...args))
   }
-  Object.defineProperty(bundle, 'stages', { value: Object.freeze([...stages]), enumerable: false })
+  const frozen = Object.freeze([...stages])
+  Object.defineProperty(bundle, 'stages', { value: frozen, enumerable: false })
+  Object.defineProperty(bundle, 'metrics', { value: () => collectMetrics(frozen), enumerable: false })
   bundle.setPipeline(stages as never)
   return bundle as unknown as SandboxStream
 }

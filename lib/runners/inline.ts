@@ -16,6 +16,7 @@ export class InlineRunner implements GuestRunner {
   private readonly hooks: RunnerHooks
   private readonly options: RunnerOptions
   private readonly sink: OutputSink
+  private guestMs = 0
 
   constructor(guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions) {
     this.guest = guest
@@ -44,8 +45,10 @@ export class InlineRunner implements GuestRunner {
       callback(null)
       return
     }
+    const started = performance.now()
     try {
       instance.process(chunk, offset)
+      this.guestMs += performance.now() - started
     } catch (err) {
       this.instance = undefined
       this.hooks.failed(err as WasmSandboxError)
@@ -76,6 +79,10 @@ export class InlineRunner implements GuestRunner {
       return
     }
     callback(null, state)
+  }
+
+  guestTimeMs(): number {
+    return this.guestMs
   }
 
   resume(): void {}

@@ -29,6 +29,8 @@ export const CTL_OFFSET_HI = 3
 export const CTL_BYTES = 32
 /** Index in the Float64Array view: when the running call started, minus time spent blocked on the host. */
 export const CTL_STARTED_F64 = 2
+/** Index in the Float64Array view: total milliseconds spent in guest calls. */
+export const CTL_GUEST_MS_F64 = 3
 
 export const STATE_IDLE = 0
 export const STATE_RUNNING = 1

@@ -39,6 +39,8 @@ export interface GuestRunner {
   flush(offset: number, callback: RunnerCallback): void
   /** Captures the guest's state. Only while idle: every chunk handed over is done. */
   snapshot(callback: (err: Error | null, state?: GuestState) => void): void
+  /** Milliseconds spent inside guest calls so far. */
+  guestTimeMs(): number
   /** Downstream asked for more; a runner holding output may deliver it now. */
   resume(): void
   /** Drops the instance (and anything queued to it) and starts a fresh one. */

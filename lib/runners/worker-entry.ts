@@ -11,6 +11,7 @@ import type { GuestState } from '../checkpoint/types.js'
 import type { LoadedGuest } from '../guest/load.js'
 import {
   CTL_EXPORT,
+  CTL_GUEST_MS_F64,
   CTL_OFFSET_HI,
   CTL_OFFSET_LO,
   CTL_STARTED_F64,
@@ -67,6 +68,7 @@ function enter(exportId: number, offset: number): void {
 }
 
 function leave(): void {
+  if (Atomics.load(ctl, CTL_STATE) === STATE_RUNNING) clock[CTL_GUEST_MS_F64] = clock[CTL_GUEST_MS_F64]! + now() - clock[CTL_STARTED_F64]!
   Atomics.store(ctl, CTL_STATE, STATE_IDLE)
 }
 

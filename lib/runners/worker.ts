@@ -6,6 +6,7 @@ import { logger } from '../log.js'
 import {
   CTL_BYTES,
   CTL_EXPORT,
+  CTL_GUEST_MS_F64,
   CTL_OFFSET_HI,
   CTL_OFFSET_LO,
   CTL_STARTED_F64,
@@ -84,6 +85,8 @@ export class WorkerRunner implements GuestRunner {
   private draining = false
   private drainAgain = false
   private destroyed = false
+  /** Guest time of the workers this runner has already replaced. */
+  private pastGuestMs = 0
 
   constructor(guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions) {
     this.guest = guest
@@ -164,6 +167,10 @@ export class WorkerRunner implements GuestRunner {
     if (!this.paused) return
     this.paused = false
     this.drain()
+  }
+
+  guestTimeMs(): number {
+    return this.pastGuestMs + (this.clock?.[CTL_GUEST_MS_F64] ?? 0)
   }
 
   restart(callback: RunnerCallback): void {
@@ -319,6 +326,8 @@ export class WorkerRunner implements GuestRunner {
 
   private kill(): void {
     const worker = this.worker
+    this.pastGuestMs += this.clock?.[CTL_GUEST_MS_F64] ?? 0
+    this.clock = undefined
     if (this.watchdog) clearInterval(this.watchdog)
     this.watchdog = undefined
     this.worker = undefined

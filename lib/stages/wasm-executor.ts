@@ -63,6 +63,10 @@ export class WasmExecutor extends Transform {
   queuedBytes = 0
   /** Chunks dropped by `recoveryStrategy: 'skip'`. */
   chunksSkipped = 0
+  /** Chunks handed to the guest. */
+  chunks = 0
+  /** Times the guest's output had to wait for the consumer. */
+  backpressureWaits = 0
 
   private runner: GuestRunner | undefined
   private readonly source: ModuleSource | LoadedGuest
@@ -91,6 +95,7 @@ export class WasmExecutor extends Transform {
   private generation = 0
   private deadline: NodeJS.Timeout | undefined
   private guestName = '<module>'
+  private lastGuestMs = 0
   private moduleHash: string | undefined
   private readonly snapshotInterval: number | undefined
   private readonly snapshotEvery: number | undefined
@@ -184,6 +189,7 @@ export class WasmExecutor extends Transform {
   }
 
   private send(chunk: Buffer, offset: number): void {
+    this.chunks++
     this.inflight.push(chunk)
     this.inflightOffsets.push(offset)
     if (!this.restarting) this.runner!.process(chunk, offset, this.onProcessed)
@@ -228,7 +234,15 @@ export class WasmExecutor extends Transform {
     if (!callback) return
     this.chunkCallback = null
     if (this.queueHead === this.queue.length) callback()
-    else this.heldCallback = callback
+    else {
+      this.backpressureWaits++
+      this.heldCallback = callback
+    }
+  }
+
+  /** Milliseconds spent inside guest calls. */
+  guestTimeMs(): number {
+    return this.runner?.guestTimeMs() ?? this.lastGuestMs
   }
 
   override _flush(callback: TransformCallback): void {
@@ -373,6 +387,7 @@ export class WasmExecutor extends Transform {
   override _destroy(err: Error | null, callback: (error: Error | null) => void): void {
     if (err) log('destroyed: %s', err.message)
     this.clearDeadline()
+    this.lastGuestMs = this.guestTimeMs()
     this.runner?.destroy()
     this.runner = undefined
     this.generation++
