@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process'
 import { parseArgs } from 'node:util'
 import { formatSize, makeInput, mbps, median, repoRoot, timed, usPerChunk } from './harness.js'
 import { checkOutput, guestsIn, perChunkScenarios, throughputScenarios, type Scenario } from './scenarios.js'
-import { printFaults, printFixedCost, printRatios, printThroughput, ratios, type Result } from './report.js'
+import { printFaults, printFixedCost, printRatios, printThroughput, ratios, verdicts, type Result } from './report.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -67,13 +67,13 @@ async function main(): Promise<void> {
 
   const cells: Cell[] = []
   for (const chunkBytes of SIZES) {
-    const chunks = Math.max(1, Math.round((VOLUME * scale) / chunkBytes))
     for (const scenario of throughputScenarios(guests).filter(keep)) {
+      const chunks = Math.max(1, Math.round((VOLUME * scale * (scenario.volumeScale ?? 1)) / chunkBytes))
       cells.push({ group: 'throughput', scenario, chunkBytes, chunks, runs: [], faults: [] })
     }
   }
   for (const scenario of perChunkScenarios(guests).filter(keep)) {
-    const chunks = Math.round(SMALL_CHUNKS * scale)
+    const chunks = Math.round(SMALL_CHUNKS * scale * (scenario.volumeScale ?? 1))
     cells.push({ group: 'per-chunk', scenario, chunkBytes: SMALL_CHUNK, chunks, runs: [], faults: [] })
   }
   if (cells.length === 0) throw new Error(`no scenario matches --filter ${JSON.stringify(filter)}`)
@@ -117,11 +117,12 @@ async function main(): Promise<void> {
   const throughput = results.filter((r) => r.group === 'throughput')
   const perChunk = results.filter((r) => r.group === 'per-chunk')
   const ratioRows = ratios(throughput, SIZES)
+  const aims = verdicts(throughput, SIZES)
 
   console.log()
   if (throughput.length > 0) printThroughput(throughput, SIZES)
   if (throughput.length > 0) printFaults(throughput, SIZES)
-  if (ratioRows.length > 0) printRatios(ratioRows, SIZES)
+  if (ratioRows.length > 0) printRatios(ratioRows, SIZES, aims)
   if (perChunk.length > 0) printFixedCost(perChunk)
   console.log(`\ntotal ${((Date.now() - started) / 1000).toFixed(1)} s`)
   const json = {
@@ -133,6 +134,7 @@ async function main(): Promise<void> {
     volumeBytes: VOLUME * scale,
     results,
     ratios: ratioRows,
+    verdicts: aims,
   }
   console.log(`BENCH_JSON ${JSON.stringify(json)}`)
 }

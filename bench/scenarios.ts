@@ -15,6 +15,8 @@ export type Expect = 'same' | 'upper'
 export interface Scenario {
   readonly name: string
   readonly expect: Expect
+  /** Fraction of the normal bytes (or chunks) per run, for slow cells; default 1. See WORKER_CHUNKS. */
+  readonly volumeScale?: number
   /** One-time setup outside the timed region (compiling a module, ...). */
   prepare?(): Promise<void>
   run(input: Input): Promise<Output>
@@ -86,11 +88,26 @@ class CopyTransform extends Transform {
 
 const hwm = (n: number) => ({ highWaterMark: n })
 
+/**
+ * The worker-isolated per-chunk cells run this fraction of SMALL_CHUNKS per run: at ~20 µs per
+ * 4 KiB chunk (10x inline) the full count would add ~18 s and take `npm run bench` towards
+ * ~90 s on a 2-core machine. A run still takes ~1 s, so the worker's start-up (~20 ms per
+ * stream, inside the timed region) stays ~2%. The worker throughput cells keep the full volume:
+ * at half of it, start-up was ~14% of a 1 MiB-chunk run.
+ */
+export const WORKER_CHUNKS = 1 / 2
+
+/** Where the guest runs; `wasmTransform` defaults to `'worker'`, so every scenario says which. */
+const inline = { isolation: 'inline' } as const
+const worker = { isolation: 'worker' } as const
+
 /** The main matrix: run at 16 KiB, 64 KiB, 1 MiB. */
 export function throughputScenarios(guests: Guests): Scenario[] {
   return [
-    streamScenario('wasmTransform(upper)', 'upper', (n) => [wasmTransform(guests.upper, { bufferSize: n })]),
-    streamScenario('wasmTransform(pass)', 'same', (n) => [wasmTransform(guests.pass, { bufferSize: n })]),
+    streamScenario('wasmTransform(upper, inline)', 'upper', (n) => [wasmTransform(guests.upper, { bufferSize: n, ...inline })]),
+    streamScenario('wasmTransform(pass, inline)', 'same', (n) => [wasmTransform(guests.pass, { bufferSize: n, ...inline })]),
+    streamScenario('wasmTransform(upper, worker)', 'upper', (n) => [wasmTransform(guests.upper, { bufferSize: n, ...worker })]),
+    streamScenario('wasmTransform(pass, worker)', 'same', (n) => [wasmTransform(guests.pass, { bufferSize: n, ...worker })]),
     bareScenario('bare(upper)', 'upper', guests.upper),
     bareScenario('bare(pass)', 'same', guests.pass),
     streamScenario('js-copy', 'same', (n) => [new CopyTransform(hwm(n))]),
@@ -100,7 +117,8 @@ export function throughputScenarios(guests: Guests): Scenario[] {
 
 /**
  * Small chunks, where the bytes cost next to nothing and per-chunk machinery dominates: splits
- * wasmTransform's fixed cost into its layers (readable-stream, Chunker, WasmExecutor, bundle).
+ * wasmTransform's fixed cost into its layers (readable-stream, Chunker, WasmExecutor, bundle),
+ * inline, and what the worker runner adds on top (executor alone, then the whole transform).
  * Names carry a `chunk:` prefix so --filter can select or skip them as a group.
  */
 export function perChunkScenarios(guests: Guests): Scenario[] {
@@ -113,21 +131,36 @@ export function perChunkScenarios(guests: Guests): Scenario[] {
     streamScenario('chunk:js-copy', 'same', (n) => [new CopyTransform(hwm(n))]),
     streamScenario('chunk:chunker', 'same', (n) => [rs(new Chunker({ bufferSize: n }))]),
     {
-      ...streamScenario('chunk:executor(pass)', 'same', (n) => [rs(new WasmExecutor(pass!, { bufferSize: n }))]),
+      ...streamScenario('chunk:executor(pass, inline)', 'same', (n) => [rs(new WasmExecutor(pass!, { bufferSize: n, ...inline }))]),
       async prepare() {
         pass ??= await loadGuest(guests.pass)
       },
     },
     {
-      ...streamScenario('chunk:chunker+executor(pass)', 'same', (n) => [
+      ...streamScenario('chunk:chunker+executor(pass, inline)', 'same', (n) => [
         rs(new Chunker({ bufferSize: n })),
-        rs(new WasmExecutor(pass!, { bufferSize: n })),
+        rs(new WasmExecutor(pass!, { bufferSize: n, ...inline })),
       ]),
       async prepare() {
         pass ??= await loadGuest(guests.pass)
       },
     },
-    streamScenario('chunk:wasmTransform(pass)', 'same', (n) => [wasmTransform(guests.pass, { bufferSize: n })]),
+    streamScenario('chunk:wasmTransform(pass, inline)', 'same', (n) => [wasmTransform(guests.pass, { bufferSize: n, ...inline })]),
+    {
+      ...streamScenario('chunk:executor(pass, worker)', 'same', (n) => [
+        rs(new WasmExecutor(pass!, { bufferSize: n, ...worker })),
+      ]),
+      async prepare() {
+        pass ??= await loadGuest(guests.pass)
+      },
+      volumeScale: WORKER_CHUNKS,
+    },
+    {
+      ...streamScenario('chunk:wasmTransform(pass, worker)', 'same', (n) => [
+        wasmTransform(guests.pass, { bufferSize: n, ...worker }),
+      ]),
+      volumeScale: WORKER_CHUNKS,
+    },
     bareScenario('chunk:bare(pass)', 'same', guests.pass),
   ]
 }

@@ -14,6 +14,8 @@ export interface FlowControlOptions {
   maxInFlight?: number
   /** With `backpressure: 'sample'`, pass one chunk in `sampleRate` while under pressure. */
   sampleRate?: number
+  /** With `backpressure: 'adaptive'`, the longest delay (ms), reached at the high watermark. Default 50. */
+  maxDelay?: number
 }
 
 /** What a guest may consume. Every limit is enforced per stream. */
@@ -70,7 +72,7 @@ export interface SandboxOptions {
   highWaterMark?: number
   /** Chunks queued to one worker at once, so reading and the guest overlap. Default 2. */
   maxConcurrency?: number
-  /** What to do when downstream is slower than the source. Only `'block'` is implemented in 0.1. */
+  /** What to do when downstream is slower than the source: `'block'` (default) pauses the source; `'drop'`, `'sample'` and `'adaptive'` shed whole chunks (for live sources). */
   backpressure?: BackpressureStrategy
   /** Milliseconds between checkpoints (the default for `checkpoint.interval`). Default 5000. */
   checkpointInterval?: number
@@ -112,7 +114,7 @@ const KNOWN_KEYS = new Set<string>([
   'recoveryStrategy',
   'flowControl',
 ])
-const FLOW_KEYS = new Set<string>(['highWaterMark', 'lowWaterMark', 'maxInFlight', 'sampleRate'])
+const FLOW_KEYS = new Set<string>(['highWaterMark', 'lowWaterMark', 'maxInFlight', 'sampleRate', 'maxDelay'])
 
 function positiveInt(name: string, value: unknown, fallback: number, max = 2 ** 31 - 1): number {
   if (value === undefined) return fallback
@@ -183,12 +185,8 @@ function resolveLimits(value: unknown): Limits {
 }
 
 function resolveBackpressure(value: unknown): BackpressureStrategy {
-  if (value === undefined || value === 'block') return 'block'
-  if (value === 'drop' || value === 'sample' || value === 'adaptive') {
-    throw errors.invalidOption(
-      `backpressure '${value}' is not implemented in this release; only 'block' (native backpressure) is.`,
-    )
-  }
+  if (value === undefined) return 'block'
+  if (value === 'block' || value === 'drop' || value === 'sample' || value === 'adaptive') return value
   throw errors.invalidOption(`backpressure must be 'block', 'drop', 'sample' or 'adaptive', got ${JSON.stringify(value)}`)
 }
 
@@ -206,6 +204,7 @@ function resolveFlowControl(value: unknown, highWaterMark: number, maxConcurrenc
     lowWaterMark: lwm,
     maxInFlight: positiveInt('flowControl.maxInFlight', flow.maxInFlight, maxConcurrency, 1024),
     sampleRate: positiveInt('flowControl.sampleRate', flow.sampleRate, 10),
+    maxDelay: positiveInt('flowControl.maxDelay', flow.maxDelay, 50, 60_000),
   }
 }
 

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises'
 import { pathToFileURL } from 'node:url'
 import { describe, it } from 'node:test'
 import { pipeline } from 'node:stream/promises'
+import { Writable } from 'node:stream'
 import * as api from '../lib/index.js'
 import { Chunker, composeStages, createSandbox, WasmExecutor, wasmTransform, type WasmSandboxError } from '../lib/index.js'
 import { example, readExample, repoRoot, upperRef, wcRef } from './helpers/reference.js'
@@ -42,8 +43,45 @@ describe('options', () => {
       assert.throws(() => wasmTransform(example('pass.wasm'), bad as never), { code: 'ERR_WASM_INVALID_OPTION' })
     }
   })
-  it('refuses strategies that are typed but not implemented yet, instead of ignoring them', () => {
-    assert.throws(() => wasmTransform(example('pass.wasm'), { backpressure: 'drop' }), /not implemented/)
+  it('puts a BackpressureGate in the chain only for a lossy strategy', () => {
+    const names = (s: { stages: readonly object[] }) => s.stages.map((x) => x.constructor.name)
+    assert.deepEqual(names(wasmTransform(example('pass.wasm'))), ['Chunker', 'WasmExecutor'])
+    assert.deepEqual(names(wasmTransform(example('pass.wasm'), { backpressure: 'drop' })), ['Chunker', 'BackpressureGate', 'WasmExecutor'])
+    assert.throws(() => wasmTransform(example('pass.wasm'), { backpressure: 'shed' as never }), { code: 'ERR_WASM_INVALID_OPTION' })
+  })
+
+  it("backpressure 'drop' on the composed stream: whole records, output + dropped = input, drops reported", async () => {
+    const stream = wasmTransform(example('pass.wasm'), {
+      isolation: 'inline',
+      bufferSize: 1024,
+      delimiter: '\n',
+      backpressure: 'drop',
+      flowControl: { highWaterMark: 4096 },
+    })
+    let dropEvents = 0
+    let dropEventBytes = 0
+    stream.on('drop', (d: { offset: number; length: number }) => {
+      dropEvents++
+      dropEventBytes += d.length
+    })
+    const input = Buffer.from('0123456789abcdef\n'.repeat(64 * 1024))
+    const sink = new Writable({
+      highWaterMark: 1024,
+      write(chunk: Buffer, _enc, cb) {
+        out.push(chunk)
+        setTimeout(cb, 1)
+      },
+    })
+    const out: Buffer[] = []
+    await pipeline(sourceOf(input, [65536]), stream, sink)
+    const output = Buffer.concat(out)
+    const metrics = stream.metrics()
+    assert.ok(metrics.bytesDropped > 0, 'a slow sink made it drop')
+    assert.equal(output.length + metrics.bytesDropped, input.length)
+    assert.equal(dropEventBytes, metrics.bytesDropped)
+    assert.equal(dropEvents, metrics.chunksDropped)
+    assert.equal(output.length % 17, 0, 'only whole records')
+    assert.ok(/^(0123456789abcdef\n)*$/.test(output.toString()))
   })
   it('does not modify the options object', () => {
     const options = Object.freeze({ bufferSize: 1024, delimiter: '\n', flowControl: Object.freeze({ sampleRate: 3 }) })

@@ -328,6 +328,7 @@ export class WasmExecutor extends Transform {
     if (this.held.length > 0) {
       for (const chunk of this.held) this.deliver(chunk)
       this.held.length = 0
+      if (this.destroyed) return
     }
     const chunk = this.inflight.shift()
     this.processedTo = this.inflightOffsets.shift()! + chunk!.length
