@@ -42,6 +42,13 @@ describe('no handle outlives its stream: the process exits by itself', () => {
       assert.deepEqual(JSON.parse(stdout), expected)
     })
   }
+
+  it('after a worker stream is abandoned without end or destroy', async () => {
+    const { code, stdout, timedOut } = await runChild('./children/abandoned.js', [], 20_000)
+    assert.equal(timedOut, false, 'an idle worker kept the process alive')
+    assert.equal(code, 0)
+    assert.equal(stdout.trim(), 'ABANDONED')
+  })
 })
 
 describe('destroy', () => {

@@ -80,6 +80,8 @@ export class WorkerRunner implements GuestRunner {
   private flushCallback: RunnerCallback | undefined
   private pending: PendingWrite | undefined
   private paused = false
+  /** Chunks, start-up, flush or snapshot the worker owes an answer for; idle at 0. */
+  private outstanding = 0
   /** Pieces of a control payload (an error record) that spans several frames. */
   private parts: Buffer[] = []
   private draining = false
@@ -125,6 +127,8 @@ export class WorkerRunner implements GuestRunner {
       return
     }
     this.worker = worker
+    this.outstanding = 0
+    this.busy(+1)
     worker.on('message', (message: unknown) => this.onMessage(worker, message))
     worker.on('error', (err) => this.onDeath(worker, err))
     worker.on('exit', (code) => this.onDeath(worker, new Error(`worker exited with code ${code}`)))
@@ -139,6 +143,7 @@ export class WorkerRunner implements GuestRunner {
       callback(null)
       return
     }
+    this.busy(+1)
     this.pending = { kind: IN_CHUNK, chunk, pos: 0, offset, callback }
     this.writePending()
   }
@@ -149,6 +154,7 @@ export class WorkerRunner implements GuestRunner {
       return
     }
     this.flushCallback = callback
+    this.busy(+1)
     this.pending = { kind: IN_FLUSH, chunk: undefined, pos: 0, offset, callback: () => {} }
     this.writePending()
   }
@@ -159,6 +165,7 @@ export class WorkerRunner implements GuestRunner {
       return
     }
     this.snapshotCallback = callback
+    this.busy(+1)
     this.pending = { kind: IN_SNAPSHOT, chunk: undefined, pos: 0, offset: 0, callback: () => {} }
     this.writePending()
   }
@@ -220,6 +227,7 @@ export class WorkerRunner implements GuestRunner {
       const { state, error } = message as { state?: GuestState; error?: ErrorRecord }
       const callback = this.snapshotCallback
       this.snapshotCallback = undefined
+      this.busy(-1)
       if (error) callback?.(revive(error))
       else callback?.(null, { ...state!, memory: new Uint8Array(state!.memory.buffer, state!.memory.byteOffset, state!.memory.byteLength) })
     } else if ((message as { kind?: number })?.kind === MSG_START_FAILED) {
@@ -228,7 +236,19 @@ export class WorkerRunner implements GuestRunner {
     }
   }
 
+  /**
+   * A worker keeps the process alive only while it has work: an idle one (a stream waiting for
+   * input, or one abandoned without end or destroy) must not stop the process from exiting.
+   */
+  private busy(delta: number): void {
+    const was = this.outstanding
+    this.outstanding += delta
+    if (was === 0 && this.outstanding > 0) this.worker?.ref()
+    else if (was > 0 && this.outstanding === 0) this.worker?.unref()
+  }
+
   private finishStart(err: WasmSandboxError | null): void {
+    if (!err) this.busy(-1)
     const callback = this.startCallback
     this.startCallback = undefined
     callback?.(err)
@@ -270,6 +290,7 @@ export class WorkerRunner implements GuestRunner {
         if (!this.hooks.output(chunk)) this.paused = true
       } else if (kind === OUT_DONE) {
         output.consume()
+        this.busy(-1)
         this.hooks.done()
       } else if (kind === OUT_FLUSHED) {
         output.consume()
