@@ -14,6 +14,8 @@ const WRITE_POS = 2
 /** Set by a side that sleeps until the other makes progress; see `wantWake`. */
 const SLEEPING = 3
 const HEADER_BYTES = 16
+/** How long a waiting worker polls before it sleeps. */
+const SPIN_MS = 0.05
 export const FRAME_HEADER = 32
 const HEADER_SLOTS = FRAME_HEADER / 4
 
@@ -135,8 +137,16 @@ export class FrameRing {
     Atomics.notify(this.state, USED)
   }
 
-  /** Blocks (worker side only) while `used` still equals `seen`, up to `timeoutMs`. */
+  /**
+   * Blocks (worker side only) while `used` still equals `seen`, up to `timeoutMs`. It polls
+   * briefly first: waking a sleeping thread costs tens of microseconds, more than a chunk's work
+   * for a fast guest, and the other side usually answers within that time.
+   */
   waitWhileUsed(seen: number, timeoutMs: number): void {
+    const deadline = performance.now() + SPIN_MS
+    do {
+      if (Atomics.load(this.state, USED) !== seen) return
+    } while (performance.now() < deadline)
     Atomics.wait(this.state, USED, seen, timeoutMs)
   }
 

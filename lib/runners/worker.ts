@@ -99,8 +99,9 @@ export class WorkerRunner implements GuestRunner {
   start(callback: RunnerCallback, restore?: GuestState): void {
     const { bufferSize, maxInFlight } = this.options
     this.input = new FrameRing(Math.max(maxInFlight, 2) * (bufferSize + 2 * FRAME_HEADER))
-    // Small on purpose: what sits here is buffered output the consumer has not asked for.
-    this.output = new FrameRing(2 * bufferSize + 4 * FRAME_HEADER)
+    // As deep as the input side, so the worker can run ahead by as many chunks as it is given;
+    // no deeper: what sits here is output the consumer has not asked for.
+    this.output = new FrameRing((Math.max(maxInFlight, 2) + 1) * (bufferSize + 2 * FRAME_HEADER))
     const ctlSab = new SharedArrayBuffer(CTL_BYTES)
     this.ctl = new Int32Array(ctlSab, 0, 4)
     this.clock = new Float64Array(ctlSab)
@@ -215,13 +216,17 @@ export class WorkerRunner implements GuestRunner {
       p.pos += part
     } while (p.pos < length)
     this.pending = undefined
+    // Collect any output while here: a busy main thread then rarely needs a wake-up message.
+    this.drain()
     p.callback(null)
   }
 
   private onMessage(worker: Worker, message: unknown): void {
     if (worker !== this.worker) return
-    if (message === MSG_WAKE) this.drain()
-    else if (message === MSG_SPACE) this.writePending()
+    if (message === MSG_WAKE || message === MSG_SPACE) {
+      this.writePending()
+      this.drain()
+    }
     else if (message === MSG_READY) this.finishStart(null)
     else if ((message as { kind?: number })?.kind === MSG_SNAPSHOT) {
       const { state, error } = message as { state?: GuestState; error?: ErrorRecord }
