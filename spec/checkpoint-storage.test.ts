@@ -10,6 +10,7 @@ import { CorruptCheckpointError, decodeCheckpoint, decodeCheckpointInfo, encodeC
 import { FileCheckpointStorage } from '../lib/checkpoint/file-storage.js'
 import { MemoryCheckpointStorage } from '../lib/checkpoint/memory-storage.js'
 import type { Checkpoint, CheckpointInfo, CheckpointStorage } from '../lib/checkpoint/types.js'
+import { randomBytes } from './helpers/streams.js'
 
 const dirs: string[] = []
 function tempDir(): string {
@@ -22,22 +23,11 @@ after(() => {
 })
 
 /** Deterministic, so a failure reproduces. */
-function pseudoRandomBytes(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length)
-  let x = seed >>> 0 || 1
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    out[i] = x & 0xff
-  }
-  return out
-}
 
 function makeCheckpoint(sequence: number, memoryBytes = 65536): Checkpoint {
   const memory = new Uint8Array(memoryBytes)
-  memory.set(pseudoRandomBytes(Math.min(2048, memoryBytes), sequence), 0)
-  if (memoryBytes > 8192) memory.set(pseudoRandomBytes(512, sequence + 7), memoryBytes - 1024)
+  memory.set(bytesOf(Math.min(2048, memoryBytes), sequence), 0)
+  if (memoryBytes > 8192) memory.set(bytesOf(512, sequence + 7), memoryBytes - 1024)
   return {
     version: 1,
     sequence,
@@ -361,7 +351,7 @@ describe('checkpoint codec', () => {
         kind: fc.constantFrom('zero', 'random', 'sparse'),
       }, { noNullPrototype: true })
       .map(({ size, seed, kind }) => {
-        if (kind === 'random') return pseudoRandomBytes(size, seed)
+        if (kind === 'random') return bytesOf(size, seed)
         const m = new Uint8Array(size)
         if (kind === 'sparse') for (let i = seed % 97; i < size; i += 997) m[i] = (i * seed) & 0xff
         return m
