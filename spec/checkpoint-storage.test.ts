@@ -12,6 +12,9 @@ import { MemoryCheckpointStorage } from '../lib/checkpoint/memory-storage.js'
 import type { Checkpoint, CheckpointInfo, CheckpointStorage } from '../lib/checkpoint/types.js'
 import { randomBytes } from './helpers/streams.js'
 
+/** Plain Uint8Array (not Buffer), as the codec returns memory. */
+const bytesOf = (length: number, seed: number): Uint8Array => new Uint8Array(randomBytes(length, seed))
+
 const dirs: string[] = []
 function tempDir(): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsck-'))
