@@ -106,8 +106,6 @@ export class WasmExecutor extends Transform {
   private waitingChunk: Buffer | undefined
   private waitingOffset = 0
   private snapshotting = false
-  /** Input offset the guest has fully processed (the end of the last chunk done). */
-  private processedTo = 0
 
   constructor(module: ModuleSource | LoadedGuest, options: WasmExecutorOptions = {}) {
     const bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE
@@ -123,7 +121,7 @@ export class WasmExecutor extends Transform {
     this.snapshotEvery = options.snapshots?.every
     this.resumeFrom = options.resumeFrom
     if (this.resumeFrom) {
-      this.bytesIn = this.processedTo = this.lastSnapshotInput = this.resumeFrom.inputOffset
+      this.bytesIn = this.lastSnapshotInput = this.resumeFrom.inputOffset
       this.bytesOut = this.resumeFrom.outputOffset
     }
     this.hooks = { output: this.acceptOutput, done: this.onChunkDone, failed: this.onChunkFailed }
@@ -330,8 +328,8 @@ export class WasmExecutor extends Transform {
       this.held.length = 0
       if (this.destroyed) return
     }
-    const chunk = this.inflight.shift()
-    this.processedTo = this.inflightOffsets.shift()! + chunk!.length
+    this.inflight.shift()
+    this.inflightOffsets.shift()
     this.attempts = 0
     if (this.waitingChunk && this.inflight.length === 0 && !this.snapshotting) this.takeSnapshot()
   }
