@@ -2,15 +2,34 @@
  * `npm run bench [-- --quick] [-- --filter <substring>] [-- --stable-malloc]`
  *
  * Throughput of wasmTransform against the bare wasm loop and plain Node streams, at several
- * chunk sizes, then the fixed per-chunk cost split by layer. Each cell is warmed up once, then
+ * chunk sizes, what checkpoints cost (numberer, wc; see checkpointScenarios), then the fixed
+ * per-chunk cost split by layer. Each cell is warmed up once, then
  * run REPS times interleaved with all other cells; the median is reported. Ends with one
  * `BENCH_JSON {...}` line for machines.
  */
 import { spawnSync } from 'node:child_process'
 import { parseArgs } from 'node:util'
 import { formatSize, makeInput, mbps, median, repoRoot, timed, usPerChunk } from './harness.js'
-import { checkOutput, guestsIn, perChunkScenarios, throughputScenarios, type Scenario } from './scenarios.js'
-import { printFaults, printFixedCost, printRatios, printThroughput, ratios, verdicts, type Result } from './report.js'
+import {
+  checkOutput,
+  checkpointScenarios,
+  guestsIn,
+  perChunkScenarios,
+  throughputScenarios,
+  type CheckpointRun,
+  type Scenario,
+} from './scenarios.js'
+import {
+  checkpointStats,
+  printCheckpoints,
+  printFaults,
+  printFixedCost,
+  printRatios,
+  printThroughput,
+  ratios,
+  verdicts,
+  type Result,
+} from './report.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -39,6 +58,8 @@ interface Cell {
   readonly chunks: number
   readonly runs: number[]
   readonly faults: number[]
+  /** One entry per recorded run, for scenarios that report checkpoints. */
+  readonly checkpoints: CheckpointRun[]
 }
 
 async function main(): Promise<void> {
@@ -66,16 +87,22 @@ async function main(): Promise<void> {
   const guests = guestsIn(repoRoot())
 
   const cells: Cell[] = []
-  for (const chunkBytes of SIZES) {
-    for (const scenario of throughputScenarios(guests).filter(keep)) {
-      const chunks = Math.max(1, Math.round((VOLUME * scale * (scenario.volumeScale ?? 1)) / chunkBytes))
-      cells.push({ group: 'throughput', scenario, chunkBytes, chunks, runs: [], faults: [] })
+  const throughputCells = (scenarios: readonly Scenario[]): void => {
+    for (const chunkBytes of SIZES) {
+      for (const scenario of scenarios.filter(keep)) {
+        const chunks = Math.max(1, Math.round((VOLUME * scale * (scenario.volumeScale ?? 1)) / chunkBytes))
+        cells.push({ group: 'throughput', scenario, chunkBytes, chunks, runs: [], faults: [], checkpoints: [] })
+      }
     }
   }
+  throughputCells(throughputScenarios(guests))
   for (const scenario of perChunkScenarios(guests).filter(keep)) {
     const chunks = Math.round(SMALL_CHUNKS * scale * (scenario.volumeScale ?? 1))
-    cells.push({ group: 'per-chunk', scenario, chunkBytes: SMALL_CHUNK, chunks, runs: [], faults: [] })
+    cells.push({ group: 'per-chunk', scenario, chunkBytes: SMALL_CHUNK, chunks, runs: [], faults: [], checkpoints: [] })
   }
+  // Last in every rep: their fsyncs, zlib work and large snapshot buffers (GC) otherwise spill
+  // into the cells run after them (bare(pass) at 64 KiB scattered ±113% instead of ±6%).
+  throughputCells(checkpointScenarios(guests))
   if (cells.length === 0) throw new Error(`no scenario matches --filter ${JSON.stringify(filter)}`)
 
   console.log(
@@ -88,10 +115,14 @@ async function main(): Promise<void> {
 
   const runCell = async (cell: Cell, chunks: number, record: boolean): Promise<void> => {
     const input = makeInput(cell.chunkBytes, chunks)
+    await cell.scenario.beforeRun?.()
     const { seconds, output, pageFaults } = await timed(() => cell.scenario.run(input))
+    const checkpoints = await cell.scenario.afterRun?.()
     checkOutput(cell.scenario, input, output)
     if (!record) return
-    cell.runs.push(mbps(output.bytes, seconds))
+    if (checkpoints) cell.checkpoints.push(checkpoints)
+    // MB/s of input (for same-size transforms, input = output; the numberer and wc are not).
+    cell.runs.push(mbps(cell.chunkBytes * chunks, seconds))
     cell.faults.push(pageFaults / chunks)
   }
   for (const cell of cells) await runCell(cell, Math.max(1, Math.round(cell.chunks * WARMUP_FRACTION)), false)
@@ -112,6 +143,7 @@ async function main(): Promise<void> {
       usPerChunk: usPerChunk(c.chunkBytes, rate),
       bestMBps: Math.max(...c.runs),
       faultsPerChunk: median(c.faults),
+      ...(c.checkpoints.length > 0 ? { checkpoints: checkpointStats(c.checkpoints) } : {}),
     }
   })
   const throughput = results.filter((r) => r.group === 'throughput')
@@ -122,6 +154,7 @@ async function main(): Promise<void> {
   console.log()
   if (throughput.length > 0) printThroughput(throughput, SIZES)
   if (throughput.length > 0) printFaults(throughput, SIZES)
+  if (throughput.some((r) => r.checkpoints)) printCheckpoints(throughput, SIZES)
   if (ratioRows.length > 0) printRatios(ratioRows, SIZES, aims)
   if (perChunk.length > 0) printFixedCost(perChunk)
   console.log(`\ntotal ${((Date.now() - started) / 1000).toFixed(1)} s`)

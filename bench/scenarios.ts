@@ -2,15 +2,41 @@
  * What is measured. A scenario turns an Input into an Output; to add one (worker isolation,
  * checkpoints on/off, ...) add an entry to a list below, usually with `streamScenario`.
  */
-import { readFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough, Transform, type Stream, type TransformCallback } from 'node:stream'
 import { PassThrough as RsPassThrough } from 'readable-stream'
-import { Chunker, WasmExecutor, loadGuest, wasmTransform, type LoadedGuest } from '../lib/index.js'
+import {
+  Chunker,
+  FileCheckpointStorage,
+  WasmExecutor,
+  loadGuest,
+  wasmTransform,
+  type CheckpointOptions,
+  type LoadedGuest,
+  type SandboxStream,
+  type Snapshot,
+} from '../lib/index.js'
 import { HEAD_BYTES, chunkAt, runPipeline, type Input, type Output } from './harness.js'
 
-/** What the output must be, checked after every run: `same` as the input, or ASCII `upper`-cased. */
-export type Expect = 'same' | 'upper'
+/**
+ * What the output must be, checked after every run: `same` as the input, ASCII `upper`-cased,
+ * `numbered` as the numberer guest does it ("1\tline\n2\t..."), or the one `wc` line.
+ */
+export type Expect = 'same' | 'upper' | 'numbered' | 'wc'
+
+/** What one run of a checkpointing scenario did, read after the timed region. */
+export interface CheckpointRun {
+  /** `metrics().checkpointsSaved` at the end of the run. */
+  saved: number
+  /** Snapshots the executor took (a newer one supersedes one still waiting to be saved). */
+  snapshots: number
+  /** `storedBytes` of the checkpoints left in the directory (FileCheckpointStorage keeps the newest 3). */
+  storedBytes: number[]
+  /** Guest linear memory in the last snapshot, uncompressed. */
+  memoryBytes: number | undefined
+}
 
 export interface Scenario {
   readonly name: string
@@ -19,16 +45,23 @@ export interface Scenario {
   readonly volumeScale?: number
   /** One-time setup outside the timed region (compiling a module, ...). */
   prepare?(): Promise<void>
+  /** Per-run setup outside the timed region (a fresh checkpoint directory, ...). */
+  beforeRun?(): Promise<void>
   run(input: Input): Promise<Output>
+  /** Per-run teardown outside the timed region; a checkpointing scenario reports what it saved. */
+  afterRun?(): Promise<CheckpointRun | undefined>
 }
 
 export interface Guests {
   pass: string
   upper: string
+  numberer: string
+  wc: string
 }
 
 export function guestsIn(root: string): Guests {
-  return { pass: join(root, 'examples', 'pass.wasm'), upper: join(root, 'examples', 'upper.wasm') }
+  const at = (name: string): string => join(root, 'examples', `${name}.wasm`)
+  return { pass: at('pass'), upper: at('upper'), numberer: at('numberer'), wc: at('wc') }
 }
 
 /** source → stages(chunkBytes) → sink. The stages are built inside the timed region. */
@@ -115,6 +148,115 @@ export function throughputScenarios(guests: Guests): Scenario[] {
   ]
 }
 
+const MiB = 1024 * 1024
+
+/**
+ * The checkpoint cells run this fraction of the normal volume (512 MiB instead of 2 GiB): the
+ * numberer does real work per byte (two passes, a number per line: ~0.7-0.9 GB/s here, about
+ * 0.3-0.5 GB/s with a checkpoint every MiB in a worker), so at full volume these 24 cells alone
+ * would take `npm run bench` past 2 minutes. A run still takes 0.6-1.7 s.
+ *
+ * Consequence: a run is much shorter than the default checkpoint interval (5 s), so the
+ * "default interval" cells save no checkpoint at all; they measure what having checkpoints on
+ * costs between checkpoints (the CheckpointTap stage, the due-check per chunk). The cost of the
+ * checkpoints themselves is measured by the "every 1 MiB" cells, and report.ts projects it onto
+ * a 5 s interval.
+ */
+export const CHECKPOINT_VOLUME = 1 / 4
+/** wc is there for its checkpoint size and cost ratio only: half that again (256 MiB per run). */
+export const WC_VOLUME = 1 / 8
+/** Input bytes between checkpoints in the "every" cells. */
+export const CHECKPOINT_EVERY = 1 * MiB
+
+export type CheckpointMode = 'off' | 'default' | 'every'
+
+/** Scenario names, shared with report.ts (ratios, verdict, checkpoint table). */
+export function checkpointScenarioName(guest: string, isolation: 'inline' | 'worker', mode: CheckpointMode): string {
+  const base = `wasmTransform(${guest}, ${isolation})`
+  if (mode === 'off') return base
+  return mode === 'default' ? `${base} +ckpt 5 s (default)` : `${base} +ckpt every 1 MiB`
+}
+
+/**
+ * `wasmTransform(guest)` with checkpoints `off`, at the `default` interval, or `every`
+ * CHECKPOINT_EVERY input bytes (and the default interval), into a FileCheckpointStorage (fsync
+ * on, as by default) in a fresh directory under os.tmpdir() per run, removed after the run.
+ * Creating the directory, listing the checkpoints and removing them happen outside the timed
+ * region; the 'off' cell goes through the same steps minus the directory.
+ */
+export function checkpointScenario(
+  guest: string,
+  wasmPath: string,
+  expect: Expect,
+  isolation: 'inline' | 'worker',
+  mode: CheckpointMode,
+  volumeScale: number = CHECKPOINT_VOLUME,
+): Scenario {
+  let dir: string | undefined
+  let stream: SandboxStream | undefined
+  let snapshots = 0
+  let memoryBytes: number | undefined
+  return {
+    name: checkpointScenarioName(guest, isolation, mode),
+    expect,
+    volumeScale,
+    async beforeRun() {
+      if (mode !== 'off') dir = await mkdtemp(join(tmpdir(), 'wasm-sandbox-bench-'))
+    },
+    async run(input) {
+      let checkpoint: CheckpointOptions | undefined
+      if (dir !== undefined) {
+        const storage = new FileCheckpointStorage(dir)
+        checkpoint = mode === 'every' ? { storage, every: CHECKPOINT_EVERY } : { storage }
+      }
+      snapshots = 0
+      memoryBytes = undefined
+      stream = wasmTransform(wasmPath, { bufferSize: input.chunkBytes, isolation, ...(checkpoint ? { checkpoint } : {}) })
+      const executor = stream.stages.find((s) => s instanceof WasmExecutor)
+      executor?.on('snapshot', (snapshot: Snapshot) => {
+        snapshots++
+        memoryBytes = snapshot.state.memory.length
+      })
+      return runPipeline(input, [stream])
+    },
+    async afterRun() {
+      const saved = stream?.metrics().checkpointsSaved ?? 0
+      stream = undefined
+      if (dir === undefined) return { saved, snapshots, storedBytes: [], memoryBytes }
+      try {
+        // The stream has ended but nothing prunes the directory at the end: the newest 3 are there.
+        const infos = await new FileCheckpointStorage(dir).list()
+        return { saved, snapshots, storedBytes: infos.map((i) => i.storedBytes ?? NaN), memoryBytes }
+      } finally {
+        await rm(dir, { recursive: true, force: true })
+        dir = undefined
+      }
+    },
+  }
+}
+
+/**
+ * Checkpoint cost and size, at 16 KiB, 64 KiB, 1 MiB: the stateful numberer (text lines in,
+ * numbered lines out) with checkpoints off / at the default interval / every 1 MiB, in a worker
+ * and inline; and wc (state: four counters; output: one line at the end), off and every 1 MiB,
+ * for its checkpoint size. See CHECKPOINT_VOLUME, WC_VOLUME.
+ *
+ * With `isolation: 'inline'` this bench's source never waits for I/O, so the event loop does not
+ * get to complete a save (zlib and fsync finish on the thread pool) until the stream ends: those
+ * cells save 1 checkpoint per run, whatever the interval, and their snapshots are superseded.
+ * A source that yields to the loop (any file or socket) lets the saves through.
+ */
+export function checkpointScenarios(guests: Guests): Scenario[] {
+  const out: Scenario[] = []
+  for (const isolation of ['worker', 'inline'] as const) {
+    for (const mode of ['off', 'default', 'every'] as const) {
+      out.push(checkpointScenario('numberer', guests.numberer, 'numbered', isolation, mode))
+    }
+  }
+  for (const mode of ['off', 'every'] as const) out.push(checkpointScenario('wc', guests.wc, 'wc', 'worker', mode, WC_VOLUME))
+  return out
+}
+
 /**
  * Small chunks, where the bytes cost next to nothing and per-chunk machinery dominates: splits
  * wasmTransform's fixed cost into its layers (readable-stream, Chunker, WasmExecutor, bundle),
@@ -165,15 +307,118 @@ export function perChunkScenarios(guests: Guests): Scenario[] {
   ]
 }
 
+/** Per pool (so per chunk size): what the numberer and wc checks need from each buffer. */
+interface BufferFacts {
+  newlines: number
+  /** Words starting in the buffer, counting one at its first byte if that is not whitespace. */
+  wordStarts: number
+  firstInWord: boolean
+  lastInWord: boolean
+  lastIsNewline: boolean
+}
+const facts = new WeakMap<readonly Buffer[], BufferFacts[]>()
+
+/** wc's whitespace: space, \t, \n, \v, \f, \r. */
+const isSpace = (c: number): boolean => c === 32 || (c >= 9 && c <= 13)
+
+function factsOf(pool: readonly Buffer[]): BufferFacts[] {
+  let f = facts.get(pool)
+  if (f) return f
+  f = pool.map((buf) => {
+    let newlines = 0
+    let wordStarts = 0
+    let inWord = false
+    for (let i = 0; i < buf.length; i++) {
+      const c = buf[i]!
+      if (c === 10) newlines++
+      if (isSpace(c)) inWord = false
+      else if (!inWord) {
+        inWord = true
+        wordStarts++
+      }
+    }
+    return {
+      newlines,
+      wordStarts,
+      firstInWord: buf.length > 0 && !isSpace(buf[0]!),
+      lastInWord: inWord,
+      lastIsNewline: buf[buf.length - 1] === 10,
+    }
+  })
+  facts.set(pool, f)
+  return f
+}
+
+/** Input totals over the run: lines ('\n'), words as wc counts them, whether the last byte is '\n'. */
+function inputTotals(input: Input): { newlines: number; words: number; endsWithNewline: boolean } {
+  const f = factsOf(input.pool)
+  let newlines = 0
+  let words = 0
+  let inWord = false
+  for (let i = 0; i < input.chunks; i++) {
+    const b = f[i % f.length]!
+    newlines += b.newlines
+    words += b.wordStarts - (inWord && b.firstInWord ? 1 : 0)
+    inWord = b.lastInWord
+  }
+  const last = f[(input.chunks - 1) % f.length]!
+  return { newlines, words, endsWithNewline: last.lastIsNewline }
+}
+
+/** "1\t" before every line, as the numberer guest does, over `text`. */
+function numbered(text: Buffer): Buffer {
+  const parts: string[] = []
+  let line = 0
+  let mid = false
+  for (const c of text.toString('latin1')) {
+    if (!mid) {
+      parts.push(`${++line}\t`)
+      mid = true
+    }
+    parts.push(c)
+    if (c === '\n') mid = false
+  }
+  return Buffer.from(parts.join(''), 'latin1')
+}
+
+/** Output bytes the numberer adds: "<n>\t" before each of `lines` lines. */
+function numberingBytes(lines: number): number {
+  let total = 0
+  for (let digits = 1, lo = 1; lo <= lines; digits++, lo *= 10) {
+    const hi = Math.min(lines, lo * 10 - 1)
+    total += (hi - lo + 1) * (digits + 1)
+  }
+  return total
+}
+
+function expected(scenario: Scenario, input: Input): { bytes: number; head: Buffer } {
+  const inBytes = input.chunkBytes * input.chunks
+  const first = input.pool[0]!.subarray(0, HEAD_BYTES)
+  switch (scenario.expect) {
+    case 'same':
+      return { bytes: inBytes, head: first }
+    case 'upper':
+      return { bytes: inBytes, head: Buffer.from(first.toString('latin1').toUpperCase(), 'latin1') }
+    case 'numbered': {
+      const { newlines, endsWithNewline } = inputTotals(input)
+      const lines = newlines + (endsWithNewline ? 0 : 1)
+      return { bytes: inBytes + numberingBytes(lines), head: numbered(first).subarray(0, HEAD_BYTES) }
+    }
+    case 'wc': {
+      const { newlines, words } = inputTotals(input)
+      const line = Buffer.from(`${newlines} ${words} ${inBytes}\n`, 'latin1')
+      return { bytes: line.length, head: line.subarray(0, HEAD_BYTES) }
+    }
+  }
+}
+
 /** Throws unless `output` is what `scenario` should have produced from `input`. */
 export function checkOutput(scenario: Scenario, input: Input, output: Output): void {
-  const expectedBytes = input.chunkBytes * input.chunks
-  if (output.bytes !== expectedBytes) {
-    throw new Error(`${scenario.name}: ${output.bytes} bytes out, expected ${expectedBytes}`)
+  const want = expected(scenario, input)
+  if (output.bytes !== want.bytes) {
+    throw new Error(`${scenario.name}: ${output.bytes} bytes out, expected ${want.bytes}`)
   }
-  const first = input.pool[0]!.subarray(0, HEAD_BYTES)
-  const want = scenario.expect === 'upper' ? Buffer.from(first.toString('latin1').toUpperCase(), 'latin1') : first
-  if (!output.head || !output.head.equals(want)) {
+  if (!output.head || !output.head.equals(want.head)) {
     throw new Error(`${scenario.name}: wrong output: ${JSON.stringify(output.head?.toString('latin1'))}`)
   }
 }
