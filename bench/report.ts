@@ -61,6 +61,7 @@ const VS_BARE: readonly [string, string][] = [
 const WORKER_VS_INLINE: readonly [string, string, string][] = [
   ['upper', 'wasmTransform(upper, worker)', 'wasmTransform(upper, inline)'],
   ['pass', 'wasmTransform(pass, worker)', 'wasmTransform(pass, inline)'],
+  ['upper-scalar', 'wasmTransform(upper-scalar, worker)', 'wasmTransform(upper-scalar, inline)'],
 ]
 const VS_PASSTHROUGH: readonly string[] = [
   'wasmTransform(upper, inline)',

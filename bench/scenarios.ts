@@ -55,13 +55,15 @@ export interface Scenario {
 export interface Guests {
   pass: string
   upper: string
+  /** upper one byte at a time (no SIMD): a guest whose work, not the sandbox, dominates a chunk. */
+  upperScalar: string
   numberer: string
   wc: string
 }
 
 export function guestsIn(root: string): Guests {
   const at = (name: string): string => join(root, 'examples', `${name}.wasm`)
-  return { pass: at('pass'), upper: at('upper'), numberer: at('numberer'), wc: at('wc') }
+  return { pass: at('pass'), upper: at('upper'), upperScalar: at('upper-scalar'), numberer: at('numberer'), wc: at('wc') }
 }
 
 /** source → stages(chunkBytes) → sink. The stages are built inside the timed region. */
@@ -141,6 +143,8 @@ export function throughputScenarios(guests: Guests): Scenario[] {
     streamScenario('wasmTransform(pass, inline)', 'same', (n) => [wasmTransform(guests.pass, { bufferSize: n, ...inline })]),
     streamScenario('wasmTransform(upper, worker)', 'upper', (n) => [wasmTransform(guests.upper, { bufferSize: n, ...worker })]),
     streamScenario('wasmTransform(pass, worker)', 'same', (n) => [wasmTransform(guests.pass, { bufferSize: n, ...worker })]),
+    streamScenario('wasmTransform(upper-scalar, inline)', 'upper', (n) => [wasmTransform(guests.upperScalar, { bufferSize: n, ...inline })]),
+    streamScenario('wasmTransform(upper-scalar, worker)', 'upper', (n) => [wasmTransform(guests.upperScalar, { bufferSize: n, ...worker })]),
     bareScenario('bare(upper)', 'upper', guests.upper),
     bareScenario('bare(pass)', 'same', guests.pass),
     streamScenario('js-copy', 'same', (n) => [new CopyTransform(hwm(n))]),
