@@ -24,13 +24,26 @@ interface ChildResult {
   ms: number
 }
 
-function runChild(args: string[], killAfterMs?: number): Promise<ChildResult> {
+/**
+ * Runs the child; kills it `killAfterMs` after it starts, or `delayMs` after it reports its
+ * `afterCheckpoint`-th saved checkpoint (so the kill lands where there is state to resume).
+ */
+function runChild(args: string[], kill?: { afterMs?: number; afterCheckpoint?: number; delayMs?: number }): Promise<ChildResult> {
   return new Promise((resolve) => {
     const started = performance.now()
     const child = spawn(process.execPath, [CHILD, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
     let stdout = ''
-    child.stdout.on('data', (d: Buffer) => (stdout += d))
-    const timer = killAfterMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), killAfterMs)
+    let saved = 0
+    let timer: NodeJS.Timeout | undefined
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d
+      const before = saved
+      saved = (stdout.match(/^checkpoint /gm) ?? []).length
+      if (kill?.afterCheckpoint !== undefined && before < kill.afterCheckpoint && saved >= kill.afterCheckpoint) {
+        timer = setTimeout(() => child.kill('SIGKILL'), kill.delayMs ?? 0)
+      }
+    })
+    if (kill?.afterMs !== undefined) timer = setTimeout(() => child.kill('SIGKILL'), kill.afterMs)
     const guard = setTimeout(() => child.kill('SIGKILL'), 60_000)
     child.on('exit', (code, signal) => {
       clearTimeout(timer)
@@ -38,6 +51,12 @@ function runChild(args: string[], killAfterMs?: number): Promise<ChildResult> {
       resolve({ code, signal, stdout, ms: performance.now() - started })
     })
   })
+}
+
+function resultOf(run: ChildResult): { resumedFrom: number | null; saved: number } {
+  const line = run.stdout.split('\n').find((l) => l.startsWith('result '))
+  assert.ok(line, `the child reported no result: ${run.stdout.slice(-200)}`)
+  return JSON.parse(line.slice('result '.length))
 }
 
 describe('crash and resume (processFile)', () => {
@@ -60,26 +79,28 @@ describe('crash and resume (processFile)', () => {
   for (const { guest, ref, isolation, kills } of cases) {
     it(`${guest} (${isolation}): killed at ${kills} points, resumed, output identical to an uninterrupted run`, async (t) => {
       const expected = ref(inputBytes)
-      // How long an uninterrupted run takes, to spread the kills over it.
+      // An uninterrupted run: its output is the reference, its checkpoint count spreads the kills.
       const cleanOut = join(work, `${guest}-${isolation}-clean.out`)
       const clean = await runChild([input, cleanOut, join(work, `${guest}-${isolation}-clean.ck`), guest, isolation, String(EVERY)])
       assert.equal(clean.code, 0)
       assert.ok(readFileSync(cleanOut).equals(expected), 'the uninterrupted run matches the reference')
-      const span = clean.ms
+      const checkpoints = resultOf(clean).saved
+      assert.ok(checkpoints >= kills, `an uninterrupted run saves enough checkpoints (${checkpoints})`)
 
       let resumed = 0
       for (let k = 0; k < kills; k++) {
         const out = join(work, `${guest}-${isolation}-${k}.out`)
         const dir = join(work, `${guest}-${isolation}-${k}.ck`)
         const args = [input, out, dir, guest, isolation, String(EVERY)]
-        // Kill once somewhere in the run (spread over it), half the time kill the resumed run too, then finish.
-        const first = await runChild(args, span * (0.25 + (0.7 * k) / kills))
-        if (k % 2 === 1) await runChild(args, span * 0.4)
+        // Kill after a checkpoint spread over the run, a few ms later so it lands mid-chunk; half
+        // the time kill the resumed run too; then run to the end.
+        const first = await runChild(args, { afterCheckpoint: 1 + Math.floor((k * (checkpoints - 1)) / kills), delayMs: k % 4 })
+        if (k % 2 === 1) await runChild(args, { afterCheckpoint: 1, delayMs: 2 })
         const interrupted = first.signal === 'SIGKILL'
         const checkpointLeft = existsSync(dir) && readdirSync(dir).some((f) => f.endsWith('.wsck'))
         const last = await runChild(args)
         assert.equal(last.code, 0, 'the final run completed')
-        const result = JSON.parse(last.stdout) as { resumedFrom: number | null }
+        const result = resultOf(last)
         if (checkpointLeft) {
           assert.notEqual(result.resumedFrom, null, 'a checkpoint was left, so the run resumed from it')
           if (interrupted) resumed++
@@ -87,7 +108,7 @@ describe('crash and resume (processFile)', () => {
         assert.ok(readFileSync(out).equals(expected), `kill point ${k}: output differs from the uninterrupted run`)
         assert.ok(!existsSync(dir) || readdirSync(dir).every((f) => !f.endsWith('.wsck')), 'checkpoints are removed on success')
       }
-      t.diagnostic(`${resumed} of ${kills} kills interrupted a run that then resumed from a checkpoint (uninterrupted run ${Math.round(span)} ms)`)
+      t.diagnostic(`${resumed} of ${kills} kills interrupted a run that then resumed from a checkpoint (${checkpoints} checkpoints in an uninterrupted run)`)
       assert.ok(resumed >= kills / 2, `only ${resumed} of ${kills} kills hit a run with a checkpoint: the test would not test resuming`)
     })
   }
@@ -99,15 +120,14 @@ describe('crash and resume (processFile)', () => {
     assert.equal(killed.signal, 'SIGKILL')
     const last = await runChild([input, out, dir, 'numberer', 'worker', String(EVERY)])
     assert.equal(last.code, 0)
-    assert.notEqual(JSON.parse(last.stdout).resumedFrom, null)
+    assert.notEqual(resultOf(last).resumedFrom, null)
     assert.ok(readFileSync(out).equals(numbererRef(inputBytes)))
   })
 
   it('a corrupt latest checkpoint is skipped for the previous one', async () => {
     const out = join(work, 'corrupt.out')
     const dir = join(work, 'corrupt.ck')
-    const clean = await runChild([input, join(work, 'corrupt-clean.out'), join(work, 'corrupt-clean.ck'), 'numberer', 'worker', String(EVERY)])
-    await runChild([input, out, dir, 'numberer', 'worker', String(EVERY)], clean.ms * 0.7)
+    await runChild([input, out, dir, 'numberer', 'worker', String(EVERY)], { afterCheckpoint: 4 })
     const files = readdirSync(dir).filter((f) => f.endsWith('.wsck')).sort()
     assert.ok(files.length >= 2, `need two checkpoints, have ${files.length}`)
     const newest = join(dir, files.at(-1)!)
@@ -122,8 +142,7 @@ describe('crash and resume (processFile)', () => {
   it('a checkpoint from another module is refused', async () => {
     const out = join(work, 'other.out')
     const dir = join(work, 'other.ck')
-    const clean = await runChild([input, join(work, 'other-clean.out'), join(work, 'other-clean.ck'), 'numberer', 'worker', String(EVERY)])
-    await runChild([input, out, dir, 'numberer', 'worker', String(EVERY)], clean.ms * 0.7)
+    await runChild([input, out, dir, 'numberer', 'worker', String(EVERY)], { afterCheckpoint: 2 })
     await assert.rejects(
       processFile(input, out, example('wc.wasm'), { bufferSize: 16 * 1024, checkpoint: { dir, every: EVERY } }),
       { code: 'ERR_WASM_CHECKPOINT_MISMATCH' },

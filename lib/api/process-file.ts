@@ -25,6 +25,8 @@ export interface ProcessFileOptions extends Omit<SandboxOptions, 'checkpoint' | 
     /** Checkpoints to keep. Default 3. */
     keep?: number
     metadata?: Record<string, unknown>
+    /** Called after each checkpoint is saved (progress reporting). */
+    onSave?: (checkpoint: CheckpointInfo) => void
   }
 }
 
@@ -86,7 +88,10 @@ export async function processFile(
         : {}),
       ...(latest ? { resumeFrom: latest } : {}),
     })
-    stream.on('checkpoint', () => saved++)
+    stream.on('checkpoint', (info: CheckpointInfo) => {
+      saved++
+      checkpoint?.onSave?.(info)
+    })
     const source = createReadStream(input, {
       start: latest?.inputOffset ?? 0,
       highWaterMark: rest.bufferSize ?? DEFAULT_BUFFER_SIZE,

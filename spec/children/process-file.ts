@@ -31,6 +31,8 @@ const result = await processFile(input, output, example(`${guest}.wasm`), {
     dir,
     every: Number(every),
     ...(killInSave ? { storage: new DyingStorage(dir) } : {}),
+    // Progress for the test, which kills this process after a chosen checkpoint.
+    onSave: (info) => process.stdout.write(`checkpoint ${info.sequence}\n`),
   },
 })
-process.stdout.write(JSON.stringify({ resumedFrom: result.resumedFrom?.inputOffset ?? null, saved: result.checkpointsSaved }) + '\n')
+process.stdout.write('result ' + JSON.stringify({ resumedFrom: result.resumedFrom?.inputOffset ?? null, saved: result.checkpointsSaved }) + '\n')
