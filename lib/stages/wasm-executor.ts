@@ -220,10 +220,17 @@ export class WasmExecutor extends Transform {
       const snapshot: Snapshot = { inputOffset, outputOffset: this.bytesOut, moduleHash: this.moduleHash!, state: state! }
       log('snapshot at input %d, output %d (%d bytes of memory)', inputOffset, this.bytesOut, state!.memory.length)
       this.emit('snapshot', snapshot)
-      const chunk = this.waitingChunk!
-      this.waitingChunk = undefined
-      this.send(chunk, inputOffset)
+      // Yield one event-loop turn per cut: a source that never waits on I/O would otherwise run
+      // the whole stream in microtasks, and the checkpoint saves (zlib, fsync) would never finish.
+      setImmediate(this.sendWaiting)
     })
+  }
+
+  private readonly sendWaiting = (): void => {
+    const chunk = this.waitingChunk
+    if (!chunk || this.destroyed) return
+    this.waitingChunk = undefined
+    this.send(chunk, this.waitingOffset)
   }
 
   /** The runner accepted the chunk: take the next one, unless output is backed up. */
