@@ -153,3 +153,27 @@ describe('package', () => {
     }
   })
 })
+
+describe('metrics()', () => {
+  for (const isolation of ['inline', 'worker'] as const) {
+    it(`counts bytes, chunks, guest time and backpressure waits (${isolation})`, async () => {
+      const stream = wasmTransform(example('../spec/fixtures/emit-many.wasm'), { isolation, bufferSize: 256, highWaterMark: 1024 })
+      const input = randomBytes(256 * 8, 3)
+      const sink = new Writable({
+        highWaterMark: 1024,
+        write(_chunk, _enc, cb) {
+          setImmediate(cb)
+        },
+      })
+      await pipeline(sourceOf(input, [256]), stream, sink)
+      const m = stream.metrics()
+      assert.equal(m.bytesIn, input.length)
+      assert.equal(m.bytesOut, 1000 * input.length)
+      assert.equal(m.chunks, 8)
+      assert.ok(m.guestTimeMs > 0, 'time in the guest is measured')
+      assert.ok(m.backpressureWaits > 0, 'a slow consumer made the guest output wait')
+      assert.equal(m.chunksDropped + m.bytesDropped + m.chunksSkipped + m.checkpointsSaved, 0)
+      assert.equal(m.lastCheckpoint, undefined)
+    })
+  }
+})

@@ -65,7 +65,7 @@ export class WasmExecutor extends Transform {
   chunksSkipped = 0
   /** Chunks handed to the guest. */
   chunks = 0
-  /** Times the guest's output had to wait for the consumer. */
+  /** Times the consumer was full, so the guest's output had to wait. */
   backpressureWaits = 0
 
   private runner: GuestRunner | undefined
@@ -239,10 +239,7 @@ export class WasmExecutor extends Transform {
     if (!callback) return
     this.chunkCallback = null
     if (this.queueHead === this.queue.length) callback()
-    else {
-      this.backpressureWaits++
-      this.heldCallback = callback
-    }
+    else this.heldCallback = callback
   }
 
   /** Milliseconds spent inside guest calls. */
@@ -315,6 +312,7 @@ export class WasmExecutor extends Transform {
     }
     if (this.canPush && this.queueHead === this.queue.length) {
       this.canPush = this.push(chunk)
+      if (!this.canPush) this.backpressureWaits++
       return this.canPush
     }
     this.queue.push(chunk)
