@@ -27,7 +27,7 @@ import { createHash } from 'node:crypto'
 import { promisify } from 'node:util'
 import { constants as bufferConstants } from 'node:buffer'
 import { deflateRaw, inflateRaw } from 'node:zlib'
-import type { Checkpoint, CheckpointInfo } from './types.js'
+import type { Checkpoint, CheckpointInfo, GuestState } from './types.js'
 
 const deflateRawAsync = promisify(deflateRaw)
 const inflateRawAsync = promisify(inflateRaw)
@@ -67,17 +67,10 @@ export interface DecodeOptions {
 /** How one global is written in the header JSON. */
 type EncodedGlobal = number | { i64: string } | { f64: string }
 
-interface Header {
-  version: 1
-  sequence: number
-  moduleHash: string
-  optionsHash: string
-  inputOffset: number
-  outputOffset: number
-  timestamp: number
-  metadata: Record<string, unknown>
+/** The header JSON: every checkpoint field but the guest state, which is stored beside it. */
+type Header = Omit<Checkpoint, 'guest'> & {
   globals: EncodedGlobal[]
-  region: { ptr: number; size: number }
+  region: GuestState['region']
   memoryLength: number
 }
 
