@@ -9,7 +9,9 @@ import { createHash } from 'node:crypto'
 import { errors } from './errors.js'
 import { BackpressureGate } from './stages/backpressure-gate.js'
 import { CheckpointTap } from './stages/checkpoint-tap.js'
-import { WasmExecutor, type Snapshot } from './stages/wasm-executor.js'
+import { WasmExecutor } from './stages/wasm-executor.js'
+import { runnerChain } from './runners/chain.js'
+import type { Snapshot } from './runners/runner.js'
 
 const log = logger('compose')
 
@@ -162,14 +164,24 @@ export function createSandboxStream(module: ModuleSource | LoadedGuest, options:
     startOffset: resumeFrom?.inputOffset ?? 0,
     ...(options.delimiter ? { delimiter: options.delimiter } : {}),
   })
+  const runner = runnerChain({
+    isolation: options.isolation,
+    recovery: options.recoveryStrategy,
+    stateless: options.stateless,
+    deadline: options.limits.deadline,
+    snapshots: checkpoint && {
+      interval: checkpoint.interval,
+      every: checkpoint.every,
+      inputOffset: resumeFrom?.inputOffset ?? 0,
+      outputOffset: resumeFrom?.outputOffset ?? 0,
+    },
+  })
   const executor = new WasmExecutor(module, {
     bufferSize,
     highWaterMark,
-    isolation: options.isolation,
     limits: options.limits,
-    recoveryStrategy: options.recoveryStrategy,
     maxInFlight: options.flowControl.maxInFlight,
-    ...(checkpoint ? { snapshots: { interval: checkpoint.interval, every: checkpoint.every } } : {}),
+    runner,
     ...(resumeFrom ? { resumeFrom } : {}),
   })
   const stages: Stream[] = [chunker as unknown as Stream]

@@ -20,6 +20,7 @@ export type WasmSandboxErrorCode =
   | 'ERR_WASM_CHECKPOINT_UNSUPPORTED'
   | 'ERR_WASM_CHECKPOINT_MISMATCH'
   | 'ERR_WASM_CHECKPOINT_FAILED'
+  | 'ERR_WASM_NO_INSTANCE'
 
 export interface WasmSandboxErrorDetails {
   /** Input byte offset of the chunk being processed when it happened (absent at load time). */
@@ -192,6 +193,13 @@ export const errors = {
       'ERR_WASM_WORKER_DIED',
       `The worker running the guest died in ${at(site)}: ${reason}`,
       { ...site, cause },
+    )
+  },
+  noInstance(site: GuestSite): WasmSandboxError {
+    return new WasmSandboxError(
+      'ERR_WASM_NO_INSTANCE',
+      `No live guest instance for ${at(site)}: it failed earlier or the stream was destroyed. This is a bug in the caller of the runner.`,
+      site,
     )
   },
 }

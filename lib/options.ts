@@ -76,8 +76,17 @@ export interface SandboxOptions {
   backpressure?: BackpressureStrategy
   /** Milliseconds between checkpoints (the default for `checkpoint.interval`). Default 5000. */
   checkpointInterval?: number
-  /** When the guest fails on a chunk: `'fail'` (default), `'skip'` it, or `{ retry: n }` with a fresh instance. */
+  /**
+   * When the guest fails on a chunk: `'fail'` (default), `'skip'` it, or `{ retry: n }`. Either
+   * recovery restarts the guest at the state it had before the failed chunk (its last snapshot,
+   * replaying the chunks since), unless `stateless` says `init` is as good.
+   */
   recoveryStrategy?: RecoveryStrategy
+  /**
+   * The guest keeps nothing from one chunk to the next (each chunk's output depends on that
+   * chunk alone), so recovery may restart it from `init`: cheaper, no snapshots. Default false.
+   */
+  stateless?: boolean
   flowControl?: FlowControlOptions
 }
 
@@ -94,6 +103,7 @@ export interface ResolvedOptions {
   backpressure: BackpressureStrategy
   checkpointInterval: number
   recoveryStrategy: RecoveryStrategy
+  stateless: boolean
   flowControl: Required<FlowControlOptions>
 }
 
@@ -112,6 +122,7 @@ const KNOWN_KEYS = new Set<string>([
   'backpressure',
   'checkpointInterval',
   'recoveryStrategy',
+  'stateless',
   'flowControl',
 ])
 const FLOW_KEYS = new Set<string>(['highWaterMark', 'lowWaterMark', 'maxInFlight', 'sampleRate', 'maxDelay'])
@@ -256,11 +267,22 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
     throw errors.invalidOption(`maxRecordSize (${maxRecordSize}) must be at least bufferSize (${bufferSize})`)
   }
   const checkpointInterval = positiveInt('checkpointInterval', options.checkpointInterval, 5000)
+  const limits = resolveLimits(options.limits)
+  const recoveryStrategy = resolveRecovery(options.recoveryStrategy)
+  if (recoveryStrategy !== 'fail' && limits.maxOutputPerChunk === Infinity) {
+    // Recovery holds a chunk's output until the chunk succeeds: the hold needs a bound.
+    throw errors.invalidOption(
+      `limits.maxOutputPerChunk cannot be Infinity with recoveryStrategy ${JSON.stringify(recoveryStrategy)}: a chunk's output is held until the chunk succeeds, so give it a bound`,
+    )
+  }
+  if (options.stateless !== undefined && typeof options.stateless !== 'boolean') {
+    throw errors.invalidOption(`stateless must be true or false, got ${JSON.stringify(options.stateless)}`)
+  }
   return {
     checkpoint: resolveCheckpoint(options.checkpoint, checkpointInterval),
     resumeFrom: resolveResume(options.resumeFrom),
     isolation: resolveIsolation(options.isolation),
-    limits: resolveLimits(options.limits),
+    limits,
     bufferSize,
     delimiter,
     maxRecordSize,
@@ -268,7 +290,8 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
     maxConcurrency,
     backpressure: resolveBackpressure(options.backpressure),
     checkpointInterval,
-    recoveryStrategy: resolveRecovery(options.recoveryStrategy),
+    recoveryStrategy,
+    stateless: options.stateless ?? false,
     flowControl: resolveFlowControl(options.flowControl, highWaterMark, maxConcurrency),
   }
 }

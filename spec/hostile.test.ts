@@ -8,11 +8,13 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { runnerFor } from '../lib/runners/select.js'
 import {
   Chunker,
   WasmExecutor,
   WorkerRunner,
+  InlineRunner,
+  RecoveringRunner,
+  type RunnerFactory,
   createSandbox,
   wasmTransform,
   type Isolation,
@@ -263,15 +265,17 @@ describe('recovery strategies', () => {
       const executor = new WasmExecutor(fixture('fail-on-bang.wasm'), {
         isolation,
         bufferSize: 4,
-        recoveryStrategy: { retry: 2 },
         runner: (guest, hooks, options) => {
-          const runner = runnerFor(isolation)(guest, hooks, options)
-          const restart = runner.restart.bind(runner)
-          runner.restart = (cb) => {
-            restarts++
-            restart(cb)
+          const counted: RunnerFactory = (g, h, o) => {
+            const runner = isolation === 'inline' ? new InlineRunner(g, h, o) : new WorkerRunner(g, h, o)
+            const restart = runner.restart.bind(runner)
+            runner.restart = (cb, restore) => {
+              restarts++
+              restart(cb, restore)
+            }
+            return runner
           }
-          return runner
+          return new RecoveringRunner(counted, guest, hooks, options, { strategy: { retry: 2 }, stateless: false })
         },
       })
       const sink = collector()
@@ -288,7 +292,10 @@ describe('recovery strategies', () => {
   it('a worker killed mid-chunk is ERR_WASM_WORKER_DIED with recovery fail, and is replaced with { retry: 1 }', async () => {
     for (const recoveryStrategy of ['fail', { retry: 1 }] as const) {
       const stream = wasmTransform(fixture('slow.wasm'), { isolation: 'worker', bufferSize: 1, recoveryStrategy })
-      const executor = stream.stages[1] as unknown as { runner: { worker?: { terminate(): Promise<number> } } }
+      type Killable = { worker?: { terminate(): Promise<number> }; inner?: Killable }
+      const executor = stream.stages[1] as unknown as { runner: Killable }
+      // With recovery the worker runner sits inside a RecoveringRunner.
+      const workerOf = (r: Killable): Killable['worker'] => r.worker ?? (r.inner && workerOf(r.inner))
       let killed = false
       const sink = collector()
       const sinkWrite = sink._write.bind(sink)
@@ -296,7 +303,7 @@ describe('recovery strategies', () => {
         // After the first output the guest is busy with the next (slow) chunk: kill it there, once.
         if (!killed) {
           killed = true
-          setTimeout(() => void executor.runner.worker?.terminate(), 20)
+          setTimeout(() => void workerOf(executor.runner)?.terminate(), 20)
         }
         sinkWrite(chunk, enc, cb)
       }
@@ -318,16 +325,18 @@ describe('recovery strategies', () => {
   it('a worker whose start-up fails is not restarted in a loop', async () => {
     let starts = 0
     const executor = new WasmExecutor(fixture('loop-start.wasm'), {
-      recoveryStrategy: { retry: 5 },
       limits: { timeout: 200 },
       runner: (guest, hooks, options) => {
-        const runner = new WorkerRunner(guest, hooks, options)
-        const start = runner.start.bind(runner)
-        runner.start = (cb) => {
-          starts++
-          start(cb)
+        const counted: RunnerFactory = (g, h, o) => {
+          const runner = new WorkerRunner(g, h, o)
+          const start = runner.start.bind(runner)
+          runner.start = (cb, restore) => {
+            starts++
+            start(cb, restore)
+          }
+          return runner
         }
-        return runner
+        return new RecoveringRunner(counted, guest, hooks, options, { strategy: { retry: 5 }, stateless: false })
       },
     })
     const started = performance.now()

@@ -1,9 +1,7 @@
 import { Readable, pipeline } from 'readable-stream'
 import { createSandboxStream, type SandboxStream } from '../compose.js'
-import { isLoadedGuest, loadGuest, type LoadedGuest, type ModuleSource } from '../guest/load.js'
-import { errors } from '../errors.js'
+import type { LoadedGuest, ModuleSource } from '../guest/load.js'
 import { resolveOptions, type ResolvedOptions, type SandboxOptions } from '../options.js'
-import { runnerFor } from '../runners/select.js'
 
 /** One guest, many streams: the module is read and compiled once. */
 export class StreamProcessor {
@@ -48,47 +46,26 @@ export class Sandbox {
 
   /**
    * One-shot: the whole input as one chunk through `process_chunk`, then `flush`; all output
-   * concatenated. For inputs that fit in memory; use a stream for anything larger.
+   * concatenated. For inputs that fit in memory; use a stream for anything larger. It runs
+   * through the same stages and runners as a stream, so every limit, isolation and failure
+   * behaves the same; checkpoints and `delimiter` do not apply to a single chunk.
    */
   async call(module: ModuleSource | LoadedGuest, input: Uint8Array | string): Promise<Buffer> {
-    const { limits, isolation } = this.options
-    const guest = isLoadedGuest(module) ? module : await loadGuest(module, { memoryLimit: limits.memory })
     const bytes = typeof input === 'string' ? Buffer.from(input) : Buffer.from(input.buffer, input.byteOffset, input.byteLength)
-    const outputs: Buffer[] = []
-    // A chunk failure is reported through hooks.failed, whichever step is waiting at the time.
-    let fail: (err: Error) => void = () => {}
-    const failed = new Promise<never>((_, reject) => {
-      fail = reject
+    const bufferSize = Math.max(bytes.length, 1)
+    const stream = createSandboxStream(module, {
+      ...this.options,
+      bufferSize,
+      maxRecordSize: Math.max(this.options.maxRecordSize, bufferSize),
+      delimiter: undefined,
+      checkpoint: undefined,
+      resumeFrom: undefined,
+      backpressure: 'block',
     })
-    failed.catch(() => {})
-    const runner = runnerFor(isolation)(
-      guest,
-      { output: (chunk) => outputs.push(chunk) > 0, done: () => {}, failed: (err) => fail(err) },
-      {
-        bufferSize: Math.max(bytes.length, 1),
-        limits: { maxOutputPerChunk: limits.maxOutputPerChunk, maxOutput: limits.maxOutput, memory: limits.memory },
-        timeout: limits.timeout,
-        maxInFlight: 1,
-      },
-    )
-    const step = (run: (cb: (err?: Error | null) => void) => void): Promise<void> =>
-      Promise.race([new Promise<void>((resolve, reject) => run((err) => (err ? reject(err) : resolve()))), failed])
-    let deadline: NodeJS.Timeout | undefined
-    if (limits.deadline !== undefined) {
-      deadline = setTimeout(() => {
-        runner.destroy()
-        fail(errors.timeout({ module: guest.name, exportName: 'process_chunk', offset: 0 }, limits.deadline!, 'deadline'))
-      }, limits.deadline)
-    }
-    try {
-      await step((cb) => runner.start(cb))
-      await step((cb) => runner.process(bytes, 0, cb))
-      await step((cb) => runner.flush(bytes.length, cb))
-    } finally {
-      clearTimeout(deadline)
-      runner.destroy()
-    }
-    return Buffer.concat(outputs)
+    stream.end(bytes)
+    const outputs: Buffer[] = []
+    for await (const chunk of stream as AsyncIterable<Buffer>) outputs.push(chunk)
+    return outputs.length === 1 ? outputs[0]! : Buffer.concat(outputs)
   }
 }
 

@@ -1,8 +1,8 @@
 import type { GuestState } from '../checkpoint/types.js'
-import type { WasmSandboxError } from '../errors.js'
+import { errors, type WasmSandboxError } from '../errors.js'
 import { bufferSink, GuestInstance, type OutputSink } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
-import type { GuestRunner, RunnerCallback, RunnerHooks, RunnerOptions } from './runner.js'
+import type { GuestRunner, Job, RunnerCallback, RunnerHooks, RunnerOptions } from './runner.js'
 
 /**
  * Runs the guest on the calling thread: the cheapest runner, for trusted guests. It gives up
@@ -16,13 +16,15 @@ export class InlineRunner implements GuestRunner {
   private readonly hooks: RunnerHooks
   private readonly options: RunnerOptions
   private readonly sink: OutputSink
+  /** The job whose call is running: output is about it. */
+  private current: Job | undefined
   private guestMs = 0
 
   constructor(guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions) {
     this.guest = guest
     this.hooks = hooks
     this.options = options
-    this.sink = bufferSink((chunk) => hooks.output(chunk))
+    this.sink = bufferSink((chunk) => hooks.output(this.current!, chunk))
   }
 
   start(callback: RunnerCallback, restore?: GuestState): void {
@@ -39,41 +41,40 @@ export class InlineRunner implements GuestRunner {
     callback(null)
   }
 
-  process(chunk: Buffer, offset: number, callback: RunnerCallback): void {
+  process(job: Job, callback: RunnerCallback): void {
     const instance = this.instance
     if (!instance) {
+      this.hooks.failed(job, errors.noInstance({ module: this.guest.name, exportName: job.input ? 'process_chunk' : 'flush', offset: job.offset }))
       callback(null)
       return
     }
     const started = performance.now()
+    this.current = job
     try {
-      instance.process(chunk, offset)
-      this.guestMs += performance.now() - started
+      if (job.input) instance.process(job.input, job.offset)
+      else instance.flush(job.offset)
     } catch (err) {
       this.instance = undefined
-      this.hooks.failed(err as WasmSandboxError)
+      this.current = undefined
+      this.hooks.failed(job, err as WasmSandboxError)
       callback(null)
       return
+    } finally {
+      this.guestMs += performance.now() - started
     }
-    this.hooks.done()
-    callback(null)
-  }
-
-  flush(offset: number, callback: RunnerCallback): void {
-    try {
-      this.instance?.flush(offset)
-    } catch (err) {
-      this.instance = undefined
-      callback(err as Error)
-      return
-    }
+    this.current = undefined
+    this.hooks.done(job)
     callback(null)
   }
 
   snapshot(callback: (err: Error | null, state?: GuestState) => void): void {
+    if (!this.instance) {
+      callback(errors.noInstance({ module: this.guest.name, exportName: 'snapshot', offset: 0 }))
+      return
+    }
     let state: GuestState
     try {
-      state = this.instance!.snapshot()
+      state = this.instance.snapshot()
     } catch (err) {
       callback(err as Error)
       return
@@ -87,9 +88,9 @@ export class InlineRunner implements GuestRunner {
 
   resume(): void {}
 
-  restart(callback: RunnerCallback): void {
+  restart(callback: RunnerCallback, restore?: GuestState): void {
     this.instance = undefined
-    this.start(callback)
+    this.start(callback, restore)
   }
 
   destroy(): void {

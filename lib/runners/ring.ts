@@ -28,13 +28,23 @@ export const H_OFFSET_LO = 4
 export const H_OFFSET_HI = 5
 export const H_ARG = 6
 
+/**
+ * The largest ring: positions are int32 words, and a chunk larger than a frame crosses in
+ * several frames anyway, so a deeper ring only holds more bytes nobody has asked for yet.
+ */
+export const MAX_RING_CAPACITY = 16 * 1024 * 1024
+
 function padded(n: number): number {
   return (n + FRAME_HEADER - 1) & ~(FRAME_HEADER - 1)
 }
 
-/** Bytes of SharedArrayBuffer for a ring of at least `capacity` (a multiple of two frames' padding). */
+/**
+ * Bytes of SharedArrayBuffer for a ring of at least `capacity`, at most MAX_RING_CAPACITY (a
+ * multiple of two frames' padding). Plain arithmetic: 32-bit bit operations would wrap.
+ */
 export function ringBytesFor(capacity: number): number {
-  return HEADER_BYTES + ((capacity + 2 * FRAME_HEADER - 1) & ~(2 * FRAME_HEADER - 1))
+  const unit = 2 * FRAME_HEADER
+  return HEADER_BYTES + Math.ceil(Math.min(Math.max(capacity, unit), MAX_RING_CAPACITY) / unit) * unit
 }
 
 export class FrameRing {

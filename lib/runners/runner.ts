@@ -15,38 +15,66 @@ export interface RunnerOptions {
   maxInFlight: number
 }
 
-/** How a runner reports what happens to the chunks it accepted, in order. */
+/**
+ * One unit of work: a chunk of input, or the end of input (`input === null`, the guest's
+ * `flush`). Every hook names the job it is about, so a runner may have several in flight and a
+ * wrapper (recovery, a pool) can tell their outputs apart.
+ */
+export interface Job {
+  /** Input offset of the chunk's first byte; for the end of input, the total input length. */
+  readonly offset: number
+  readonly input: Buffer | null
+}
+
+/** A consistent cut, taken between two jobs: the CheckpointTap turns it into a checkpoint. */
+export interface Snapshot {
+  inputOffset: number
+  outputOffset: number
+  moduleHash: string
+  state: GuestState
+}
+
+/** How a runner reports what happens to the jobs it accepted. */
 export interface RunnerHooks {
-  /** One output buffer; returning false asks the runner to hold further output until `resume()`. */
-  output(chunk: Buffer): boolean
-  /** The oldest chunk not yet done was processed and all its output delivered. */
-  done(): void
-  /** The guest failed on the oldest chunk not yet done. The instance is gone: `restart` or `destroy`. */
-  failed(err: WasmSandboxError): void
+  /** One output buffer of `job`; returning false asks the runner to hold further output until `resume()`. */
+  output(job: Job, chunk: Buffer): boolean
+  /** `job` was processed and all its output delivered. */
+  done(job: Job): void
+  /**
+   * The guest failed on `job` (or, with `job` undefined, while idle). The instance is gone and
+   * every job queued after it is dropped: `restart` or `destroy`.
+   */
+  failed(job: Job | undefined, err: WasmSandboxError): void
+  /** Recovery dropped `job` (`recoveryStrategy: 'skip'`); the stream goes on. */
+  skipped?(job: Job, err: WasmSandboxError): void
+  /** A checkpoint cut was taken (see SnapshotRunner). */
+  snapshot?(snapshot: Snapshot): void
 }
 
 /**
- * How the executor drives a guest, wherever it runs (inline, in a worker). The executor does
- * not know which: limits, recovery and checkpoints are written once against this interface.
- * Each method calls back exactly once.
+ * How the executor drives a guest, wherever it runs (inline, in a worker) and whatever wraps it
+ * (recovery, deadline, checkpoint cuts). Each method calls back exactly once.
  */
 export interface GuestRunner {
   /** Instantiates the guest and runs its `init`, or, given a saved state, restores that instead. */
   start(callback: RunnerCallback, restore?: GuestState): void
-  /** Queues one chunk; calls back when the runner can take the next one (not when it is done). */
-  process(chunk: Buffer, offset: number, callback: RunnerCallback): void
-  /** End of input: runs the guest's `flush`; calls back once every output has been delivered. */
-  flush(offset: number, callback: RunnerCallback): void
-  /** Captures the guest's state. Only while idle: every chunk handed over is done. */
+  /** Queues one job; calls back when the runner can take the next one (not when it is done). */
+  process(job: Job, callback: RunnerCallback): void
+  /** Captures the guest's state. Only while idle: every job handed over is done. */
   snapshot(callback: (err: Error | null, state?: GuestState) => void): void
   /** Milliseconds spent inside guest calls so far. */
   guestTimeMs(): number
   /** Downstream asked for more; a runner holding output may deliver it now. */
   resume(): void
-  /** Drops the instance (and anything queued to it) and starts a fresh one. */
-  restart(callback: RunnerCallback): void
+  /** Drops the instance (and every job queued to it) and starts a fresh one, from `restore` if given. */
+  restart(callback: RunnerCallback, restore?: GuestState): void
   /** Releases the instance (and any worker) at once. Idempotent. */
   destroy(): void
 }
 
 export type RunnerFactory = (guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions) => GuestRunner
+
+/** Where the end-of-input job points: one object per stream is enough. */
+export function endOfInput(offset: number): Job {
+  return { offset, input: null }
+}

@@ -1,14 +1,14 @@
 /**
- * The worker side of WorkerRunner: one guest instance, fed chunks from the input ring, writing
- * output and completions to the output ring. It blocks in `Atomics.wait` when it has nothing to
- * do or no room for output, so a slow consumer pauses the guest mid-call. The main thread's
- * watchdog reads the call state in `ctl` and terminates this thread when a call overruns.
+ * The worker thread's side of WorkerRunner, whatever the guest: the rings, the call clock the
+ * main thread's watchdog reads, errors, and loading the driver that runs the guest. It blocks
+ * in `Atomics.wait` when it has nothing to do or no room for output, so a slow consumer pauses
+ * the guest mid-call.
  */
 import { parentPort, workerData } from 'node:worker_threads'
-import { WasmSandboxError } from '../errors.js'
-import { GuestInstance, type InstanceLimits, type OutputSink } from '../guest/instance.js'
 import type { GuestState } from '../checkpoint/types.js'
-import type { LoadedGuest } from '../guest/load.js'
+import { WasmSandboxError } from '../errors.js'
+import type { OutputSink } from '../guest/instance.js'
+import type { ChunkHandler, DriverHost, DriverName, WorkerData } from './driver.js'
 import {
   CTL_EXPORT,
   CTL_GUEST_MS_F64,
@@ -17,9 +17,7 @@ import {
   CTL_STARTED_F64,
   CTL_STATE,
   EXPORT_FLUSH,
-  EXPORT_INIT,
   EXPORT_PROCESS,
-  EXPORT_START,
   IN_CHUNK,
   IN_FLUSH,
   IN_SNAPSHOT,
@@ -40,15 +38,8 @@ import {
 } from './protocol.js'
 import { FrameRing, H_KIND, H_LENGTH, H_TOTAL } from './ring.js'
 
-export interface WorkerData {
-  guest: LoadedGuest
-  /** A saved state to restore in place of `init`. */
-  restore: GuestState | undefined
-  bufferSize: number
-  limits: InstanceLimits
-  inSab: SharedArrayBuffer
-  outSab: SharedArrayBuffer
-  ctlSab: SharedArrayBuffer
+const DRIVERS: Record<DriverName, string> = {
+  'abi-v1': './drivers/abi-v1.js',
 }
 
 const data = workerData as WorkerData
@@ -58,6 +49,7 @@ const output = new FrameRing(data.outSab)
 const ctl = new Int32Array(data.ctlSab, 0, 4)
 const clock = new Float64Array(data.ctlSab)
 const IDLE_WAIT_MS = 1000
+let started = false
 
 function enter(exportId: number, offset: number): void {
   ctl[CTL_EXPORT] = exportId
@@ -127,60 +119,65 @@ function record(err: unknown): ErrorRecord {
   return { code: 'ERR_WASM_WORKER_DIED', message: String((err as Error)?.stack ?? err) }
 }
 
-/** After a failure the instance is gone; wait here until the main thread terminates us. */
-const parking = new Int32Array(new SharedArrayBuffer(4))
-function idleForever(): never {
-  for (;;) Atomics.wait(parking, 0, 0)
+const host: DriverHost = {
+  data,
+  serveChunks: (handler) => serveChunks(handler),
+  input,
+  sink,
+  enter,
+  leave,
+  writeFrame,
+  ready(): void {
+    started = true
+    port.postMessage(MSG_READY)
+  },
+  postSnapshot(state: GuestState): void {
+    port.postMessage({ kind: MSG_SNAPSHOT, state }, [state.memory.buffer as ArrayBuffer])
+  },
+  nextFrame(): void {
+    while (!input.peek()) input.waitWhileUsed(0, IDLE_WAIT_MS)
+  },
+  consumed(): void {
+    // Wake a main thread waiting for room only once half the ring is free, so it refills
+    // several chunks per wake-up instead of one.
+    if (input.used() * 2 <= input.capacity && input.wantWake()) port.postMessage(MSG_SPACE)
+  },
 }
 
-function startInstance(): GuestInstance {
-  enter(EXPORT_START, 0)
-  const instance = new GuestInstance(data.guest, sink, data.limits)
-  enter(EXPORT_INIT, 0)
-  if (data.restore) instance.restore(data.restore)
-  else instance.init()
-  enter(EXPORT_PROCESS, 0)
-  instance.reserve(data.bufferSize)
-  leave()
-  return instance
-}
-
-function serve(instance: GuestInstance): void {
+/**
+ * The frame loop for guests driven a chunk at a time: each chunk's frames are copied straight
+ * from the ring into the guest's input region, then one call processes it. Never returns.
+ */
+function serveChunks(handler: ChunkHandler): never {
   const header = input.header
   let filled = 0
   let region = 0
   for (;;) {
-    if (!input.peek()) {
-      input.waitWhileUsed(0, IDLE_WAIT_MS)
-      continue
-    }
+    host.nextFrame()
     const kind = header[H_KIND]
     if (kind === IN_CHUNK) {
       const total = header[H_TOTAL]!
       const offset = input.offsetOfFrame()
       if (filled === 0) {
         enter(EXPORT_PROCESS, offset)
-        region = instance.inputRegion(total, offset)
+        region = handler.region(total, offset)
         leave()
       }
-      input.copyPayload(instance.memoryView(), region + filled)
+      input.copyPayload(handler.memory(), region + filled)
       filled += header[H_LENGTH]!
       input.consume()
-      // Wake a main thread waiting for room only once half the ring is free, so it refills
-      // several chunks per wake-up instead of one.
-      if (input.used() * 2 <= input.capacity && input.wantWake()) port.postMessage(MSG_SPACE)
+      host.consumed()
       if (filled === total) {
         filled = 0
         enter(EXPORT_PROCESS, offset)
-        instance.processRegion(total, offset)
+        handler.process(total, offset)
         leave()
         writeFrame(OUT_DONE)
       }
     } else if (kind === IN_SNAPSHOT) {
       input.consume()
       try {
-        const state = instance.snapshot()
-        port.postMessage({ kind: MSG_SNAPSHOT, state }, [state.memory.buffer as ArrayBuffer])
+        host.postSnapshot(handler.snapshot())
       } catch (err) {
         port.postMessage({ kind: MSG_SNAPSHOT, error: record(err) })
       }
@@ -188,7 +185,7 @@ function serve(instance: GuestInstance): void {
       const offset = input.offsetOfFrame()
       input.consume()
       enter(EXPORT_FLUSH, offset)
-      instance.flush(offset)
+      handler.flush(offset)
       leave()
       writeFrame(OUT_FLUSHED)
     } else {
@@ -197,19 +194,18 @@ function serve(instance: GuestInstance): void {
   }
 }
 
-let instance: GuestInstance
-try {
-  instance = startInstance()
-  port.postMessage(MSG_READY)
-} catch (err) {
-  leave()
-  port.postMessage({ kind: MSG_START_FAILED, error: record(err) })
-  idleForever()
+/** After a failure the instance is gone; wait here until the main thread terminates us. */
+const parking = new Int32Array(new SharedArrayBuffer(4))
+function idleForever(): never {
+  for (;;) Atomics.wait(parking, 0, 0)
 }
+
 try {
-  serve(instance)
+  const driver = (await import(DRIVERS[data.driver])) as { serve(host: DriverHost): never }
+  driver.serve(host)
 } catch (err) {
   leave()
-  writeFrame(OUT_ERROR, Buffer.from(JSON.stringify(record(err))))
+  if (started) writeFrame(OUT_ERROR, Buffer.from(JSON.stringify(record(err))))
+  else port.postMessage({ kind: MSG_START_FAILED, error: record(err) })
   idleForever()
 }

@@ -29,9 +29,9 @@ import {
   STATE_RUNNING,
   type ErrorRecord,
 } from './protocol.js'
-import { FRAME_HEADER, FrameRing, H_KIND, H_LENGTH } from './ring.js'
-import type { GuestRunner, RunnerCallback, RunnerHooks, RunnerOptions } from './runner.js'
-import type { WorkerData } from './worker-entry.js'
+import { FRAME_HEADER, FrameRing, H_KIND, H_LENGTH, MAX_RING_CAPACITY } from './ring.js'
+import type { DriverName, WorkerData } from './driver.js'
+import type { GuestRunner, Job, RunnerCallback, RunnerHooks, RunnerOptions } from './runner.js'
 
 const log = logger('worker')
 const ENTRY = new URL('./worker-entry.js', import.meta.url)
@@ -41,10 +41,19 @@ const RESOURCE_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 
 
 interface PendingWrite {
   kind: number
-  chunk: Buffer | undefined
+  chunk: Buffer | null
   pos: number
   offset: number
   callback: RunnerCallback
+}
+
+/**
+ * Ring bytes for `depth` chunks of `bufferSize`, capped: a chunk larger than a ring's frame
+ * crosses in several frames, so a huge bufferSize needs no huge ring (and never a size that
+ * overflows 32-bit ring arithmetic).
+ */
+function ringCapacity(depth: number, bufferSize: number): number {
+  return Math.min(MAX_RING_CAPACITY, Math.max(depth, 2) * (bufferSize + 2 * FRAME_HEADER))
 }
 
 function revive(record: ErrorRecord): WasmSandboxError {
@@ -69,7 +78,10 @@ export class WorkerRunner implements GuestRunner {
   private readonly guest: LoadedGuest
   private readonly hooks: RunnerHooks
   private readonly options: RunnerOptions
+  private readonly driver: DriverName
   private worker: Worker | undefined
+  /** Jobs sent to the worker and not yet done, oldest first: output frames belong to the first. */
+  private readonly sent: Job[] = []
   private input: FrameRing | undefined
   private output: FrameRing | undefined
   private ctl: Int32Array | undefined
@@ -77,7 +89,6 @@ export class WorkerRunner implements GuestRunner {
   private watchdog: NodeJS.Timeout | undefined
   private startCallback: RunnerCallback | undefined
   private snapshotCallback: ((err: Error | null, state?: GuestState) => void) | undefined
-  private flushCallback: RunnerCallback | undefined
   private pending: PendingWrite | undefined
   private paused = false
   /** Chunks, start-up, flush or snapshot the worker owes an answer for; idle at 0. */
@@ -90,43 +101,46 @@ export class WorkerRunner implements GuestRunner {
   /** Guest time of the workers this runner has already replaced. */
   private pastGuestMs = 0
 
-  constructor(guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions) {
+  constructor(guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions, driver: DriverName = 'abi-v1') {
     this.guest = guest
     this.hooks = hooks
     this.options = options
+    this.driver = driver
   }
 
   start(callback: RunnerCallback, restore?: GuestState): void {
     const { bufferSize, maxInFlight } = this.options
-    this.input = new FrameRing(Math.max(maxInFlight, 2) * (bufferSize + 2 * FRAME_HEADER))
-    // As deep as the input side, so the worker can run ahead by as many chunks as it is given;
-    // no deeper: what sits here is output the consumer has not asked for.
-    this.output = new FrameRing((Math.max(maxInFlight, 2) + 1) * (bufferSize + 2 * FRAME_HEADER))
-    const ctlSab = new SharedArrayBuffer(CTL_BYTES)
-    this.ctl = new Int32Array(ctlSab, 0, 4)
-    this.clock = new Float64Array(ctlSab)
     this.paused = false
     this.pending = undefined
     this.parts = []
-    this.startCallback = callback
-    const workerData: WorkerData = {
-      guest: this.guest,
-      restore,
-      bufferSize,
-      limits: this.options.limits,
-      inSab: this.input.sab,
-      outSab: this.output.sab,
-      ctlSab,
-    }
+    this.sent.length = 0
     let worker: Worker
     try {
+      this.input = new FrameRing(ringCapacity(maxInFlight, bufferSize))
+      // As deep as the input side, so the worker can run ahead by as many chunks as it is given;
+      // no deeper: what sits here is output the consumer has not asked for.
+      this.output = new FrameRing(ringCapacity(maxInFlight + 1, bufferSize))
+      const ctlSab = new SharedArrayBuffer(CTL_BYTES)
+      this.ctl = new Int32Array(ctlSab, 0, 4)
+      this.clock = new Float64Array(ctlSab)
+      const workerData: WorkerData = {
+        driver: this.driver,
+        guest: this.guest,
+        restore,
+        bufferSize,
+        limits: this.options.limits,
+        inSab: this.input.sab,
+        outSab: this.output.sab,
+        ctlSab,
+      }
       // A restored memory is copied for the worker: the caller's checkpoint stays intact.
       worker = new Worker(ENTRY, { workerData, resourceLimits: RESOURCE_LIMITS })
     } catch (err) {
-      this.startCallback = undefined
+      this.kill()
       callback(errors.workerDied(this.site(), err))
       return
     }
+    this.startCallback = callback
     this.worker = worker
     this.outstanding = 0
     this.busy(+1)
@@ -139,24 +153,15 @@ export class WorkerRunner implements GuestRunner {
     log('started worker %d for %s', worker.threadId, this.guest.name)
   }
 
-  process(chunk: Buffer, offset: number, callback: RunnerCallback): void {
-    if (!this.worker) {
+  process(job: Job, callback: RunnerCallback): void {
+    if (!this.worker || this.startCallback) {
+      this.hooks.failed(job, errors.noInstance({ ...this.site(), exportName: job.input ? 'process_chunk' : 'flush', offset: job.offset }))
       callback(null)
       return
     }
     this.busy(+1)
-    this.pending = { kind: IN_CHUNK, chunk, pos: 0, offset, callback }
-    this.writePending()
-  }
-
-  flush(offset: number, callback: RunnerCallback): void {
-    if (!this.worker) {
-      callback(null)
-      return
-    }
-    this.flushCallback = callback
-    this.busy(+1)
-    this.pending = { kind: IN_FLUSH, chunk: undefined, pos: 0, offset, callback: () => {} }
+    this.sent.push(job)
+    this.pending = { kind: job.input ? IN_CHUNK : IN_FLUSH, chunk: job.input, pos: 0, offset: job.offset, callback }
     this.writePending()
   }
 
@@ -167,7 +172,7 @@ export class WorkerRunner implements GuestRunner {
     }
     this.snapshotCallback = callback
     this.busy(+1)
-    this.pending = { kind: IN_SNAPSHOT, chunk: undefined, pos: 0, offset: 0, callback: () => {} }
+    this.pending = { kind: IN_SNAPSHOT, chunk: null, pos: 0, offset: 0, callback: () => {} }
     this.writePending()
   }
 
@@ -181,15 +186,15 @@ export class WorkerRunner implements GuestRunner {
     return this.pastGuestMs + (this.clock?.[CTL_GUEST_MS_F64] ?? 0)
   }
 
-  restart(callback: RunnerCallback): void {
+  restart(callback: RunnerCallback, restore?: GuestState): void {
     this.kill()
-    this.start(callback)
+    this.start(callback, restore)
   }
 
   destroy(): void {
     this.destroyed = true
     this.kill()
-    this.startCallback = this.flushCallback = this.snapshotCallback = undefined
+    this.startCallback = this.snapshotCallback = undefined
   }
 
   private site(): GuestSite {
@@ -212,7 +217,7 @@ export class WorkerRunner implements GuestRunner {
         if (!input.fits(part)) return
         input.awake()
       }
-      input.write(p.kind, 0, length, p.offset, 0, p.chunk, p.pos, part)
+      input.write(p.kind, 0, length, p.offset, 0, p.chunk ?? undefined, p.pos, part)
       p.pos += part
     } while (p.pos < length)
     this.pending = undefined
@@ -292,17 +297,16 @@ export class WorkerRunner implements GuestRunner {
         const chunk = Buffer.allocUnsafe(header[H_LENGTH]!)
         output.copyPayload(chunk, 0)
         output.consume()
-        if (!this.hooks.output(chunk)) this.paused = true
+        if (!this.hooks.output(this.sent[0]!, chunk)) this.paused = true
       } else if (kind === OUT_DONE) {
         output.consume()
         this.busy(-1)
-        this.hooks.done()
+        this.hooks.done(this.sent.shift()!)
       } else if (kind === OUT_FLUSHED) {
         output.consume()
-        const callback = this.flushCallback
-        this.flushCallback = undefined
+        // The guest has ended: nothing more will run in this worker.
         this.kill()
-        callback?.(null)
+        this.hooks.done(this.sent.shift()!)
       } else if (kind === OUT_PART || kind === OUT_ERROR) {
         const payload = Buffer.allocUnsafe(header[H_LENGTH]!)
         output.copyPayload(payload, 0)
@@ -338,16 +342,13 @@ export class WorkerRunner implements GuestRunner {
     this.kill()
     if (this.destroyed) return
     log('failed: %s', err.message)
-    const flushCallback = this.flushCallback
-    this.flushCallback = undefined
     const snapshotCallback = this.snapshotCallback
     this.snapshotCallback = undefined
+    const job = this.sent[0]
+    this.sent.length = 0
     if (this.startCallback) this.finishStart(err)
     else if (snapshotCallback) snapshotCallback(err)
-    // A chunk that fails while the flush request waits behind it is the chunk's failure: after
-    // a restart, the executor asks for the flush again.
-    else if (flushCallback && err.exportName === 'flush') flushCallback(err)
-    else this.hooks.failed(err)
+    else this.hooks.failed(job, err)
   }
 
   private kill(): void {
@@ -359,6 +360,7 @@ export class WorkerRunner implements GuestRunner {
     this.worker = undefined
     this.output = undefined
     this.pending = undefined
+    this.outstanding = 0
     if (worker) {
       this.input?.wakeAll()
       worker.terminate().catch(() => {})

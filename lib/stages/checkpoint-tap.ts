@@ -3,7 +3,7 @@ import { Transform } from 'readable-stream'
 import type { Checkpoint, CheckpointInfo, CheckpointStorage } from '../checkpoint/types.js'
 import { errors } from '../errors.js'
 import { logger } from '../log.js'
-import type { Snapshot } from './wasm-executor.js'
+import type { Snapshot } from '../runners/runner.js'
 
 const log = logger('checkpoint')
 

@@ -1,13 +1,16 @@
 import type { TransformCallback } from 'node:stream'
 import { Transform } from 'readable-stream'
-import type { Checkpoint, GuestState } from '../checkpoint/types.js'
+import type { Checkpoint } from '../checkpoint/types.js'
 import { errors, type WasmSandboxError } from '../errors.js'
 import { isLoadedGuest, loadGuest, type LoadedGuest, type ModuleSource } from '../guest/load.js'
 import { logger } from '../log.js'
 import { DEFAULT_LIMITS, DEFAULT_BUFFER_SIZE, type Isolation, type Limits, type RecoveryStrategy } from '../options.js'
-import type { GuestRunner, RunnerFactory, RunnerHooks } from '../runners/runner.js'
-import { runnerFor } from '../runners/select.js'
+import { runnerChain } from '../runners/chain.js'
+import { endOfInput, type GuestRunner, type Job, type RunnerFactory, type RunnerHooks, type Snapshot } from '../runners/runner.js'
+import { emitSafely } from './emit-safely.js'
 import { offsetOf } from './offset.js'
+
+export type { Snapshot } from '../runners/runner.js'
 
 const log = logger('executor')
 
@@ -22,9 +25,14 @@ export interface WasmExecutorOptions {
   limits?: Partial<Limits>
   /** What a failed chunk does to the stream. Default `'fail'`. */
   recoveryStrategy?: RecoveryStrategy
+  /** With recovery, the guest keeps no state between chunks: restart it from `init`. Default false. */
+  stateless?: boolean
   /** Chunks queued to a worker at once. Default 2. */
   maxInFlight?: number
-  /** Runs the guest some other way (overrides `isolation`). */
+  /**
+   * The complete runner chain (see `runnerChain`). Default: built from `isolation`,
+   * `recoveryStrategy`, `stateless`, `limits.deadline` and `snapshots`.
+   */
   runner?: RunnerFactory
   /**
    * Take a snapshot (a consistent cut with the guest's state, emitted as `'snapshot'`) every
@@ -35,24 +43,14 @@ export interface WasmExecutorOptions {
   resumeFrom?: Checkpoint
 }
 
-/** What the executor emits as `'snapshot'`: the CheckpointTap turns it into a checkpoint. */
-export interface Snapshot {
-  inputOffset: number
-  outputOffset: number
-  moduleHash: string
-  state: GuestState
-}
-
 /**
- * Runs a guest over every chunk: one compile (cached), one instance for the stream,
- * `process_chunk` per chunk, `flush` at the end, through a GuestRunner (inline or worker).
+ * The stream side of running a guest: hands each chunk to a runner as a job, pushes the output
+ * in order, holds what the consumer has no room for, and counts. Where the guest runs and what
+ * wraps it (recovery, checkpoint cuts, the deadline) is the runner chain's business.
  *
- * Output is pushed in order. Outputs that do not fit the readable side wait in a queue, and
- * the write callback with them, until `_read` asks for more: a guest may emit a chunk's whole
- * output at once, and Transform alone lets several chunks' outputs pile up (measured).
- *
- * With `recoveryStrategy` 'skip' or { retry }, a chunk's output is released only once the chunk
- * succeeded, so a failed chunk contributes nothing and a retried one appears once.
+ * Output that does not fit the readable side waits in a queue, and the write callback with it,
+ * until `_read` asks for more: a guest may emit a chunk's whole output at once, and Transform
+ * alone lets several chunks' outputs pile up (measured).
  */
 export class WasmExecutor extends Transform {
   /** Input offset just past the last chunk received. */
@@ -65,47 +63,29 @@ export class WasmExecutor extends Transform {
   chunksSkipped = 0
   /** Chunks handed to the guest. */
   chunks = 0
-  /** Times the consumer was full, so the guest's output had to wait. */
+  /** Times output was ready but the consumer was full, so it waited (once per wait). */
   backpressureWaits = 0
 
   private runner: GuestRunner | undefined
   private readonly source: ModuleSource | LoadedGuest
   private readonly bufferSize: number
   private readonly limits: Limits
-  private readonly recovery: RecoveryStrategy
   private readonly maxInFlight: number
   private readonly runnerFactory: RunnerFactory
+  private readonly resumeFrom: Checkpoint | undefined
   private readonly hooks: RunnerHooks
 
   private readonly queue: Buffer[] = []
   private queueHead = 0
   private canPush = true
+  /** Output is waiting for the consumer; counted once until `_read`. */
+  private waiting = false
   private heldCallback: TransformCallback | null = null
   private chunkCallback: TransformCallback | null = null
   private flushCallback: TransformCallback | null = null
-
-  /** Chunks handed to the runner and not yet done, kept for a retry or a restart. */
-  private readonly inflight: Buffer[] = []
-  private readonly inflightOffsets: number[] = []
-  /** Output of the oldest in-flight chunk, held until it is done (skip/retry only). */
-  private readonly held: Buffer[] = []
-  private attempts = 0
-  private restarting = false
   private flushed = false
-  private generation = 0
-  private deadline: NodeJS.Timeout | undefined
   private guestName = '<module>'
   private lastGuestMs = 0
-  private moduleHash: string | undefined
-  private readonly snapshotInterval: number | undefined
-  private readonly snapshotEvery: number | undefined
-  private readonly resumeFrom: Checkpoint | undefined
-  private lastSnapshotAt = Date.now()
-  private lastSnapshotInput = 0
-  /** A chunk held back until the snapshot due before it has been taken. */
-  private waitingChunk: Buffer | undefined
-  private waitingOffset = 0
-  private snapshotting = false
 
   constructor(module: ModuleSource | LoadedGuest, options: WasmExecutorOptions = {}) {
     const bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE
@@ -114,17 +94,23 @@ export class WasmExecutor extends Transform {
     this.source = module
     this.bufferSize = bufferSize
     this.limits = { ...DEFAULT_LIMITS, ...options.limits }
-    this.recovery = options.recoveryStrategy ?? 'fail'
     this.maxInFlight = options.maxInFlight ?? 2
-    this.runnerFactory = options.runner ?? runnerFor(options.isolation ?? 'worker')
-    this.snapshotInterval = options.snapshots?.interval
-    this.snapshotEvery = options.snapshots?.every
     this.resumeFrom = options.resumeFrom
     if (this.resumeFrom) {
-      this.bytesIn = this.lastSnapshotInput = this.resumeFrom.inputOffset
+      this.bytesIn = this.resumeFrom.inputOffset
       this.bytesOut = this.resumeFrom.outputOffset
     }
-    this.hooks = { output: this.acceptOutput, done: this.onChunkDone, failed: this.onChunkFailed }
+    const snapshots = options.snapshots
+    this.runnerFactory =
+      options.runner ??
+      runnerChain({
+        isolation: options.isolation ?? 'worker',
+        recovery: options.recoveryStrategy ?? 'fail',
+        stateless: options.stateless ?? false,
+        deadline: this.limits.deadline,
+        snapshots: snapshots && { ...snapshots, inputOffset: this.bytesIn, outputOffset: this.bytesOut },
+      })
+    this.hooks = { output: this.deliver, done: this.onDone, failed: this.onFailed, skipped: this.onSkipped, snapshot: this.onSnapshot }
   }
 
   _construct(callback: (err?: Error | null) => void): void {
@@ -145,14 +131,9 @@ export class WasmExecutor extends Transform {
     }
     log('starting %s', guest.name)
     this.guestName = guest.name
-    this.moduleHash = guest.hash
     const resume = this.resumeFrom
     if (resume && resume.moduleHash !== guest.hash) {
       callback(errors.checkpointMismatch(guest.name, `the checkpoint was taken with another module (sha256 ${resume.moduleHash.slice(0, 12)}…, this one is ${String(guest.hash).slice(0, 12)}…)`))
-      return
-    }
-    if ((this.snapshotInterval !== undefined || this.snapshotEvery !== undefined) && !guest.hash) {
-      callback(errors.checkpointUnsupported(guest.name, 'a precompiled WebAssembly.Module has no content hash to check a resume against'))
       return
     }
     const limits = this.limits
@@ -162,79 +143,19 @@ export class WasmExecutor extends Transform {
       timeout: limits.timeout,
       maxInFlight: this.maxInFlight,
     })
-    if (limits.deadline !== undefined) {
-      const site = { module: guest.name, exportName: 'process_chunk', offset: 0 }
-      this.deadline = setTimeout(() => {
-        site.offset = this.inflightOffsets[0] ?? this.bytesIn
-        this.destroy(errors.timeout(site, limits.deadline!, 'deadline'))
-      }, limits.deadline)
-      this.deadline.unref()
-    }
     this.runner.start(callback, resume?.guest)
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     const offset = offsetOf(chunk) ?? this.bytesIn
     this.bytesIn = offset + chunk.length
-    this.chunkCallback = callback
-    if (this.snapshotDue(offset)) {
-      this.waitingChunk = chunk
-      this.waitingOffset = offset
-      if (this.inflight.length === 0) this.takeSnapshot()
-      return
-    }
-    this.send(chunk, offset)
-  }
-
-  private send(chunk: Buffer, offset: number): void {
     this.chunks++
-    this.inflight.push(chunk)
-    this.inflightOffsets.push(offset)
-    if (!this.restarting) this.runner!.process(chunk, offset, this.onProcessed)
+    this.chunkCallback = callback
+    this.runner!.process({ offset, input: chunk }, this.onAccepted)
   }
 
-  private snapshotDue(offset: number): boolean {
-    const interval = this.snapshotInterval
-    const every = this.snapshotEvery
-    if (interval === undefined && every === undefined) return false
-    if (offset === this.lastSnapshotInput) return false
-    return (
-      (every !== undefined && offset - this.lastSnapshotInput >= every) ||
-      (interval !== undefined && Date.now() - this.lastSnapshotAt >= interval)
-    )
-  }
-
-  /** A consistent cut: every chunk before it is done and its output delivered. */
-  private takeSnapshot(): void {
-    this.snapshotting = true
-    const inputOffset = this.waitingOffset
-    this.runner!.snapshot((err, state) => {
-      this.snapshotting = false
-      if (this.destroyed) return
-      if (err) {
-        this.destroy(err)
-        return
-      }
-      this.lastSnapshotAt = Date.now()
-      this.lastSnapshotInput = inputOffset
-      const snapshot: Snapshot = { inputOffset, outputOffset: this.bytesOut, moduleHash: this.moduleHash!, state: state! }
-      log('snapshot at input %d, output %d (%d bytes of memory)', inputOffset, this.bytesOut, state!.memory.length)
-      this.emit('snapshot', snapshot)
-      // Yield one event-loop turn per cut: a source that never waits on I/O would otherwise run
-      // the whole stream in microtasks, and the checkpoint saves (zlib, fsync) would never finish.
-      setImmediate(this.sendWaiting)
-    })
-  }
-
-  private readonly sendWaiting = (): void => {
-    const chunk = this.waitingChunk
-    if (!chunk || this.destroyed) return
-    this.waitingChunk = undefined
-    this.send(chunk, this.waitingOffset)
-  }
-
-  /** The runner accepted the chunk: take the next one, unless output is backed up. */
-  private readonly onProcessed = (): void => {
+  /** The runner took the chunk: take the next one, unless output is backed up. */
+  private readonly onAccepted = (): void => {
     const callback = this.chunkCallback
     if (!callback) return
     this.chunkCallback = null
@@ -249,19 +170,15 @@ export class WasmExecutor extends Transform {
 
   override _flush(callback: TransformCallback): void {
     this.flushCallback = callback
-    if (!this.restarting) this.runner!.flush(this.bytesIn, this.onFlushed)
+    this.runner!.process(endOfInput(this.bytesIn), noop)
   }
 
-  private readonly onFlushed = (err?: Error | null): void => {
-    if (err) {
-      this.destroy(err)
-      return
-    }
+  /** The guest's flush is done: trailing output it queued goes out before EOF. */
+  private ended(): void {
     log('done: %d bytes in, %d bytes out', this.bytesIn, this.bytesOut)
-    this.clearDeadline()
+    this.lastGuestMs = this.guestTimeMs()
     this.runner?.destroy()
     this.flushed = true
-    // Trailing output the guest's flush queued goes out before EOF.
     if (this.queueHead === this.queue.length) this.finishFlush()
   }
 
@@ -273,6 +190,7 @@ export class WasmExecutor extends Transform {
 
   override _read(size: number): void {
     this.canPush = true
+    this.waiting = false
     if (this.queueHead < this.queue.length && !this.drainQueue()) return
     const held = this.heldCallback
     if (held) {
@@ -302,104 +220,61 @@ export class WasmExecutor extends Transform {
     return true
   }
 
-  private deliver(chunk: Buffer): boolean {
+  /**
+   * One output buffer. A push that fills the readable side is not yet a wait: the consumer may
+   * read before more output comes. Output that arrives while it is still full is one, and the
+   * runner is asked to hold the rest.
+   */
+  private readonly deliver = (job: Job, chunk: Buffer): boolean => {
     this.bytesOut += chunk.length
     // The instance stops a bomb inside the call; this holds the total across restarts too.
     if (this.bytesOut > this.limits.maxOutput) {
-      const site = { module: String(this.guestName), exportName: 'process_chunk', offset: this.inflightOffsets[0] ?? this.bytesIn }
+      const site = { module: this.guestName, exportName: job.input ? 'process_chunk' : 'flush', offset: job.offset }
       this.destroy(errors.outputLimit(site, this.limits.maxOutput, 'maxOutput'))
       return false
     }
     if (this.canPush && this.queueHead === this.queue.length) {
       this.canPush = this.push(chunk)
-      if (!this.canPush) this.backpressureWaits++
-      return this.canPush
+      return true
     }
     this.queue.push(chunk)
     this.queuedBytes += chunk.length
+    if (!this.waiting) {
+      this.waiting = true
+      this.backpressureWaits++
+    }
     return false
   }
 
-  private readonly acceptOutput = (chunk: Buffer): boolean => {
-    if (this.recovery === 'fail') return this.deliver(chunk)
-    this.held.push(chunk)
-    return true
+  private readonly onDone = (job: Job): void => {
+    if (!job.input) this.ended()
   }
 
-  private readonly onChunkDone = (): void => {
-    // Held output first, while the chunk it belongs to is still the oldest in flight.
-    if (this.held.length > 0) {
-      for (const chunk of this.held) this.deliver(chunk)
-      this.held.length = 0
-      if (this.destroyed) return
-    }
-    this.inflight.shift()
-    this.inflightOffsets.shift()
-    this.attempts = 0
-    if (this.waitingChunk && this.inflight.length === 0 && !this.snapshotting) this.takeSnapshot()
+  private readonly onSkipped = (job: Job, err: WasmSandboxError): void => {
+    this.chunksSkipped++
+    log('skipped the chunk at offset %d: %s', err.offset, err.message)
+    emitSafely(this, 'chunk-error', err)
+    if (!job.input && !this.destroyed) this.ended()
   }
 
-  private readonly onChunkFailed = (err: WasmSandboxError): void => {
-    if (this.destroyed) return
-    const recovery = this.recovery
-    this.held.length = 0
-    if (recovery === 'fail') {
-      this.destroy(err)
-      return
-    }
-    if (recovery === 'skip') {
-      this.inflight.shift()
-      this.inflightOffsets.shift()
-      this.chunksSkipped++
-      log('skipping chunk at offset %d: %s', err.offset, err.message)
-      this.emit('chunk-error', err)
-    } else if (++this.attempts > recovery.retry) {
-      this.destroy(err)
-      return
-    } else {
-      log('retrying chunk at offset %d (attempt %d): %s', err.offset, this.attempts + 1, err.message)
-    }
-    this.restarting = true
-    const generation = ++this.generation
-    // Restart outside the runner's own call stack: an inline runner reports failures synchronously.
-    process.nextTick(() => {
-      if (this.destroyed || generation !== this.generation) return
-      this.runner!.restart((startErr) => {
-        if (startErr) this.destroy(startErr)
-        else this.resend(generation, this.inflight.slice(), this.inflightOffsets.slice(), 0)
-      })
-    })
+  private readonly onSnapshot = (snapshot: Snapshot): void => {
+    emitSafely(this, 'snapshot', snapshot)
   }
 
-  /** Replays the chunks the dead instance had not finished, then carries on. */
-  private resend(generation: number, chunks: Buffer[], offsets: number[], i: number): void {
-    if (this.destroyed || generation !== this.generation) return
-    if (i === chunks.length) {
-      this.restarting = false
-      if (this.chunkCallback) this.onProcessed()
-      if (this.flushCallback) this.runner!.flush(this.bytesIn, this.onFlushed)
-      return
-    }
-    this.runner!.process(chunks[i]!, offsets[i]!, () => this.resend(generation, chunks, offsets, i + 1))
-  }
-
-  private clearDeadline(): void {
-    if (this.deadline) clearTimeout(this.deadline)
-    this.deadline = undefined
+  private readonly onFailed = (_job: Job | undefined, err: WasmSandboxError): void => {
+    this.destroy(err)
   }
 
   override _destroy(err: Error | null, callback: (error: Error | null) => void): void {
     if (err) log('destroyed: %s', err.message)
-    this.clearDeadline()
     this.lastGuestMs = this.guestTimeMs()
     this.runner?.destroy()
     this.runner = undefined
-    this.generation++
     this.queue.length = 0
     this.queueHead = this.queuedBytes = 0
-    this.inflight.length = this.inflightOffsets.length = this.held.length = 0
-    this.waitingChunk = undefined
     this.heldCallback = this.chunkCallback = this.flushCallback = null
     callback(err)
   }
 }
+
+function noop(): void {}

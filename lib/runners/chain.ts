@@ -1,0 +1,48 @@
+import type { Isolation, RecoveryStrategy } from '../options.js'
+import { DeadlineRunner } from './deadline.js'
+import { InlineRunner } from './inline.js'
+import { RecoveringRunner } from './recovering.js'
+import type { RunnerFactory } from './runner.js'
+import { SnapshottingRunner, type SnapshotSchedule } from './snapshotting.js'
+import { WorkerRunner } from './worker.js'
+
+export interface RunnerChainOptions {
+  isolation: Isolation
+  recovery: RecoveryStrategy
+  /** With recovery: restart a failed guest from `init` instead of its last good state. */
+  stateless?: boolean
+  /** `limits.deadline`: ms for the whole stream. */
+  deadline?: number | undefined
+  /** Checkpoint cuts; off when undefined. */
+  snapshots?: SnapshotSchedule | undefined
+}
+
+const isolated: Record<Isolation, RunnerFactory> = {
+  inline: (guest, hooks, options) => new InlineRunner(guest, hooks, options),
+  worker: (guest, hooks, options) => new WorkerRunner(guest, hooks, options),
+}
+
+/**
+ * The runner a stream drives: where the guest runs, wrapped (innermost first) by recovery,
+ * checkpoint cuts and the deadline. Cuts sit outside recovery so they see only the output of
+ * jobs that succeeded; the deadline sits outermost so nothing recovers from it. A wrapper is
+ * left out when its option is off: each costs a call per hook.
+ */
+export function runnerChain(options: RunnerChainOptions): RunnerFactory {
+  let factory = isolated[options.isolation]
+  const { recovery, snapshots, deadline } = options
+  if (recovery !== 'fail') {
+    const inner = factory
+    const recoveryOptions = { strategy: recovery, stateless: options.stateless ?? false }
+    factory = (guest, hooks, runnerOptions) => new RecoveringRunner(inner, guest, hooks, runnerOptions, recoveryOptions)
+  }
+  if (snapshots) {
+    const inner = factory
+    factory = (guest, hooks, runnerOptions) => new SnapshottingRunner(inner, guest, hooks, runnerOptions, snapshots)
+  }
+  if (deadline !== undefined) {
+    const inner = factory
+    factory = (guest, hooks, runnerOptions) => new DeadlineRunner(inner, guest, hooks, runnerOptions, deadline)
+  }
+  return factory
+}
