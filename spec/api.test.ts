@@ -175,5 +175,14 @@ describe('metrics()', () => {
       assert.equal(m.chunksDropped + m.bytesDropped + m.chunksSkipped + m.checkpointsSaved, 0)
       assert.equal(m.lastCheckpoint, undefined)
     })
+
+    it(`counts no backpressure wait when the consumer never waits, even for outputs of a whole highWaterMark (${isolation})`, async () => {
+      const stream = wasmTransform(example('pass.wasm'), { isolation, bufferSize: 1024, highWaterMark: 1024 })
+      const input = randomBytes(1024 * 64, 4)
+      await pipeline(sourceOf(input, [1024]), stream, new Writable({ write: (_c, _e, cb) => cb() }))
+      const m = stream.metrics()
+      assert.equal(m.bytesOut, input.length)
+      assert.equal(m.backpressureWaits, 0)
+    })
   }
 })

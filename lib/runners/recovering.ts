@@ -182,25 +182,36 @@ export class RecoveringRunner implements GuestRunner {
   private readonly onFailed = (job: Job | undefined, err: WasmSandboxError): void => {
     this.held.length = 0
     if (this.destroyed) return
-    if (this.replaying > 0 || !job) {
-      // A replayed job failed this time (the guest is not deterministic), or the failure was
-      // outside any job: the state cannot be rebuilt.
+    if (this.replaying > 0) {
+      // A replayed job failed this time: the guest is not deterministic, its state is lost.
       this.hooks.failed(job, err)
       return
     }
     const strategy = this.options.strategy
+    const retries = strategy === 'skip' ? 1 : strategy.retry
+    if (!job) {
+      // The instance died between jobs (a worker killed while idle): nothing to skip or retry.
+      if (++this.attempts > retries) this.hooks.failed(job, err)
+      else this.recover(err)
+      return
+    }
     if (strategy === 'skip') {
       this.pending.shift()
       log('skipping the job at offset %d: %s', job.offset, err.message)
       this.hooks.skipped?.(job, err)
       // After a skipped end of input nothing remains to run.
       if (this.destroyed || !job.input) return
-    } else if (++this.attempts > strategy.retry) {
+    } else if (++this.attempts > retries) {
       this.hooks.failed(job, err)
       return
     } else {
       log('retrying the job at offset %d (attempt %d): %s', job.offset, this.attempts + 1, err.message)
     }
+    this.recover(err)
+  }
+
+  /** A fresh instance at the base state, then the replay. */
+  private recover(cause: WasmSandboxError): void {
     this.recovering = true
     const generation = ++this.generation
     // Restart outside the inner runner's call stack: an inline runner reports failures synchronously.
@@ -209,7 +220,8 @@ export class RecoveringRunner implements GuestRunner {
       this.inner.restart((startErr) => {
         if (this.destroyed || generation !== this.generation) return
         if (startErr) {
-          this.hooks.failed(job, startErr as WasmSandboxError)
+          log('restart after %s failed: %s', cause.code, startErr.message)
+          this.hooks.failed(this.pending[0], startErr as WasmSandboxError)
           return
         }
         const logged = this.replayLog

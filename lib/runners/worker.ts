@@ -167,7 +167,7 @@ export class WorkerRunner implements GuestRunner {
 
   snapshot(callback: (err: Error | null, state?: GuestState) => void): void {
     if (!this.worker) {
-      callback(errors.workerDied(this.site(), new Error('no worker to snapshot')))
+      callback(errors.noInstance({ ...this.site(), exportName: 'snapshot' }))
       return
     }
     this.snapshotCallback = callback

@@ -78,8 +78,9 @@ export class WasmExecutor extends Transform {
   private readonly queue: Buffer[] = []
   private queueHead = 0
   private canPush = true
-  /** Output is waiting for the consumer; counted once until `_read`. */
+  /** Output is queued for the consumer since the last `_read`. */
   private waiting = false
+  private waitCheckArmed = false
   private heldCallback: TransformCallback | null = null
   private chunkCallback: TransformCallback | null = null
   private flushCallback: TransformCallback | null = null
@@ -221,9 +222,9 @@ export class WasmExecutor extends Transform {
   }
 
   /**
-   * One output buffer. A push that fills the readable side is not yet a wait: the consumer may
-   * read before more output comes. Output that arrives while it is still full is one, and the
-   * runner is asked to hold the rest.
+   * One output buffer. A push that fills the readable side does not stop the runner yet: the
+   * consumer may read before more output comes. Output that arrives while it is still full is
+   * queued, and the runner is asked to hold the rest.
    */
   private readonly deliver = (job: Job, chunk: Buffer): boolean => {
     this.bytesOut += chunk.length
@@ -241,9 +242,21 @@ export class WasmExecutor extends Transform {
     this.queuedBytes += chunk.length
     if (!this.waiting) {
       this.waiting = true
-      this.backpressureWaits++
+      if (!this.waitCheckArmed) {
+        this.waitCheckArmed = true
+        setImmediate(this.checkWait)
+      }
     }
     return false
+  }
+
+  /**
+   * Output queued while the consumer reads in the same turn (a synchronous sink) never waited;
+   * output still queued once the event loop has turned did.
+   */
+  private readonly checkWait = (): void => {
+    this.waitCheckArmed = false
+    if (this.waiting && this.queueHead < this.queue.length) this.backpressureWaits++
   }
 
   private readonly onDone = (job: Job): void => {

@@ -1,0 +1,93 @@
+/** The runner contract, checked on each runner directly. */
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import {
+  InlineRunner,
+  WorkerRunner,
+  loadGuest,
+  runnerChain,
+  type GuestRunner,
+  type Job,
+  type RunnerFactory,
+  type RunnerHooks,
+  type WasmSandboxError,
+} from '../lib/index.js'
+import { example } from './helpers/reference.js'
+
+const OPTIONS = { bufferSize: 1024, limits: { maxOutputPerChunk: undefined, maxOutput: Infinity }, timeout: 1000, maxInFlight: 2 }
+
+function recorder(): RunnerHooks & { log: string[]; errors: WasmSandboxError[] } {
+  const log: string[] = []
+  const errors: WasmSandboxError[] = []
+  return {
+    log,
+    errors,
+    output: (job, chunk) => log.push(`output ${job.offset} ${chunk.toString()}`) > 0,
+    done: (job) => void log.push(`done ${job.offset}`),
+    failed: (job, err) => {
+      log.push(`failed ${job?.offset}`)
+      errors.push(err)
+    },
+  }
+}
+
+const process1 = (runner: GuestRunner, job: Job): Promise<void> => new Promise((resolve) => runner.process(job, () => resolve()))
+const start = (runner: GuestRunner): Promise<void> =>
+  new Promise((resolve, reject) => runner.start((err) => (err ? reject(err) : resolve())))
+
+const factories: Record<string, RunnerFactory> = {
+  inline: (g, h, o) => new InlineRunner(g, h, o),
+  worker: (g, h, o) => new WorkerRunner(g, h, o),
+  'chain (worker, retry, cuts, deadline)': runnerChain({
+    isolation: 'worker',
+    recovery: { retry: 1 },
+    deadline: 10_000,
+    snapshots: { every: 1, inputOffset: 0, outputOffset: 0 },
+  }),
+}
+
+for (const [name, factory] of Object.entries(factories)) {
+  describe(`runner: ${name}`, () => {
+    it('reports each job with its own offset, output before done', async () => {
+      const guest = await loadGuest(example('pass.wasm'))
+      const hooks = recorder()
+      const runner = factory(guest, { ...hooks, snapshot: () => {} }, OPTIONS)
+      await start(runner)
+      await process1(runner, { offset: 0, input: Buffer.from('ab') })
+      await process1(runner, { offset: 2, input: Buffer.from('cd') })
+      await process1(runner, { offset: 4, input: null })
+      for (let i = 0; i < 100 && hooks.log.length < 5; i++) await new Promise((r) => setTimeout(r, 5))
+      runner.destroy()
+      assert.deepEqual(hooks.log, ['output 0 ab', 'done 0', 'output 2 cd', 'done 2', 'done 4'])
+    })
+  })
+}
+
+for (const name of ['inline', 'worker']) {
+  describe(`runner without an instance: ${name}`, () => {
+    it('fails a job sent before start, or after destroy, with ERR_WASM_NO_INSTANCE', async () => {
+      const guest = await loadGuest(example('pass.wasm'))
+      const hooks = recorder()
+      const runner = factories[name]!(guest, hooks, OPTIONS)
+      await process1(runner, { offset: 7, input: Buffer.from('x') })
+      await start(runner)
+      runner.destroy()
+      await process1(runner, { offset: 8, input: null })
+      assert.deepEqual(hooks.log, ['failed 7', 'failed 8'])
+      assert.deepEqual(
+        hooks.errors.map((e) => [e.code, e.offset, e.exportName]),
+        [
+          ['ERR_WASM_NO_INSTANCE', 7, 'process_chunk'],
+          ['ERR_WASM_NO_INSTANCE', 8, 'flush'],
+        ],
+      )
+    })
+
+    it('fails a snapshot with no instance instead of answering with nothing', async () => {
+      const guest = await loadGuest(example('pass.wasm'))
+      const runner = factories[name]!(guest, recorder(), OPTIONS)
+      const err = await new Promise<Error | null>((resolve) => runner.snapshot((e) => resolve(e)))
+      assert.ok(err, 'a snapshot without an instance is an error')
+    })
+  })
+}
