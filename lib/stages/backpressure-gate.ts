@@ -3,6 +3,7 @@ import { Transform } from 'readable-stream'
 import { errors } from '../errors.js'
 import { logger } from '../log.js'
 import type { BackpressureStrategy, FlowControlOptions } from '../options.js'
+import { emitSafely } from './emit-safely.js'
 import { offsetOf } from './offset.js'
 
 const log = logger('gate')
@@ -236,7 +237,9 @@ export class BackpressureGate extends Transform {
     if (this.listenerCount('drop') > 0) {
       // Untagged input: the offset is the running count of bytes in, before this chunk.
       const drop: GateDrop = { offset: offsetOf(chunk) ?? stats.bytesIn - length, length }
-      this.emit('drop', drop)
+      emitSafely(this, 'drop', drop)
+      // A listener that threw has destroyed the gate; its write is abandoned like any in-flight one.
+      if (this.destroyed) return
     }
     callback()
   }

@@ -4,6 +4,7 @@ import type { Checkpoint, CheckpointInfo, CheckpointStorage } from '../checkpoin
 import { errors } from '../errors.js'
 import { logger } from '../log.js'
 import type { Snapshot } from '../runners/runner.js'
+import { emitSafely } from './emit-safely.js'
 
 const log = logger('checkpoint')
 
@@ -101,7 +102,9 @@ export class CheckpointTap extends Transform {
       guest: snapshot.state,
     }
     const commit = this.options.commit
-    const durable = commit ? commit(snapshot.outputOffset) : Promise.resolve()
+    // commit is user code: a synchronous throw must fail the save like a rejection does, not
+    // escape into _transform or the executor's snapshot event.
+    const durable = new Promise<void>((resolve) => resolve(commit?.(snapshot.outputOffset)))
     durable
       .then(() => this.options.storage.save(checkpoint))
       .then(
@@ -120,7 +123,8 @@ export class CheckpointTap extends Transform {
     this.checkpointsSaved++
     this.lastCheckpoint = info
     log('checkpoint %d saved: input %d, output %d', info.sequence, info.inputOffset, info.outputOffset)
-    this.emit('checkpoint', info)
+    emitSafely(this, 'checkpoint', info)
+    if (this.destroyed) return
     if (this.ready) this.save()
     else if (this.flushCallback) {
       const callback = this.flushCallback
