@@ -120,7 +120,7 @@ function bundleClass(highWaterMark: number): new () => PumpifyInstance {
 }
 
 /** Stage events a user of the bundle needs to see, re-emitted on the bundle. */
-const FORWARDED_EVENTS = ['chunk-error', 'checkpoint', 'drop'] as const
+const FORWARDED_EVENTS = ['chunk-error', 'checkpoint', 'drop', 'stderr'] as const
 
 /** Bundles stages into one duplex, composed with `pipeline()`: errors and destroy reach all. */
 export function composeStages(stages: Stream[], highWaterMark: number): SandboxStream {
@@ -182,6 +182,7 @@ export function createSandboxStream(module: ModuleSource | LoadedGuest, options:
     limits: options.limits,
     maxInFlight: options.flowControl.maxInFlight,
     runner,
+    wasi: options.wasi,
     ...(resumeFrom ? { resumeFrom } : {}),
   })
   const stages: Stream[] = [chunker as unknown as Stream]

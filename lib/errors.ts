@@ -21,6 +21,7 @@ export type WasmSandboxErrorCode =
   | 'ERR_WASM_CHECKPOINT_MISMATCH'
   | 'ERR_WASM_CHECKPOINT_FAILED'
   | 'ERR_WASM_NO_INSTANCE'
+  | 'ERR_WASM_EXIT'
 
 export interface WasmSandboxErrorDetails {
   /** Input byte offset of the chunk being processed when it happened (absent at load time). */
@@ -31,6 +32,8 @@ export interface WasmSandboxErrorDetails {
   exportName?: string
   /** Non-zero status returned by the guest. */
   status?: number
+  /** A WASI program's exit code (`ERR_WASM_EXIT`). */
+  exitCode?: number
   cause?: unknown
 }
 
@@ -40,6 +43,7 @@ export class WasmSandboxError extends Error {
   readonly module: string | undefined
   readonly exportName: string | undefined
   readonly status: number | undefined
+  readonly exitCode: number | undefined
 
   constructor(code: WasmSandboxErrorCode, message: string, details: WasmSandboxErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause })
@@ -49,6 +53,7 @@ export class WasmSandboxError extends Error {
     this.module = details.module
     this.exportName = details.exportName
     this.status = details.status
+    this.exitCode = details.exitCode
   }
 }
 
@@ -193,6 +198,14 @@ export const errors = {
       'ERR_WASM_WORKER_DIED',
       `The worker running the guest died in ${at(site)}: ${reason}`,
       { ...site, cause },
+    )
+  },
+  exit(site: GuestSite, exitCode: number, stderrTail: string): WasmSandboxError {
+    const said = stderrTail.trim() ? ` Its stderr ended with:\n${stderrTail.trimEnd()}` : ' It wrote nothing to stderr.'
+    return new WasmSandboxError(
+      'ERR_WASM_EXIT',
+      `The WASI program ${site.module} exited with code ${exitCode} at input offset ${site.offset}.${said}`,
+      { ...site, exitCode },
     )
   },
   noInstance(site: GuestSite): WasmSandboxError {

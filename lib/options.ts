@@ -1,5 +1,6 @@
 import type { Checkpoint, CheckpointStorage } from './checkpoint/types.js'
 import { errors } from './errors.js'
+import { resolveWasi, type ResolvedWasi, type WasiOptions } from './wasi/options.js'
 
 export type BackpressureStrategy = 'block' | 'drop' | 'sample' | 'adaptive'
 export type RecoveryStrategy = 'fail' | 'skip' | { retry: number }
@@ -88,6 +89,8 @@ export interface SandboxOptions {
    */
   stateless?: boolean
   flowControl?: FlowControlOptions
+  /** For a WASI program (or a guest built with wasi-libc): what it may see, and how it runs. */
+  wasi?: WasiOptions
 }
 
 export interface ResolvedOptions {
@@ -105,6 +108,7 @@ export interface ResolvedOptions {
   recoveryStrategy: RecoveryStrategy
   stateless: boolean
   flowControl: Required<FlowControlOptions>
+  wasi: ResolvedWasi
 }
 
 export const DEFAULT_BUFFER_SIZE = 64 * 1024
@@ -124,6 +128,7 @@ const KNOWN_KEYS = new Set<string>([
   'recoveryStrategy',
   'stateless',
   'flowControl',
+  'wasi',
 ])
 const FLOW_KEYS = new Set<string>(['highWaterMark', 'lowWaterMark', 'maxInFlight', 'sampleRate', 'maxDelay'])
 
@@ -249,6 +254,14 @@ function resolveResume(value: unknown): Checkpoint | undefined {
   return c
 }
 
+function resolveWasiFor(value: unknown): ResolvedWasi {
+  const wasi = resolveWasi(value ?? {})!
+  if (wasi.mode === 'record' && wasi.preopens.some((p) => p.writable)) {
+    throw errors.invalidOption("wasi.preopens: a writable grant needs wasi.mode 'stream' (in 'record' mode every run starts from the same files)")
+  }
+  return wasi
+}
+
 /** Validates user options once, up front, so a typo fails loudly instead of being ignored. */
 export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
   if (typeof options !== 'object' || options === null) throw errors.invalidOption('options must be an object')
@@ -292,6 +305,7 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
     checkpointInterval,
     recoveryStrategy,
     stateless: options.stateless ?? false,
+    wasi: resolveWasiFor(options.wasi),
     flowControl: resolveFlowControl(options.flowControl, highWaterMark, maxConcurrency),
   }
 }

@@ -1,8 +1,21 @@
 import { errors } from '../errors.js'
 import type { ExternKind, FuncType, MemoryLimits, ModuleInfo } from './binary.js'
+import { WASI_MODULE, WASI_PREVIEW1_FUNCTIONS } from '../wasi/preview1.js'
 
-/** What the host needs to know about a guest that passed ABI v1 validation. */
+/**
+ * How the host drives a guest: `'abi-v1'` a chunk at a time through `process_chunk` (a WASI
+ * reactor built with wasi-libc is one too, with `wasiImports` set); `'wasi-command'` a program
+ * whose `_start` reads standard input and writes standard output.
+ */
+export type GuestKind = 'abi-v1' | 'wasi-command'
+
+/** What the host needs to know about a guest that passed validation. */
 export interface GuestAbi {
+  kind: GuestKind
+  /** The `wasi_snapshot_preview1` functions the guest imports (empty for a pure ABI v1 guest). */
+  wasiImports: readonly string[]
+  /** A WASI reactor's `_initialize`, run before `init`. */
+  hasInitialize: boolean
   hasInit: boolean
   hasFlush: boolean
   /** Set when the guest imports `env.memory` instead of exporting `memory`. */
@@ -36,12 +49,29 @@ function sameType(a: FuncType | undefined, b: FuncType): boolean {
   )
 }
 
-/** Checks imports and exports against the guest ABI v1 (docs/abi.md), naming every mismatch. */
+/**
+ * Sorts a WASI module: a command (`_start`, no `process_chunk`) or a reactor that is an ABI v1
+ * guest. Anything else importing WASI is refused, saying which of the two it failed to be.
+ */
+function wasiKind(name: string, exports: ReadonlyMap<string, { kind: ExternKind }>, wasiImports: readonly string[]): GuestKind {
+  const unknown = wasiImports.filter((f) => !WASI_PREVIEW1_FUNCTIONS.has(f))
+  if (unknown.length > 0) throw errors.unknownImport(name, unknown.map((f) => `${WASI_MODULE}.${f}`))
+  if (exports.get('_start')?.kind === 'function' && !exports.has('process_chunk')) return 'wasi-command'
+  if (exports.has('process_chunk') || wasiImports.length === 0) return 'abi-v1'
+  throw errors.missingExports(name, ['_start (a WASI command) or alloc and process_chunk (an ABI v1 guest built as a WASI reactor)'])
+}
+
+/** Checks imports and exports against the guest ABI v1 (docs/abi.md) or WASI, naming every mismatch. */
 export function validateAbi(info: ModuleInfo, name: string): GuestAbi {
   const refused: string[] = []
+  const wasiImports: string[] = []
   let importedMemory: MemoryLimits | undefined
   for (const imp of info.imports) {
     const key = `${imp.module}.${imp.name}`
+    if (imp.module === WASI_MODULE && imp.kind === 'function') {
+      wasiImports.push(imp.name)
+      continue
+    }
     if (key === 'env.memory' && imp.kind === 'memory') {
       importedMemory = imp.memory
       continue
@@ -53,6 +83,12 @@ export function validateAbi(info: ModuleInfo, name: string): GuestAbi {
   if (refused.length > 0) throw errors.unknownImport(name, refused)
 
   const exports = new Map(info.exports.map((e) => [e.name, e]))
+  const kind = wasiKind(name, exports, wasiImports)
+  if (kind === 'wasi-command') {
+    const memory = exports.get('memory')
+    if (!memory || memory.kind !== 'memory') throw errors.missingExports(name, ['memory'])
+    return { kind, wasiImports, hasInitialize: false, hasInit: false, hasFlush: false, importedMemory: undefined }
+  }
   const missing = ['alloc', 'process_chunk'].filter((n) => !exports.has(n))
   if (!importedMemory && !exports.has('memory')) missing.unshift('memory')
   if (missing.length > 0) throw errors.missingExports(name, missing)
@@ -66,7 +102,14 @@ export function validateAbi(info: ModuleInfo, name: string): GuestAbi {
       throw errors.badExport(name, exportName, describe('function', type), describe(entry.kind, entry.funcType))
     }
   }
-  return { hasInit: exports.has('init'), hasFlush: exports.has('flush'), importedMemory }
+  return {
+    kind,
+    wasiImports,
+    hasInitialize: exports.get('_initialize')?.kind === 'function',
+    hasInit: exports.has('init'),
+    hasFlush: exports.has('flush'),
+    importedMemory,
+  }
 }
 
 /**
@@ -74,7 +117,17 @@ export function validateAbi(info: ModuleInfo, name: string): GuestAbi {
  * since V8 does not expose function signatures.
  */
 export function validateCompiledAbi(module: WebAssembly.Module, name: string): GuestAbi {
+  const wasiImports = WebAssembly.Module.imports(module)
+    .filter((i) => i.module === WASI_MODULE && i.kind === 'function')
+    .map((i) => i.name)
+  const exportKinds = new Map(WebAssembly.Module.exports(module).map((e) => [e.name, { kind: e.kind as ExternKind }]))
+  const kind = wasiKind(name, exportKinds, wasiImports)
+  if (kind === 'wasi-command') {
+    if (exportKinds.get('memory')?.kind !== 'memory') throw errors.missingExports(name, ['memory'])
+    return { kind, wasiImports, hasInitialize: false, hasInit: false, hasFlush: false, importedMemory: undefined }
+  }
   const refused = WebAssembly.Module.imports(module)
+    .filter((i) => !(i.module === WASI_MODULE && i.kind === 'function'))
     .filter((i) => !(i.module === 'sandbox' && (i.name === 'emit' || i.name === 'fail') && i.kind === 'function'))
     .filter((i) => !(i.module === 'env' && i.name === 'memory' && i.kind === 'memory'))
     .map((i) => `${i.module}.${i.name}`)
@@ -92,6 +145,9 @@ export function validateCompiledAbi(module: WebAssembly.Module, name: string): G
     throw errors.badExport(name, 'memory', 'a memory', `a ${exports.get('memory')}`)
   }
   return {
+    kind,
+    wasiImports,
+    hasInitialize: exports.get('_initialize') === 'function',
     hasInit: exports.has('init'),
     hasFlush: exports.has('flush'),
     importedMemory: importsMemory ? { initial: 0, maximum: undefined, shared: false, memory64: false } : undefined,

@@ -44,6 +44,16 @@ interface GuestExports {
   process_chunk: (ptr: number, len: number) => number
   init?: () => number
   flush?: () => number
+  _initialize?: () => void
+}
+
+/**
+ * The WASI side of a guest built with wasi-libc: its imports (given the guest's memory once it
+ * exists) and a hook to run once the instance does. Built by `lib/wasi/reactor.ts`.
+ */
+export interface GuestWasi {
+  imports(memory: () => WebAssembly.Memory): WebAssembly.Imports
+  attach(instance: WebAssembly.Instance): void
 }
 
 const MAX_FAIL_MESSAGE = 4096
@@ -77,14 +87,15 @@ export class GuestInstance {
   /** The cap is checked after each call only when the binary could not carry it. */
   private readonly checkMemory: boolean
 
-  constructor(guest: LoadedGuest, sink: OutputSink, limits: InstanceLimits = NO_LIMITS) {
+  constructor(guest: LoadedGuest, sink: OutputSink, limits: InstanceLimits = NO_LIMITS, wasi?: GuestWasi) {
     this.guest = guest
     this.sink = sink
     this.limits = limits
     this.site = { module: guest.name, exportName: 'start', offset: 0 }
     this.checkMemory = guest.memoryLimit === undefined && limits.memory !== undefined
     const imported = guest.abi.importedMemory ? this.createImportedMemory() : undefined
-    const imports: WebAssembly.Imports = { sandbox: { emit: this.emit, fail: this.fail } }
+    let memory: WebAssembly.Memory | undefined
+    const imports: WebAssembly.Imports = { ...wasi?.imports(() => memory!), sandbox: { emit: this.emit, fail: this.fail } }
     if (imported) imports.env = { memory: imported }
     let instance: WebAssembly.Instance
     try {
@@ -95,12 +106,15 @@ export class GuestInstance {
         : this.classify(err)
     }
     this.exports = instance.exports as unknown as GuestExports
-    this.memory = imported ?? this.exports.memory!
+    this.memory = memory = imported ?? this.exports.memory!
+    wasi?.attach(instance)
     this.view = new Uint8Array(this.memory.buffer)
   }
 
-  /** Calls the guest's `init` export, if it has one. */
+  /** Calls the guest's `_initialize` (a WASI reactor's libc set-up), then its `init`, if it has them. */
   init(): void {
+    const initialize = this.exports._initialize
+    if (initialize) this.callExport('_initialize', initialize as () => number, 0, 0, 0)
     const init = this.exports.init
     if (!init) return
     this.chunkOutput = 0

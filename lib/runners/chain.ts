@@ -2,7 +2,9 @@ import type { Isolation, RecoveryStrategy } from '../options.js'
 import { DeadlineRunner } from './deadline.js'
 import { InlineRunner } from './inline.js'
 import { RecoveringRunner } from './recovering.js'
-import type { RunnerFactory } from './runner.js'
+import type { RunnerFactory, RunnerOptions } from './runner.js'
+import type { DriverName } from './driver.js'
+import type { LoadedGuest } from '../guest/load.js'
 import { SnapshottingRunner, type SnapshotSchedule } from './snapshotting.js'
 import { WorkerRunner } from './worker.js'
 
@@ -19,7 +21,13 @@ export interface RunnerChainOptions {
 
 const isolated: Record<Isolation, RunnerFactory> = {
   inline: (guest, hooks, options) => new InlineRunner(guest, hooks, options),
-  worker: (guest, hooks, options) => new WorkerRunner(guest, hooks, options),
+  worker: (guest, hooks, options) => new WorkerRunner(guest, hooks, options, driverFor(guest, options)),
+}
+
+/** The worker driver for a guest kind: a WASI driver is a new file here, not a branch elsewhere. */
+function driverFor(guest: LoadedGuest, options: RunnerOptions): DriverName {
+  if (guest.abi.kind !== 'wasi-command') return 'abi-v1'
+  return options.wasi?.mode === 'record' ? 'wasi-record' : 'wasi-stream'
 }
 
 /**

@@ -8,6 +8,7 @@ import type { GuestState } from '../checkpoint/types.js'
 import type { InstanceLimits, OutputSink } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
 import type { FrameRing } from './ring.js'
+import type { WasiConfig } from '../wasi/options.js'
 
 /** Everything a worker is started with; `driver` names the module that runs the guest. */
 export interface WorkerData {
@@ -17,12 +18,14 @@ export interface WorkerData {
   restore: GuestState | undefined
   bufferSize: number
   limits: InstanceLimits
+  /** What a WASI program may see (WASI drivers only). */
+  wasi: WasiConfig | undefined
   inSab: SharedArrayBuffer
   outSab: SharedArrayBuffer
   ctlSab: SharedArrayBuffer
 }
 
-export type DriverName = 'abi-v1'
+export type DriverName = 'abi-v1' | 'wasi-stream' | 'wasi-record'
 
 /** The thread's services, as a driver sees them. */
 export interface DriverHost {
@@ -30,6 +33,8 @@ export interface DriverHost {
   readonly input: FrameRing
   /** Copies a range of guest memory to the output ring as data frames (blocks while it is full). */
   readonly sink: OutputSink
+  /** Copies a range of guest memory to the output ring as stderr frames (diagnostics). */
+  readonly stderr: OutputSink
   /** A guest call begins (`exportId` from protocol.ts): the watchdog times it from here. */
   enter(exportId: number, offset: number): void
   /** The guest call ended. */

@@ -2,6 +2,8 @@ import type { GuestState } from '../checkpoint/types.js'
 import { errors, type WasmSandboxError } from '../errors.js'
 import { bufferSink, GuestInstance, type OutputSink } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
+import { initWasi } from '../wasi/program.js'
+import { reactorWasi } from '../wasi/reactor.js'
 import type { GuestRunner, Job, RunnerCallback, RunnerHooks, RunnerOptions } from './runner.js'
 
 /**
@@ -19,6 +21,11 @@ export class InlineRunner implements GuestRunner {
   /** The job whose call is running: output is about it. */
   private current: Job | undefined
   private guestMs = 0
+  private wasiReady = false
+  /** A reactor's stdout and stderr: diagnostics, copied out for the `stderr` hook. */
+  private readonly diagnostics: OutputSink = (memory, start, length) => {
+    this.hooks.stderr?.(Buffer.from(memory.subarray(start, start + length)))
+  }
 
   constructor(guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions) {
     this.guest = guest
@@ -28,8 +35,25 @@ export class InlineRunner implements GuestRunner {
   }
 
   start(callback: RunnerCallback, restore?: GuestState): void {
+    const abi = this.guest.abi
+    if (abi.kind === 'wasi-command') {
+      // A command blocks in fd_read until input comes: only a thread of its own can wait.
+      callback(errors.invalidOption(`${this.guest.name} is a WASI command: it needs isolation 'worker' (it blocks reading stdin, which would block this thread)`))
+      return
+    }
+    if (abi.wasiImports.length > 0 && !this.wasiReady) {
+      initWasi().then(
+        () => {
+          this.wasiReady = true
+          this.start(callback, restore)
+        },
+        (err) => callback(err as Error),
+      )
+      return
+    }
     try {
-      const instance = new GuestInstance(this.guest, this.sink, this.options.limits)
+      const wasi = abi.wasiImports.length > 0 ? reactorWasi(this.guest, this.options.wasi!, this.diagnostics) : undefined
+      const instance = new GuestInstance(this.guest, this.sink, this.options.limits, wasi)
       if (restore) instance.restore(restore)
       else instance.init()
       instance.reserve(this.options.bufferSize)

@@ -12,6 +12,8 @@ export const OUT_FLUSHED = 12
 export const OUT_ERROR = 13
 /** The first pieces of a control frame's payload too long for one frame. */
 export const OUT_PART = 14
+/** Bytes a WASI program wrote to stderr: diagnostics, never output. */
+export const OUT_STDERR = 15
 
 /** Messages worker → main on the port (only to wake a sleeping main thread, and start-up). */
 export const MSG_READY = 1
@@ -35,11 +37,13 @@ export const CTL_GUEST_MS_F64 = 3
 export const STATE_IDLE = 0
 export const STATE_RUNNING = 1
 
-export const EXPORT_NAMES = ['start', 'init', 'process_chunk', 'flush'] as const
+export const EXPORT_NAMES = ['start', 'init', 'process_chunk', 'flush', '_start'] as const
 export const EXPORT_START = 0
 export const EXPORT_INIT = 1
 export const EXPORT_PROCESS = 2
 export const EXPORT_FLUSH = 3
+/** A WASI program's `_start`. */
+export const EXPORT_WASI_START = 4
 
 /** A clock both threads share (performance.now() has a per-thread origin). */
 export function now(): number {
@@ -54,4 +58,5 @@ export interface ErrorRecord {
   module?: string | undefined
   exportName?: string | undefined
   status?: number | undefined
+  exitCode?: number | undefined
 }

@@ -1,5 +1,5 @@
 import type { GuestState } from '../checkpoint/types.js'
-import type { WasmSandboxError } from '../errors.js'
+import { errors, type WasmSandboxError } from '../errors.js'
 import type { LoadedGuest } from '../guest/load.js'
 import { logger } from '../log.js'
 import type { GuestRunner, Job, RunnerCallback, RunnerFactory, RunnerHooks, RunnerOptions } from './runner.js'
@@ -37,6 +37,8 @@ export class RecoveringRunner implements GuestRunner {
   private readonly inner: GuestRunner
   private readonly hooks: RunnerHooks
   private readonly options: RecoveryOptions
+  private readonly guestName: string
+  private readonly streamingProgram: boolean
   /** Jobs handed to the inner runner and not yet done, oldest first. */
   private pending: Job[] = []
   /** Output of the oldest pending job. */
@@ -55,13 +57,19 @@ export class RecoveringRunner implements GuestRunner {
   constructor(factory: RunnerFactory, guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions, recovery: RecoveryOptions) {
     this.hooks = hooks
     this.options = recovery
+    this.guestName = guest.name
+    this.streamingProgram = guest.abi.kind === 'wasi-command' && options.wasi?.mode !== 'record'
     // A replay re-emits output the instance would count again: the stream's total is the
     // executor's to hold (what reaches it is only the output of jobs that succeeded).
     const innerOptions = { ...options, limits: { ...options.limits, maxOutput: Infinity } }
-    this.inner = factory(guest, { output: this.onOutput, done: this.onDone, failed: this.onFailed }, innerOptions)
+    this.inner = factory(guest, { output: this.onOutput, done: this.onDone, failed: this.onFailed, stderr: hooks.stderr }, innerOptions)
   }
 
   start(callback: RunnerCallback, restore?: GuestState): void {
+    if (this.streamingProgram) {
+      callback(errors.invalidOption(`recoveryStrategy ${JSON.stringify(this.options.strategy)} cannot restart ${this.guestName} mid-stream: a WASI program in stream mode is one run over the whole input. Use 'fail', or wasi: { mode: 'record' }`))
+      return
+    }
     this.base = restore
     this.inner.start(callback, restore)
   }

@@ -128,12 +128,11 @@ export class FrameRing {
     return (this.header[H_OFFSET_HI]! >>> 0) * 0x100000000 + (this.header[H_OFFSET_LO]! >>> 0)
   }
 
-  /** Copies the peeked frame's payload into `target` at `at`. */
-  copyPayload(target: Uint8Array, at: number): void {
-    const length = this.header[H_LENGTH]!
+  /** Copies the peeked frame's payload (or `length` bytes of it from `from`) into `target` at `at`. */
+  copyPayload(target: Uint8Array, at: number, from = 0, length = this.header[H_LENGTH]! - from): void {
     if (length === 0) return
-    let pos = Atomics.load(this.state, READ_POS) + FRAME_HEADER
-    if (pos === this.capacity) pos = 0
+    let pos = Atomics.load(this.state, READ_POS) + FRAME_HEADER + from
+    if (pos >= this.capacity) pos -= this.capacity
     const first = Math.min(length, this.capacity - pos)
     target.set(this.data.subarray(pos, pos + first), at)
     if (first < length) target.set(this.data.subarray(0, length - first), at + first)

@@ -2,6 +2,7 @@ import type { GuestState } from '../checkpoint/types.js'
 import type { WasmSandboxError } from '../errors.js'
 import type { InstanceLimits } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
+import type { WasiConfig } from '../wasi/options.js'
 
 export type RunnerCallback = (err?: Error | null) => void
 
@@ -13,6 +14,8 @@ export interface RunnerOptions {
   timeout: number
   /** Chunks that may be queued to the guest before `process` waits. */
   maxInFlight: number
+  /** What a WASI program may see; unset for ABI v1 guests. */
+  wasi?: WasiConfig | undefined
 }
 
 /**
@@ -47,8 +50,10 @@ export interface RunnerHooks {
   failed(job: Job | undefined, err: WasmSandboxError): void
   /** Recovery dropped `job` (`recoveryStrategy: 'skip'`); the stream goes on. */
   skipped?(job: Job, err: WasmSandboxError): void
-  /** A checkpoint cut was taken (see SnapshotRunner). */
+  /** A checkpoint cut was taken (see SnapshottingRunner). */
   snapshot?(snapshot: Snapshot): void
+  /** A WASI program wrote to stderr: diagnostics, never output. */
+  stderr?(chunk: Buffer): void
 }
 
 /**

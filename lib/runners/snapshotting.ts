@@ -26,6 +26,7 @@ export class SnapshottingRunner implements GuestRunner {
   private readonly inner: GuestRunner
   private readonly hooks: RunnerHooks
   private readonly guest: LoadedGuest
+  private readonly wasiMode: string | undefined
   private readonly interval: number | undefined
   private readonly every: number | undefined
   private outputOffset: number
@@ -40,6 +41,7 @@ export class SnapshottingRunner implements GuestRunner {
   constructor(factory: RunnerFactory, guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions, schedule: SnapshotSchedule) {
     this.hooks = hooks
     this.guest = guest
+    this.wasiMode = options.wasi?.mode
     this.interval = schedule.interval
     this.every = schedule.every
     this.outputOffset = schedule.outputOffset
@@ -50,6 +52,10 @@ export class SnapshottingRunner implements GuestRunner {
   start(callback: RunnerCallback, restore?: GuestState): void {
     if (!this.guest.hash) {
       callback(errors.checkpointUnsupported(this.guest.name, 'a precompiled WebAssembly.Module has no content hash to check a resume against'))
+      return
+    }
+    if (this.guest.abi.kind === 'wasi-command' && this.wasiMode !== 'record') {
+      callback(errors.checkpointUnsupported(this.guest.name, "a WASI program in stream mode is one run of _start over the whole input, and a run cannot be captured in the middle (use wasi: { mode: 'record' } for checkpoints)"))
       return
     }
     this.inner.start(callback, restore)

@@ -32,6 +32,7 @@ import {
   OUT_ERROR,
   OUT_FLUSHED,
   OUT_PART,
+  OUT_STDERR,
   STATE_IDLE,
   STATE_RUNNING,
   type ErrorRecord,
@@ -40,6 +41,8 @@ import { FrameRing, H_KIND, H_LENGTH, H_TOTAL } from './ring.js'
 
 const DRIVERS: Record<DriverName, string> = {
   'abi-v1': './drivers/abi-v1.js',
+  'wasi-stream': './drivers/wasi-stream.js',
+  'wasi-record': './drivers/wasi-record.js',
 }
 
 const data = workerData as WorkerData
@@ -94,16 +97,21 @@ function writeFrame(kind: number, payload?: Uint8Array): void {
   }
 }
 
-const sink: OutputSink = (memory, start, length) => {
-  while (length > 0) {
-    const part = Math.min(length, output.maxPayload)
-    if (!output.fits(part)) waitForRoom(part)
-    output.write(OUT_DATA, 0, 0, 0, 0, memory, start, part)
-    if (output.wantWake()) port.postMessage(MSG_WAKE)
-    start += part
-    length -= part
+function frames(kind: number): OutputSink {
+  return (memory, start, length) => {
+    while (length > 0) {
+      const part = Math.min(length, output.maxPayload)
+      if (!output.fits(part)) waitForRoom(part)
+      output.write(kind, 0, 0, 0, 0, memory, start, part)
+      if (output.wantWake()) port.postMessage(MSG_WAKE)
+      start += part
+      length -= part
+    }
   }
 }
+
+const sink = frames(OUT_DATA)
+const stderr = frames(OUT_STDERR)
 
 function record(err: unknown): ErrorRecord {
   if (err instanceof WasmSandboxError) {
@@ -114,6 +122,7 @@ function record(err: unknown): ErrorRecord {
       module: err.module,
       exportName: err.exportName,
       status: err.status,
+      exitCode: err.exitCode,
     }
   }
   return { code: 'ERR_WASM_WORKER_DIED', message: String((err as Error)?.stack ?? err) }
@@ -124,6 +133,7 @@ const host: DriverHost = {
   serveChunks: (handler) => serveChunks(handler),
   input,
   sink,
+  stderr,
   enter,
   leave,
   writeFrame,
@@ -201,8 +211,8 @@ function idleForever(): never {
 }
 
 try {
-  const driver = (await import(DRIVERS[data.driver])) as { serve(host: DriverHost): never }
-  driver.serve(host)
+  const driver = (await import(DRIVERS[data.driver])) as { serve(host: DriverHost): never | Promise<never> }
+  await driver.serve(host)
 } catch (err) {
   leave()
   if (started) writeFrame(OUT_ERROR, Buffer.from(JSON.stringify(record(err))))

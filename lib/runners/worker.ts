@@ -26,6 +26,7 @@ import {
   OUT_ERROR,
   OUT_FLUSHED,
   OUT_PART,
+  OUT_STDERR,
   STATE_RUNNING,
   type ErrorRecord,
 } from './protocol.js'
@@ -62,6 +63,7 @@ function revive(record: ErrorRecord): WasmSandboxError {
     module: record.module,
     exportName: record.exportName,
     status: record.status,
+    exitCode: record.exitCode,
   })
   return err
 }
@@ -129,6 +131,7 @@ export class WorkerRunner implements GuestRunner {
         restore,
         bufferSize,
         limits: this.options.limits,
+        wasi: this.options.wasi,
         inSab: this.input.sab,
         outSab: this.output.sab,
         ctlSab,
@@ -298,6 +301,11 @@ export class WorkerRunner implements GuestRunner {
         output.copyPayload(chunk, 0)
         output.consume()
         if (!this.hooks.output(this.sent[0]!, chunk)) this.paused = true
+      } else if (kind === OUT_STDERR) {
+        const chunk = Buffer.allocUnsafe(header[H_LENGTH]!)
+        output.copyPayload(chunk, 0)
+        output.consume()
+        this.hooks.stderr?.(chunk)
       } else if (kind === OUT_DONE) {
         output.consume()
         this.busy(-1)

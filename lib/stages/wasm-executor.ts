@@ -8,6 +8,7 @@ import { DEFAULT_LIMITS, DEFAULT_BUFFER_SIZE, type Isolation, type Limits, type 
 import { runnerChain } from '../runners/chain.js'
 import { endOfInput, type GuestRunner, type Job, type RunnerFactory, type RunnerHooks, type Snapshot } from '../runners/runner.js'
 import { emitSafely } from './emit-safely.js'
+import { resolveWasi, wasiConfig, type ResolvedWasi, type WasiOptions } from '../wasi/options.js'
 import { offsetOf } from './offset.js'
 
 export type { Snapshot } from '../runners/runner.js'
@@ -41,6 +42,8 @@ export interface WasmExecutorOptions {
   snapshots?: { interval?: number | undefined; every?: number | undefined }
   /** Continue a stream from this checkpoint: its guest state and offsets. */
   resumeFrom?: Checkpoint
+  /** What a WASI program (or a wasi-libc guest) may see. Default: nothing granted. */
+  wasi?: WasiOptions | ResolvedWasi
 }
 
 /**
@@ -74,6 +77,7 @@ export class WasmExecutor extends Transform {
   private readonly runnerFactory: RunnerFactory
   private readonly resumeFrom: Checkpoint | undefined
   private readonly hooks: RunnerHooks
+  private readonly wasi: ResolvedWasi
 
   private readonly queue: Buffer[] = []
   private queueHead = 0
@@ -111,7 +115,16 @@ export class WasmExecutor extends Transform {
         deadline: this.limits.deadline,
         snapshots: snapshots && { ...snapshots, inputOffset: this.bytesIn, outputOffset: this.bytesOut },
       })
-    this.hooks = { output: this.deliver, done: this.onDone, failed: this.onFailed, skipped: this.onSkipped, snapshot: this.onSnapshot }
+    const wasi = options.wasi
+    this.wasi = wasi && Array.isArray(wasi.preopens) ? (wasi as ResolvedWasi) : resolveWasi(wasi ?? {})!
+    this.hooks = {
+      output: this.deliver,
+      done: this.onDone,
+      failed: this.onFailed,
+      skipped: this.onSkipped,
+      snapshot: this.onSnapshot,
+      stderr: this.onStderr,
+    }
   }
 
   _construct(callback: (err?: Error | null) => void): void {
@@ -143,6 +156,7 @@ export class WasmExecutor extends Transform {
       limits: { maxOutputPerChunk: limits.maxOutputPerChunk, maxOutput: limits.maxOutput, memory: limits.memory },
       timeout: limits.timeout,
       maxInFlight: this.maxInFlight,
+      wasi: wasiConfig(this.wasi),
     })
     this.runner.start(callback, resume?.guest)
   }
@@ -272,6 +286,12 @@ export class WasmExecutor extends Transform {
 
   private readonly onSnapshot = (snapshot: Snapshot): void => {
     emitSafely(this, 'snapshot', snapshot)
+  }
+
+  /** A WASI program's stderr: an event, and the caller's stream if it gave one. */
+  private readonly onStderr = (chunk: Buffer): void => {
+    this.wasi.stderr?.write(chunk)
+    emitSafely(this, 'stderr', chunk)
   }
 
   private readonly onFailed = (_job: Job | undefined, err: WasmSandboxError): void => {

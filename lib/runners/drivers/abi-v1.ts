@@ -1,12 +1,19 @@
 /** The worker driver for ABI v1 guests: one GuestInstance, a chunk per `process_chunk` call. */
-import { GuestInstance } from '../../guest/instance.js'
+import { GuestInstance, type GuestWasi } from '../../guest/instance.js'
+import { initWasi } from '../../wasi/program.js'
+import { reactorWasi } from '../../wasi/reactor.js'
 import type { DriverHost } from '../driver.js'
 import { EXPORT_INIT, EXPORT_PROCESS, EXPORT_START } from '../protocol.js'
 
-export function serve(host: DriverHost): never {
+export async function serve(host: DriverHost): Promise<never> {
   const { data } = host
+  let wasi: GuestWasi | undefined
+  if (data.guest.abi.wasiImports.length > 0) {
+    await initWasi()
+    wasi = reactorWasi(data.guest, data.wasi!, host.stderr)
+  }
   host.enter(EXPORT_START, 0)
-  const instance = new GuestInstance(data.guest, host.sink, data.limits)
+  const instance = new GuestInstance(data.guest, host.sink, data.limits, wasi)
   host.enter(EXPORT_INIT, 0)
   if (data.restore) instance.restore(data.restore)
   else instance.init()

@@ -1,0 +1,77 @@
+/**
+ * The worker driver for a WASI command run once per record (per chunk): stdin is that chunk,
+ * stdout its output, and every run gets a fresh instance, so nothing leaks between records. The
+ * next instance is prepared right after a run, while the main thread is still sending input.
+ * A record run keeps no state, so a snapshot is empty and a restore has nothing to do.
+ */
+import { errors } from '../../errors.js'
+import type { DriverHost } from '../driver.js'
+import { EXPORT_WASI_START, IN_CHUNK, IN_FLUSH, IN_SNAPSHOT, OUT_DONE, OUT_FLUSHED } from '../protocol.js'
+import { H_KIND, H_LENGTH, H_TOTAL } from '../ring.js'
+import type { StandardStreams } from '../../wasi/imports.js'
+import { FileSystemImage, initWasi, StderrTail, WasiProgram } from '../../wasi/program.js'
+
+export async function serve(host: DriverHost): Promise<never> {
+  const { data, input } = host
+  const header = input.header
+  const config = data.wasi!
+  await initWasi()
+  // The granted files are read once; each run mounts its own copy.
+  const image = new FileSystemImage(config)
+  let record = Buffer.allocUnsafe(Math.min(data.bufferSize, 1024 * 1024))
+  let length = 0
+  let pos = 0
+  let tail = new StderrTail()
+
+  const streams: StandardStreams = {
+    read(memory, ptr, want) {
+      const n = Math.min(want, length - pos)
+      memory.set(record.subarray(pos, pos + n), ptr)
+      pos += n
+      return n
+    },
+    write(fd, memory, ptr, len) {
+      if (fd === 1) host.sink(memory, ptr, len)
+      else {
+        tail.add(memory, ptr, len)
+        host.stderr(memory, ptr, len)
+      }
+    },
+  }
+  const prepare = (): WasiProgram => new WasiProgram(data.guest, config, streams, image, data.limits.memory)
+
+  let next = prepare()
+  host.ready()
+  for (;;) {
+    host.nextFrame()
+    const kind = header[H_KIND]
+    if (kind === IN_CHUNK) {
+      const total = header[H_TOTAL]!
+      const offset = input.offsetOfFrame()
+      if (record.length < total) record = Buffer.allocUnsafe(total)
+      input.copyPayload(record, length)
+      length += header[H_LENGTH]!
+      input.consume()
+      host.consumed()
+      if (length < total) continue
+      pos = 0
+      tail = new StderrTail()
+      const site = { module: data.guest.name, exportName: '_start', offset }
+      host.enter(EXPORT_WASI_START, offset)
+      const code = next.run(site)
+      host.leave()
+      length = 0
+      if (code !== 0) throw errors.exit(site, code, tail.text())
+      host.writeFrame(OUT_DONE)
+      next = prepare()
+    } else if (kind === IN_SNAPSHOT) {
+      input.consume()
+      host.postSnapshot({ memory: new Uint8Array(0), globals: [], region: { ptr: 0, size: 0 } })
+    } else if (kind === IN_FLUSH) {
+      input.consume()
+      host.writeFrame(OUT_FLUSHED)
+    } else {
+      throw new Error(`internal: unknown frame kind ${kind}`)
+    }
+  }
+}

@@ -1,0 +1,103 @@
+/**
+ * The worker driver for a WASI command over the whole stream: one run of `_start`. Its reads
+ * from stdin take chunks from the input ring as they arrive (blocking while there are none), its
+ * writes to stdout go to the output ring (blocking while the consumer is slow). The call clock
+ * restarts at every read and write, so `limits.timeout` bounds computing between I/O, not the
+ * run. A program that exits before the end of its input has the rest read and discarded.
+ */
+import { errors } from '../../errors.js'
+import type { DriverHost } from '../driver.js'
+import { EXPORT_WASI_START, IN_CHUNK, IN_FLUSH, IN_SNAPSHOT, OUT_DONE, OUT_FLUSHED } from '../protocol.js'
+import { H_KIND, H_LENGTH, H_TOTAL } from '../ring.js'
+import type { StandardStreams } from '../../wasi/imports.js'
+import { FileSystemImage, initWasi, StderrTail, WasiProgram } from '../../wasi/program.js'
+
+export async function serve(host: DriverHost): Promise<never> {
+  const { data, input } = host
+  const header = input.header
+  const config = data.wasi!
+  await initWasi()
+  const tail = new StderrTail()
+  /** Where the current frame's payload has been read to, and the chunk's bytes so far. */
+  let framePos = 0
+  let chunkRead = 0
+  let offset = 0
+  let ended = false
+
+  /** The frame at the head of the ring, once it is there; false at the end of input. */
+  const nextChunkFrame = (): boolean => {
+    for (;;) {
+      if (!input.peek()) {
+        host.leave()
+        host.nextFrame()
+        host.enter(EXPORT_WASI_START, offset)
+      }
+      const kind = header[H_KIND]
+      if (kind === IN_CHUNK) return true
+      if (kind === IN_FLUSH) return false
+      if (kind === IN_SNAPSHOT) throw errors.checkpointUnsupported(data.guest.name, 'a WASI program in stream mode cannot be captured in the middle of its run')
+      throw new Error(`internal: unknown frame kind ${kind}`)
+    }
+  }
+
+  /** Done with the frame at the head: release it, and report the chunk when it is all read. */
+  const finishFrame = (): void => {
+    chunkRead += header[H_LENGTH]!
+    const total = header[H_TOTAL]!
+    input.consume()
+    host.consumed()
+    framePos = 0
+    if (chunkRead === total) {
+      chunkRead = 0
+      host.writeFrame(OUT_DONE)
+    }
+  }
+
+  const streams: StandardStreams = {
+    read(memory, ptr, length, wait) {
+      if (ended || length === 0) return 0
+      if (!wait && !input.peek()) return 0
+      if (!nextChunkFrame()) {
+        ended = true
+        return 0
+      }
+      offset = input.offsetOfFrame() + chunkRead + framePos
+      const available = header[H_LENGTH]! - framePos
+      const n = Math.min(length, available)
+      input.copyPayload(memory, ptr, framePos, n)
+      framePos += n
+      if (framePos === header[H_LENGTH]) finishFrame()
+      host.enter(EXPORT_WASI_START, offset + n)
+      return n
+    },
+    write(fd, memory, ptr, length) {
+      if (fd === 1) host.sink(memory, ptr, length)
+      else {
+        tail.add(memory, ptr, length)
+        host.stderr(memory, ptr, length)
+      }
+      host.enter(EXPORT_WASI_START, offset)
+    },
+  }
+
+  const program = new WasiProgram(data.guest, config, streams, new FileSystemImage(config), data.limits.memory)
+  host.ready()
+  host.enter(EXPORT_WASI_START, 0)
+  const code = program.run({ module: data.guest.name, exportName: '_start', offset })
+  host.leave()
+  if (code !== 0) throw errors.exit({ module: data.guest.name, exportName: '_start', offset }, code, tail.text())
+  // The program is done: the rest of the input is read and discarded, each chunk answered.
+  for (;;) {
+    host.nextFrame()
+    const kind = header[H_KIND]
+    if (kind === IN_CHUNK) {
+      framePos = header[H_LENGTH]!
+      finishFrame()
+    } else if (kind === IN_FLUSH) {
+      input.consume()
+      host.writeFrame(OUT_FLUSHED)
+    } else if (kind === IN_SNAPSHOT) {
+      throw errors.checkpointUnsupported(data.guest.name, 'a WASI program in stream mode cannot be captured in the middle of its run')
+    }
+  }
+}
