@@ -40,13 +40,18 @@ describe('Chunker, by size', () => {
     })
   }
 
-  it('passes a chunk of exactly bufferSize through without copying it', async () => {
+  it('passes a chunk of exactly bufferSize through as a view of its memory, not a copy, and not the object itself', async () => {
     const input = randomBytes(4096, 5)
     const chunker = new Chunker({ bufferSize: 4096 })
     chunker.write(input)
     chunker.end()
-    assert.equal(chunker.read(), input, 'the same Buffer object comes out')
-    assert.equal(offsetOf(input), 0)
+    const out = chunker.read() as Buffer
+    assert.notEqual(out, input, 'a fresh object carries the offset')
+    assert.equal(out.buffer, input.buffer, 'over the same memory: no copy')
+    assert.equal(out.byteOffset, input.byteOffset)
+    assert.equal(out.length, 4096)
+    assert.equal(offsetOf(out), 0)
+    assert.equal(offsetOf(input), undefined, "the caller's Buffer is not tagged")
   })
 
   it('starts offsets at startOffset (for a resumed stream)', async () => {
@@ -152,5 +157,55 @@ describe('Chunker, by record', () => {
       ),
       { numRuns: 200 },
     )
+  })
+})
+
+describe("Chunker: the caller's buffers are the caller's", () => {
+  /** Every own property of a Buffer, symbols included: a tag would show up here. */
+  const ownKeys = (b: Buffer): (string | symbol)[] => Reflect.ownKeys(b).filter((k) => typeof k === 'symbol' || !/^\d+$/.test(k))
+
+  it('one Buffer written several times gives each chunk its own offset', async () => {
+    for (const delimiter of [undefined, '\n']) {
+      const page = Buffer.from('a b\n'.repeat(256)) // 1024 bytes
+      const chunker = new Chunker({ bufferSize: 1024, ...(delimiter ? { delimiter } : {}) })
+      // All writes land before anything is read, as with a fast producer reusing one page.
+      for (let i = 0; i < 5; i++) chunker.write(page)
+      chunker.end()
+      const sink = collector()
+      await pipeline(chunker, sink)
+      assert.equal(sink.chunks.length, 5)
+      assertOffsets(sink.chunks)
+      assert.equal(new Set(sink.chunks).size, 5, 'five distinct objects')
+      assert.ok(!sink.chunks.includes(page), 'none of them is the object written')
+    }
+  })
+
+  it('never tags nor mutates what was written, whatever the sizes and the mode', async () => {
+    for (const delimiter of [undefined, '\n', '\r\n']) {
+      for (const sizes of [[1024], [2048], [512, 1536], [1], [700, 3000, 1024]]) {
+        const input = randomLines(20_000, 17)
+        const pieces: Buffer[] = []
+        for (let at = 0, i = 0; at < input.length; i++) {
+          const size = sizes[i % sizes.length]!
+          pieces.push(Buffer.from(input.subarray(at, at + size)))
+          at += size
+        }
+        const copies = pieces.map((p) => Buffer.from(p))
+        const keys = pieces.map(ownKeys)
+        const chunker = new Chunker({ bufferSize: 1024, ...(delimiter ? { delimiter } : {}) })
+        const sink = collector()
+        const done = pipeline(chunker, sink)
+        for (const p of pieces) chunker.write(p)
+        chunker.end()
+        await done
+        assert.deepEqual(Buffer.concat(sink.chunks), input)
+        pieces.forEach((p, i) => {
+          assert.ok(p.equals(copies[i]!), `piece ${i}: bytes unchanged`)
+          assert.deepEqual(ownKeys(p), keys[i], `piece ${i}: no property added`)
+          assert.equal(offsetOf(p), undefined)
+        })
+        for (const c of sink.chunks) assert.ok(!pieces.includes(c), 'every chunk out is an object of its own')
+      }
+    }
   })
 })

@@ -26,6 +26,11 @@ export interface ChunkerOptions {
  * Whole windows of an incoming chunk are passed on as zero-copy subarrays; only the tail that
  * does not fill a window is copied, into an accumulator that is handed downstream as it is (so
  * it is never reused) once it fills. Every chunk pushed carries its input offset (see offset.ts).
+ *
+ * What the caller wrote is never mutated nor tagged: every chunk pushed is a view of our own.
+ * A producer may write one Buffer object several times (a reused page); a tag on that object
+ * would be overwritten by the next write before the executor read it, and checkpoints would
+ * then claim input the guest has not processed.
  */
 export class Chunker extends Transform {
   readonly bufferSize: number
@@ -80,26 +85,23 @@ export class Chunker extends Transform {
         callback(errors.recordTooLarge(this.offset, this.maxRecordSize))
         return
       }
-      this.emitChunk(this.acc!.subarray(this.accStart, this.accEnd))
+      this.emitChunk(this.acc!, this.accStart, this.accEnd)
     }
     this.acc = null
     log('end of input at offset %d', this.offset)
     callback()
   }
 
-  private emitChunk(chunk: Buffer): void {
-    this.push(tagOffset(chunk, this.offset))
-    this.offset += chunk.length
+  /** Pushes `source[start..end)` as a fresh view: the only object we may tag is one we made. */
+  private emitChunk(source: Buffer, start: number, end: number): void {
+    this.push(tagOffset(source.subarray(start, end), this.offset))
+    this.offset += end - start
   }
 
   private cutBytesInPlace(chunk: Buffer, pos: number): number {
     const size = this.bufferSize
-    if (pos === 0 && chunk.length === size) {
-      this.emitChunk(chunk)
-      return size
-    }
     while (chunk.length - pos >= size) {
-      this.emitChunk(chunk.subarray(pos, pos + size))
+      this.emitChunk(chunk, pos, pos + size)
       pos += size
     }
     return pos
@@ -113,14 +115,14 @@ export class Chunker extends Transform {
     while (chunk.length - pos >= size) {
       const last = chunk.lastIndexOf(delimiter, pos + size - dl)
       if (last >= pos) {
-        this.emitChunk(chunk.subarray(pos, last + dl))
+        this.emitChunk(chunk, pos, last + dl)
         pos = last + dl
         continue
       }
       const next = chunk.indexOf(delimiter, pos + size - dl + 1)
       if (next < 0) break
       this.checkRecord(next + dl - pos)
-      this.emitChunk(chunk.subarray(pos, next + dl))
+      this.emitChunk(chunk, pos, next + dl)
       pos = next + dl
     }
     return pos
@@ -154,7 +156,7 @@ export class Chunker extends Transform {
         if (found < 0) break
         end = found
       }
-      this.emitChunk(acc.subarray(start, end))
+      this.emitChunk(acc, start, end)
       this.accStart = end
       this.scanFrom = end
     }

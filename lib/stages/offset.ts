@@ -7,6 +7,11 @@ export const kOffset = Symbol('wasm-sandbox.offset')
 
 export type OffsetChunk = Buffer & { [kOffset]?: number }
 
+/**
+ * Tags `chunk` itself, so it must be an object the tagger made (a `subarray` view), never one a
+ * caller wrote: a caller may write the same object again, and the later tag would overwrite
+ * this one before the chunk is read.
+ */
 export function tagOffset(chunk: Buffer, offset: number): Buffer {
   ;(chunk as OffsetChunk)[kOffset] = offset
   return chunk
