@@ -3,7 +3,8 @@
  *
  * Throughput of wasmTransform against the bare wasm loop and plain Node streams, at several
  * chunk sizes, what checkpoints cost (numberer, wc; see checkpointScenarios), then the fixed
- * per-chunk cost split by layer. Each cell is warmed up once, then
+ * per-chunk cost split by layer, then WASI programs against @wasmer/wasi and node:wasi (wasi.ts;
+ * `--filter wasi` for those alone). Each cell is warmed up once, then
  * run REPS times interleaved with all other cells; the median is reported. Ends with one
  * `BENCH_JSON {...}` line for machines.
  */
@@ -30,6 +31,7 @@ import {
   verdicts,
   type Result,
 } from './report.js'
+import { runWasiBench, wasiCellsSelected, type WasiReport } from './wasi.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -103,7 +105,8 @@ async function main(): Promise<void> {
   // Last in every rep: their fsyncs, zlib work and large snapshot buffers (GC) otherwise spill
   // into the cells run after them (bare(pass) at 64 KiB scattered ±113% instead of ±6%).
   throughputCells(checkpointScenarios(guests))
-  if (cells.length === 0) throw new Error(`no scenario matches --filter ${JSON.stringify(filter)}`)
+  const wasiCells = wasiCellsSelected(filter, repoRoot())
+  if (cells.length === 0 && wasiCells.length === 0) throw new Error(`no scenario matches --filter ${JSON.stringify(filter)}`)
 
   console.log(
     `wasm-sandbox bench: node ${process.version}, ${values.quick ? 'quick (1/8 volume)' : 'full'}, ` +
@@ -126,7 +129,7 @@ async function main(): Promise<void> {
     cell.faults.push(pageFaults / chunks)
   }
   for (const cell of cells) await runCell(cell, Math.max(1, Math.round(cell.chunks * WARMUP_FRACTION)), false)
-  for (let rep = 0; rep < REPS; rep++) {
+  for (let rep = 0; rep < REPS && cells.length > 0; rep++) {
     for (const cell of cells) await runCell(cell, cell.chunks, true)
     process.stderr.write(`  rep ${rep + 1}/${REPS} done (${((Date.now() - started) / 1000).toFixed(1)} s)\n`)
   }
@@ -157,6 +160,9 @@ async function main(): Promise<void> {
   if (throughput.some((r) => r.checkpoints)) printCheckpoints(throughput, SIZES)
   if (ratioRows.length > 0) printRatios(ratioRows, SIZES, aims)
   if (perChunk.length > 0) printFixedCost(perChunk)
+  // WASI programs against @wasmer/wasi and node:wasi: their own cells, interleaved among themselves (bench/wasi.ts).
+  let wasi: WasiReport | undefined
+  if (wasiCells.length > 0) wasi = await runWasiBench(wasiCells, { quick: values.quick })
   console.log(`\ntotal ${((Date.now() - started) / 1000).toFixed(1)} s`)
   const json = {
     node: process.version,
@@ -168,6 +174,7 @@ async function main(): Promise<void> {
     results,
     ratios: ratioRows,
     verdicts: aims,
+    wasi: wasi ?? null,
   }
   console.log(`BENCH_JSON ${JSON.stringify(json)}`)
 }
