@@ -1,10 +1,15 @@
 #!/usr/bin/env node
-import { createReadStream, createWriteStream } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { createReadStream, createWriteStream, unlinkSync } from 'node:fs'
+import { open, realpath, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import type { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { parseArgs } from 'node:util'
 import { wasmTransform } from './api/wasm-transform.js'
+import { FileSink } from './checkpoint/file-sink.js'
 import { isWasmSandboxError } from './errors.js'
-import type { SandboxOptions } from './options.js'
+import { resolveOptions, type SandboxOptions } from './options.js'
 
 const USAGE = `Usage: wasm-sandbox <module.wasm> [input] [-o output] [options]
 
@@ -12,7 +17,8 @@ Pipes input (a file, or standard input) through the guest module to output (a fi
 standard output).
 
 Options:
-  -o, --output <file>       write here instead of standard output
+  -o, --output <file>       write here instead of standard output; an existing file is replaced
+                            only once the run has succeeded, and may not be the input
   -b, --buffer-size <n>     chunk size in bytes (default 65536)
   -d, --delimiter <s>       cut only after this delimiter, e.g. '\\n' (escapes \\n \\r \\t \\0 allowed)
       --max-record-size <n> longest record with --delimiter
@@ -22,17 +28,35 @@ Options:
       --max-output <bytes>  total output limit (default unlimited)
   -h, --help                this text
 
-Exit status: 0 on success, 1 on a guest or I/O error (the error code is printed), 2 on usage errors.`
+Exit status: 0 on success, 1 on a guest or I/O error (the error code is printed), 2 on usage
+errors (an unknown option, a bad value, -o naming the input).`
+
+/** A mistake on the command line: exit status 2 and one line saying what to change. */
+class UsageError extends Error {}
 
 function unescape(s: string): string {
   return s.replace(/\\([nrt0\\])/g, (_, c: string) => ({ n: '\n', r: '\r', t: '\t', '0': '\0', '\\': '\\' })[c]!)
 }
 
-function integer(name: string, value: string | undefined): number | undefined {
+function integer(flag: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined
-  const n = Number(value)
-  if (!Number.isInteger(n)) throw new Error(`${name} must be an integer, got ${value}`)
-  return n
+  // Number() also takes '', ' 7', '0x10' and '1e3': a typo must not quietly become a size.
+  if (!/^[0-9]+$/.test(value)) throw new UsageError(`${flag} takes a whole number in decimal, got ${JSON.stringify(value)}`)
+  return Number(value)
+}
+
+const FLAG_OF: Record<string, string> = {
+  bufferSize: '--buffer-size',
+  maxRecordSize: '--max-record-size',
+  delimiter: '--delimiter',
+  'limits.timeout': '--timeout',
+  'limits.memory': '--memory',
+  'limits.maxOutput': '--max-output',
+}
+
+/** The library's messages name its options; the user typed flags. */
+function inFlags(message: string): string {
+  return message.replace(/limits\.(?:timeout|memory|maxOutput)|bufferSize|maxRecordSize|delimiter/g, (name) => FLAG_OF[name]!)
 }
 
 function parse(argv: string[]) {
@@ -53,6 +77,121 @@ function parse(argv: string[]) {
   })
 }
 
+function sandboxOptions(values: ReturnType<typeof parse>['values']): SandboxOptions {
+  const options: SandboxOptions = {}
+  const bufferSize = integer('--buffer-size', values['buffer-size'])
+  if (bufferSize !== undefined) options.bufferSize = bufferSize
+  const maxRecordSize = integer('--max-record-size', values['max-record-size'])
+  if (maxRecordSize !== undefined) options.maxRecordSize = maxRecordSize
+  if (values.delimiter !== undefined) {
+    if (values.delimiter === '') throw new UsageError('--delimiter must not be empty')
+    options.delimiter = unescape(values.delimiter)
+  }
+  if (values.inline) options.isolation = 'inline'
+  const limits: NonNullable<SandboxOptions['limits']> = {}
+  const timeout = integer('--timeout', values.timeout)
+  if (timeout !== undefined) limits.timeout = timeout
+  const memory = integer('--memory', values.memory)
+  if (memory !== undefined) limits.memory = memory
+  const maxOutput = integer('--max-output', values['max-output'])
+  if (maxOutput !== undefined) limits.maxOutput = maxOutput
+  options.limits = limits
+  return options
+}
+
+/**
+ * One file under two names: hard links share an inode, a symlink resolves to the same real path.
+ * Either way, writing the output would destroy the input as it is read.
+ */
+async function sameFile(a: string, b: string): Promise<boolean> {
+  const [sa, sb] = await Promise.all([stat(a, { bigint: true }).catch(() => undefined), stat(b, { bigint: true }).catch(() => undefined)])
+  if (!sa || !sb) return false
+  // Some file systems (FAT) report inode 0 for every file.
+  if (sa.ino !== 0n && sa.dev === sb.dev && sa.ino === sb.ino) return true
+  const [ra, rb] = await Promise.all([realpath(a), realpath(b)])
+  return ra === rb
+}
+
+/** Where the output goes, and what becomes of it when the run succeeds or fails. */
+interface Output {
+  stream: Writable
+  commit(): Promise<void>
+  discard(): Promise<void>
+  /** For a signal or an exit: no turn of the event loop is left to do it asynchronously. */
+  discardSync(): void
+}
+
+const standardOutput: Output = {
+  stream: process.stdout,
+  commit: async () => {},
+  discard: async () => {},
+  discardSync: () => {},
+}
+
+/**
+ * A regular file, replaced only when the run succeeds: the output goes to a temporary file in
+ * the same directory (so the rename is atomic), is fsync'd, then renamed over the target. Until
+ * then the target is untouched, so a bad module, a trapping guest or a kill leaves it as it was.
+ */
+async function replacingFile(target: string, mode: number | undefined): Promise<Output> {
+  const temp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`)
+  // 'wx': a file of that name that is not ours is never reused, nor later removed.
+  const handle: FileHandle = await open(temp, 'wx').catch((err: NodeJS.ErrnoException) => {
+    throw new Error(`cannot write ${target}: ${err.code ?? err.message} creating a temporary file beside it (${temp})`, { cause: err })
+  })
+  let settled = false
+  const output: Output = {
+    // FileSink fsyncs when it finishes, so the rename never exposes a file still in the page cache.
+    stream: new FileSink(handle, 0) as unknown as Writable,
+    async commit() {
+      await handle.close()
+      await rename(temp, target)
+      settled = true
+    },
+    async discard() {
+      if (settled) return
+      settled = true
+      output.stream.destroy()
+      await handle.close().catch(() => {})
+      await unlink(temp).catch(() => {})
+    },
+    discardSync() {
+      if (settled) return
+      settled = true
+      try {
+        unlinkSync(temp)
+      } catch {
+        // Already gone: nothing to clean up.
+      }
+    },
+  }
+  if (mode !== undefined) {
+    // The replacement keeps the permissions the user gave the file it replaces.
+    await handle.chmod(mode & 0o7777).catch(async (err: unknown) => {
+      await output.discard()
+      throw err
+    })
+  }
+  return output
+}
+
+async function openOutput(path: string): Promise<Output> {
+  const existing = await stat(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined
+    throw err
+  })
+  if (existing?.isDirectory()) throw new UsageError(`-o ${path} is a directory; name a file to write`)
+  // A device or a pipe (/dev/null, a FIFO) is written in place: renaming a file over it would
+  // replace the device itself, and truncating one loses nothing.
+  if (existing && !existing.isFile()) {
+    const stream = createWriteStream(path)
+    return { stream, commit: async () => {}, discard: async () => void stream.destroy(), discardSync: () => {} }
+  }
+  // Through a symlink, the file it points to is replaced and the link kept.
+  const target = existing ? await realpath(path) : path
+  return replacingFile(target, existing?.mode)
+}
+
 async function main(argv: string[]): Promise<number> {
   let parsed: ReturnType<typeof parse>
   try {
@@ -67,26 +206,66 @@ async function main(argv: string[]): Promise<number> {
     return values.help ? 0 : 2
   }
   const [module, input] = positionals as [string, string | undefined]
-  const options: SandboxOptions = {}
-  const bufferSize = integer('--buffer-size', values['buffer-size'])
-  if (bufferSize !== undefined) options.bufferSize = bufferSize
-  const maxRecordSize = integer('--max-record-size', values['max-record-size'])
-  if (maxRecordSize !== undefined) options.maxRecordSize = maxRecordSize
-  if (values.delimiter !== undefined) options.delimiter = unescape(values.delimiter)
-  if (values.inline) options.isolation = 'inline'
-  const limits: NonNullable<SandboxOptions['limits']> = {}
-  const timeout = integer('--timeout', values.timeout)
-  if (timeout !== undefined) limits.timeout = timeout
-  const memory = integer('--memory', values.memory)
-  if (memory !== undefined) limits.memory = memory
-  const maxOutput = integer('--max-output', values['max-output'])
-  if (maxOutput !== undefined) limits.maxOutput = maxOutput
-  options.limits = limits
+  const fromFile = input !== undefined && input !== '-'
+  const usageError = (err: unknown): boolean => {
+    if (!(err instanceof UsageError || (isWasmSandboxError(err) && err.code === 'ERR_WASM_INVALID_OPTION'))) return false
+    process.stderr.write(`wasm-sandbox: ${inFlags(err.message)}\n`)
+    return true
+  }
 
-  const source = input === undefined || input === '-' ? process.stdin : createReadStream(input)
-  const sink = values.output === undefined ? process.stdout : createWriteStream(values.output)
-  await pipeline(source, wasmTransform(module, options), sink)
-  return 0
+  // Everything that can be checked is checked before the output is opened, so a usage error
+  // never costs the user an existing output file.
+  let options: SandboxOptions
+  let output: Output
+  try {
+    options = sandboxOptions(values)
+    resolveOptions(options)
+    if (values.output === '') throw new UsageError('-o needs a file name')
+    if (fromFile && values.output !== undefined && (await sameFile(input, values.output))) {
+      throw new UsageError(
+        `-o ${values.output} is the input file ${input}; write to another file, then rename it over the input if that is what you want`,
+      )
+    }
+    output = values.output === undefined ? standardOutput : await openOutput(values.output)
+  } catch (err) {
+    if (usageError(err)) return 2
+    throw err
+  }
+
+  // A signal or an unexpected exit would otherwise leave the temporary file behind. The signal
+  // is raised again once cleaned up, so whoever sent it sees the process die of it.
+  const onSignal = (signal: NodeJS.Signals): void => {
+    output.discardSync()
+    process.removeListener('SIGINT', onSignal)
+    process.removeListener('SIGTERM', onSignal)
+    process.kill(process.pid, signal)
+  }
+  const onExit = (): void => {
+    output.discardSync()
+    // Only a run that never settled gets here (the listener is removed when it does): whatever
+    // stalled it, exiting 0 would claim an output that was never written.
+    process.stderr.write(`wasm-sandbox: exited before the run finished; ${values.output ?? 'the output'} is incomplete or unchanged\n`)
+    process.exitCode = 1
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  process.on('exit', onExit)
+  try {
+    // Created just before the pipeline takes it, so a module that fails to load has someone to
+    // report its error to. It can still refuse the options (a delimiter longer than the chunk).
+    const stream = wasmTransform(module, options)
+    await pipeline(fromFile ? createReadStream(input) : process.stdin, stream, output.stream)
+    await output.commit()
+    return 0
+  } catch (err) {
+    await output.discard()
+    if (usageError(err)) return 2
+    throw err
+  } finally {
+    process.removeListener('SIGINT', onSignal)
+    process.removeListener('SIGTERM', onSignal)
+    process.removeListener('exit', onExit)
+  }
 }
 
 main(process.argv.slice(2)).then(

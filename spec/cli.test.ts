@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { chmodSync, linkSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { describe, it } from 'node:test'
+import { after, describe, it } from 'node:test'
 import { example, fixture, grepRef, repoRoot, upperRef, wcRef } from './helpers/reference.js'
+import { delay } from './helpers/streams.js'
 
 const cli = join(repoRoot, 'dist', 'cli.js')
 const demo = example('demo-input.txt')
@@ -39,4 +41,143 @@ describe('command-line tool', () => {
     assert.equal(result.status, 2)
     assert.match(result.stderr.toString(), /Usage: wasm-sandbox/)
   })
+})
+
+describe('command-line tool: the output file', () => {
+  const dirs: string[] = []
+  after(() => {
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true })
+  })
+  const PRECIOUS = Buffer.from('an earlier result that must survive a failed run\n')
+
+  /** A directory holding a copy of the demo input (in.txt) and an existing output (out.txt). */
+  function workdir(): { dir: string; input: string; output: string } {
+    const dir = mkdtempSync(join(tmpdir(), 'wasm-sandbox-cli-'))
+    dirs.push(dir)
+    const input = join(dir, 'in.txt')
+    const output = join(dir, 'out.txt')
+    writeFileSync(input, readFileSync(demo))
+    writeFileSync(output, PRECIOUS)
+    return { dir, input, output }
+  }
+
+  for (const [what, module, inputName, code] of [
+    ['a module path that does not exist', join(repoRoot, 'no-such-guest.wasm'), 'in.txt', /ERR_WASM_MODULE_NOT_FOUND/],
+    ['a guest that traps', fixture('unreachable.wasm'), 'in.txt', /ERR_WASM_TRAP/],
+    ['an input that does not exist', example('upper.wasm'), 'no-such-input.txt', /ENOENT/],
+  ] as const) {
+    it(`a failed run (${what}) leaves an existing -o file untouched and no temporary file`, () => {
+      const { dir, output } = workdir()
+      const result = wasmSandbox([module, join(dir, inputName), '-o', output])
+      assert.equal(result.status, 1, result.stderr.toString())
+      assert.match(result.stderr.toString(), code)
+      assert.deepEqual(readFileSync(output), PRECIOUS)
+      assert.deepEqual(readdirSync(dir).sort(), ['in.txt', 'out.txt'])
+    })
+  }
+
+  it('a successful run replaces the -o file, keeping its permissions', () => {
+    const { dir, input, output } = workdir()
+    if (process.platform !== 'win32') chmodSync(output, 0o640)
+    const result = wasmSandbox([example('upper.wasm'), input, '-o', output])
+    assert.equal(result.status, 0, result.stderr.toString())
+    assert.deepEqual(readFileSync(output), upperRef(readFileSync(demo)))
+    assert.deepEqual(readdirSync(dir).sort(), ['in.txt', 'out.txt'])
+    if (process.platform !== 'win32') assert.equal(statSync(output).mode & 0o777, 0o640)
+  })
+
+  it('-o naming a new file creates it; -o through a symlink replaces the file it points to', () => {
+    const { dir, input } = workdir()
+    const fresh = join(dir, 'fresh.txt')
+    assert.equal(wasmSandbox([example('upper.wasm'), input, '-o', fresh]).status, 0)
+    assert.deepEqual(readFileSync(fresh), upperRef(readFileSync(demo)))
+    symlinkSync('out.txt', join(dir, 'link.txt'))
+    assert.equal(wasmSandbox([example('pass.wasm'), input, '-o', join(dir, 'link.txt')]).status, 0)
+    assert.ok(statSync(join(dir, 'link.txt')).isFile() && readdirSync(dir).includes('link.txt'))
+    assert.deepEqual(readFileSync(join(dir, 'out.txt')), readFileSync(demo), 'written through the link')
+  })
+
+  it('-o naming a directory, or nothing, exits 2', () => {
+    const { dir, input } = workdir()
+    for (const target of [dir, '']) {
+      const result = wasmSandbox([example('upper.wasm'), input, '-o', target])
+      assert.equal(result.status, 2, result.stderr.toString())
+      assert.match(result.stderr.toString(), /^wasm-sandbox: -o [^\n]+\n$/)
+    }
+    assert.deepEqual(readdirSync(dir).sort(), ['in.txt', 'out.txt'])
+  })
+
+  it('-o onto a device writes to it in place (never renames over /dev/null)', { skip: process.platform === 'win32' }, () => {
+    const result = wasmSandbox([example('upper.wasm'), demo, '-o', '/dev/null'])
+    assert.equal(result.status, 0, result.stderr.toString())
+    assert.ok(statSync('/dev/null').isCharacterDevice())
+  })
+
+  for (const [how, alias] of [
+    ['the same path', (dir: string) => join(dir, 'in.txt')],
+    ['a symlink', (dir: string) => (symlinkSync(join(dir, 'in.txt'), join(dir, 'alias.txt')), join(dir, 'alias.txt'))],
+    ['a hard link', (dir: string) => (linkSync(join(dir, 'in.txt'), join(dir, 'alias.txt')), join(dir, 'alias.txt'))],
+  ] as const) {
+    it(`-o onto the input through ${how} exits 2 and leaves the input intact`, () => {
+      const { dir, input } = workdir()
+      const result = wasmSandbox([example('upper.wasm'), input, '-o', alias(dir)])
+      assert.equal(result.status, 2, result.stderr.toString())
+      assert.match(result.stderr.toString(), /is the input file/)
+      assert.deepEqual(readFileSync(input), readFileSync(demo))
+      assert.ok(!readdirSync(dir).some((f) => f.endsWith('.tmp')))
+    })
+  }
+
+  for (const args of [
+    ['--buffer-size', 'abc'],
+    ['--buffer-size', '0x400'],
+    ['--buffer-size', '0'],
+    ['--timeout', '5s'],
+    ['--timeout', ''],
+    ['--memory=-1'],
+    ['--memory', '1000'],
+    ['--max-output', '1.5'],
+    ['--max-record-size', '10', '--buffer-size', '100'],
+    ['--delimiter', ''],
+    ['--buffer-size', '1', '--delimiter', 'ab'],
+  ]) {
+    it(`a bad option value (${args.join(' ')}) exits 2 with a one-line message, touching nothing`, () => {
+      const { dir, input, output } = workdir()
+      const result = wasmSandbox([example('upper.wasm'), input, ...args, '-o', output])
+      const stderr = result.stderr.toString()
+      assert.equal(result.status, 2, stderr)
+      assert.match(stderr, /^wasm-sandbox: [^\n]+\n$/, 'one line')
+      assert.match(stderr, /--[a-z-]+/, 'names the option')
+      assert.deepEqual(readFileSync(output), PRECIOUS)
+      assert.deepEqual(readdirSync(dir).sort(), ['in.txt', 'out.txt'])
+    })
+  }
+
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    it(`${signal} mid-run removes the temporary file and leaves the -o file untouched`, { skip: process.platform === 'win32' }, async () => {
+      const { dir, output } = workdir()
+      const child = spawn(process.execPath, [cli, example('pass.wasm'), '-b', '1024', '-o', output], { stdio: ['pipe', 'ignore', 'pipe'] })
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+        child.on('exit', (code, signal) => resolve({ code, signal })),
+      )
+      try {
+        // Standard input stays open, so the run is still going when the signal arrives.
+        child.stdin.write(Buffer.alloc(4096, 'x'))
+        const deadline = Date.now() + 10_000
+        const temp = (): string | undefined => readdirSync(dir).find((f) => f !== 'in.txt' && f !== 'out.txt')
+        while (!(temp() && statSync(join(dir, temp()!)).size > 0)) {
+          assert.ok(Date.now() < deadline, 'the run started writing its temporary file')
+          await delay(20)
+        }
+        child.kill(signal)
+      } catch (err) {
+        child.kill('SIGKILL')
+        throw err
+      }
+      const { signal: died } = await exited
+      assert.equal(died, signal, 'dies of the signal, as an uncaught one would')
+      assert.deepEqual(readFileSync(output), PRECIOUS)
+      assert.deepEqual(readdirSync(dir).sort(), ['in.txt', 'out.txt'])
+    })
+  }
 })
