@@ -110,7 +110,7 @@ async function main(): Promise<void> {
 
   console.log(
     `wasm-sandbox bench: node ${process.version}, ${values.quick ? 'quick (1/8 volume)' : 'full'}, ` +
-      `${formatSize(VOLUME * scale)} per throughput run, ${cells.length} cells × (1 warm-up + ${REPS} runs), ` +
+      (cells.length === 0 ? 'WASI cells only, ' : `${formatSize(VOLUME * scale)} per throughput run, ${cells.length} cells × (1 warm-up + ${REPS} runs), `) +
       `malloc ${stableMalloc ? 'tuned (MALLOC_TRIM_THRESHOLD_ set)' : 'default'}`,
   )
   const started = Date.now()
