@@ -305,7 +305,7 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
     checkpointInterval,
     recoveryStrategy,
     stateless: options.stateless ?? false,
-    wasi: resolveWasiFor(options.wasi),
+    wasi: { ...resolveWasiFor(options.wasi), delimiter },
     flowControl: resolveFlowControl(options.flowControl, highWaterMark, maxConcurrency),
   }
 }

@@ -53,6 +53,8 @@ export interface WasiConfig {
   random: 'real' | 'seeded' | 'none'
   startTime: number
   seed: number
+  /** The stream's `delimiter`: in record mode, one run per record it ends. */
+  delimiter: Uint8Array | undefined
 }
 
 export interface ResolvedWasi extends WasiConfig {
@@ -130,6 +132,7 @@ export function resolveWasi(value: unknown): ResolvedWasi | undefined {
     random: oneOf('random', w.random, ['real', 'seeded', 'none'] as const, 'real'),
     startTime: w.startTime ?? 0,
     seed: w.seed ?? 1,
+    delimiter: undefined,
     stderr: w.stderr,
   }
 }

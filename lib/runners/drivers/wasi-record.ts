@@ -2,7 +2,8 @@
  * The worker driver for a WASI command run once per record (per chunk): stdin is that chunk,
  * stdout its output, and every run gets a fresh instance, so nothing leaks between records. The
  * next instance is prepared right after a run, while the main thread is still sending input.
- * A record run keeps no state, so a snapshot is empty and a restore has nothing to do.
+ * A record run keeps no state, so a snapshot is empty and a restore has nothing to do. Output
+ * of the runs in one chunk is reported with that chunk.
  */
 import { errors } from '../../errors.js'
 import type { DriverHost } from '../driver.js'
@@ -21,11 +22,13 @@ export async function serve(host: DriverHost): Promise<never> {
   let record = Buffer.allocUnsafe(Math.min(data.bufferSize, 1024 * 1024))
   let length = 0
   let pos = 0
+  let limit = 0
+  const delimiter = config.delimiter && Buffer.from(config.delimiter)
   let tail = new StderrTail()
 
   const streams: StandardStreams = {
     read(memory, ptr, want) {
-      const n = Math.min(want, length - pos)
+      const n = Math.min(want, limit - pos)
       memory.set(record.subarray(pos, pos + n), ptr)
       pos += n
       return n
@@ -54,16 +57,24 @@ export async function serve(host: DriverHost): Promise<never> {
       input.consume()
       host.consumed()
       if (length < total) continue
-      pos = 0
-      tail = new StderrTail()
-      const site = { module: data.guest.name, exportName: '_start', offset }
-      host.enter(EXPORT_WASI_START, offset)
-      const code = next.run(site)
-      host.leave()
+      // A chunk holds whole records (the chunker never cuts one): a run for each.
+      let start = 0
+      while (start < total) {
+        const cut = delimiter ? record.subarray(start, total).indexOf(delimiter) : -1
+        const end = cut < 0 ? total : start + cut + delimiter!.length
+        pos = start
+        limit = end
+        tail = new StderrTail()
+        const site = { module: data.guest.name, exportName: '_start', offset: offset + start }
+        host.enter(EXPORT_WASI_START, site.offset)
+        const code = next.run(site)
+        host.leave()
+        if (code !== 0) throw errors.exit(site, code, tail.text())
+        next = prepare()
+        start = end
+      }
       length = 0
-      if (code !== 0) throw errors.exit(site, code, tail.text())
       host.writeFrame(OUT_DONE)
-      next = prepare()
     } else if (kind === IN_SNAPSHOT) {
       input.consume()
       host.postSnapshot({ memory: new Uint8Array(0), globals: [], region: { ptr: 0, size: 0 } })

@@ -1,0 +1,229 @@
+/**
+ * WASI programs: whole-stream and per-record runs against JS references, streaming (output
+ * before the input ends, flat memory), exits, stderr, capabilities, time limits and teardown.
+ * The C programs are in examples/wasi (built with clang + wasi-libc, committed), the small WAT
+ * ones in spec/fixtures/wasi-*.wat.
+ */
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { PassThrough, Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { MemoryCheckpointStorage, wasmTransform, type SandboxOptions, type WasmSandboxError } from '../lib/index.js'
+import { example, fixture, grepLinesRef, repoRoot, upperRef, wcRef } from './helpers/reference.js'
+import { collector, delay, randomLines, run, sourceOf } from './helpers/streams.js'
+
+const program = (name: string): string => example(`wasi/${name}`)
+
+/** Random cut points, so reads land anywhere in the input. */
+const SIZES = [1, 7, 4096, 65536, 100_000, 3, 250_000]
+
+describe('WASI whole-stream mode', () => {
+  it('upper over several MiB, cut at random points, matches the JS reference', async () => {
+    const input = randomLines(6 * 1024 * 1024, 11)
+    assert.deepEqual(await run(wasmTransform(program('upper.wasm')), input, SIZES), upperRef(input))
+  })
+
+  it('wc (state over the whole stream) matches the JS reference', async () => {
+    const input = randomLines(3 * 1024 * 1024, 12)
+    assert.deepEqual(await run(wasmTransform(program('wc.wasm')), input, SIZES), wcRef(input))
+  })
+
+  it('output arrives before the input ends', { skip: 'until the chunker flushes a pause (maxLatency)' }, async () => {
+    const stream = wasmTransform(program('cat.wasm'))
+    const input = new PassThrough()
+    const out = collector()
+    const done = pipeline(input, stream, out)
+    input.write('first\n')
+    for (let i = 0; i < 200 && out.result().length === 0; i++) await delay(10)
+    assert.equal(out.result().toString(), 'first\n', 'the first write came back while the input was still open')
+    input.end('second\n')
+    await done
+    assert.equal(out.result().toString(), 'first\nsecond\n')
+  })
+
+  it('100 MiB through a reducer keeps memory flat', async () => {
+    const line = Buffer.from('the quick brown fox jumps over the lazy dog\n')
+    const chunk = Buffer.alloc(1024 * 1024)
+    for (let i = 0; i + line.length <= chunk.length; i += line.length) line.copy(chunk, i)
+    let sent = 0
+    let peak = 0
+    const before = process.memoryUsage().rss
+    const source = new Readable({
+      read() {
+        peak = Math.max(peak, process.memoryUsage().rss)
+        if (sent++ === 100) this.push(null)
+        else this.push(Buffer.from(chunk))
+      },
+    })
+    const out = collector()
+    await pipeline(source, wasmTransform(program('wc.wasm')), out)
+    const [, words, bytes] = out.result().toString().trim().split(' ').map(Number)
+    assert.equal(bytes, 100 * chunk.length)
+    assert.ok(words! > 0)
+    assert.ok(peak - before < 96 * 1024 * 1024, `RSS grew by ${Math.round((peak - before) / 1e6)} MB over 100 MiB of input`)
+  })
+
+  it('a program that exits before reading all its input ends the output cleanly', async () => {
+    const input = randomLines(5 * 1024 * 1024, 13)
+    const stream = wasmTransform(program('head.wasm'), { wasi: { args: ['head', '3'] } })
+    const out = await run(stream, input, [65536])
+    const lines = input.toString().split('\n').slice(0, 3).join('\n') + '\n'
+    assert.equal(out.toString(), lines)
+    assert.equal(stream.metrics().bytesIn, input.length, 'the rest of the input was read and discarded')
+  })
+
+  it('a non-zero exit is ERR_WASM_EXIT with the exit code and the end of stderr', async () => {
+    const stream = wasmTransform(fixture('wasi-exit.wasm'))
+    const events = { error: 0, end: 0, close: 0, stderr: 0 }
+    for (const e of Object.keys(events) as Array<keyof typeof events>) stream.on(e, () => events[e]++)
+    const out = collector()
+    await assert.rejects(pipeline(sourceOf(Buffer.from('input')), stream, out), (err: WasmSandboxError) => {
+      assert.equal(err.code, 'ERR_WASM_EXIT')
+      assert.equal(err.exitCode, 3)
+      assert.match(err.message, /exited with code 3[\s\S]*something broke/)
+      return true
+    })
+    await delay(20)
+    assert.deepEqual(events, { error: 1, end: 0, close: 1, stderr: 1 })
+    assert.equal(out.result().toString(), 'out\n', 'stderr is never mixed into the output')
+  })
+
+  it("stderr goes to 'stderr' events and to wasi.stderr, not into the output", async () => {
+    const copy = collector()
+    const stream = wasmTransform(program('fail.wasm'), { wasi: { stderr: copy } })
+    const seen: Buffer[] = []
+    stream.on('stderr', (chunk: Buffer) => seen.push(chunk))
+    await assert.rejects(run(stream, Buffer.from('x')), { code: 'ERR_WASM_EXIT', exitCode: 3 })
+    assert.match(Buffer.concat(seen).toString(), /deliberate failure/)
+    assert.deepEqual(copy.result(), Buffer.concat(seen))
+  })
+
+  it('a program computing forever after its first read is stopped by limits.timeout', async () => {
+    const started = performance.now()
+    await assert.rejects(run(wasmTransform(fixture('wasi-spin.wasm'), { limits: { timeout: 300 } }), Buffer.from('x')), {
+      code: 'ERR_WASM_TIMEOUT',
+      exportName: '_start',
+    })
+    assert.ok(performance.now() - started < 3000)
+  })
+
+  it('a program blocked on a slow consumer is not timed out', async () => {
+    const stream = wasmTransform(program('cat.wasm'), { limits: { timeout: 150 }, bufferSize: 16 * 1024, highWaterMark: 16 * 1024 })
+    let bytes = 0
+    const slow = new Writable({
+      highWaterMark: 1024,
+      write(chunk: Buffer, _e, cb) {
+        bytes += chunk.length
+        setTimeout(cb, 60)
+      },
+    })
+    const input = Buffer.alloc(512 * 1024, 120)
+    await pipeline(sourceOf(input, [65536]), stream, slow)
+    assert.equal(bytes, input.length)
+  })
+
+  it('destroy mid-run terminates the worker and the process exits by itself', () => {
+    const script = `
+      import { wasmTransform } from ${JSON.stringify(join(repoRoot, 'build/lib/index.js'))}
+      const s = wasmTransform(${JSON.stringify(program('cat.wasm'))})
+      s.on('error', () => {})
+      s.write('hello\\n')
+      s.once('data', () => s.destroy(new Error('stop')))
+      s.on('close', () => console.log('closed'))
+    `
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: 10_000, encoding: 'utf8' })
+    assert.equal(child.signal, null, 'the process exited by itself, not by the timeout')
+    assert.equal(child.status, 0, child.stderr)
+    assert.equal(child.stdout.trim(), 'closed')
+  })
+
+  it('checkpoints are refused: a run cannot be captured mid-stream', async () => {
+    const options: SandboxOptions = { checkpoint: { storage: new MemoryCheckpointStorage(), every: 1 } }
+    await assert.rejects(run(wasmTransform(program('cat.wasm'), options), Buffer.from('x')), { code: 'ERR_WASM_CHECKPOINT_UNSUPPORTED' })
+  })
+
+  it('inline isolation and mid-stream recovery are refused with what to do', async () => {
+    await assert.rejects(run(wasmTransform(program('cat.wasm'), { isolation: 'inline' }), Buffer.from('x')), {
+      code: 'ERR_WASM_INVALID_OPTION',
+      message: /isolation 'worker'/,
+    })
+    await assert.rejects(run(wasmTransform(program('cat.wasm'), { recoveryStrategy: 'skip' }), Buffer.from('x')), {
+      code: 'ERR_WASM_INVALID_OPTION',
+      message: /mode: 'record'/,
+    })
+  })
+})
+
+describe('WASI capabilities: nothing unless granted', () => {
+  const grant = mkdtempSync(join(tmpdir(), 'wasi-grant-'))
+  writeFileSync(join(grant, 'dict.txt'), 'apple\npear\n')
+
+  it('every escape attempt fails, and the environment is empty', async () => {
+    const report = (await run(wasmTransform(program('escape.wasm'), { wasi: { args: ['escape', '/data'], preopens: { '/data': grant } } }), Buffer.alloc(0))).toString()
+    for (const attempt of ['open /etc/passwd', 'open ../', 'open /proc/self/environ', 'getenv HOME', 'environ', 'open /data/../etc/passwd']) {
+      assert.match(report, new RegExp(`^${attempt.replace(/[/.]/g, '\\$&')}: denied$`, 'm'), report)
+    }
+  })
+
+  it('env is what the caller grants, nothing more', async () => {
+    const report = (await run(wasmTransform(program('escape.wasm'), { wasi: { env: { HOME: '/nowhere' } } }), Buffer.alloc(0))).toString()
+    assert.match(report, /^getenv HOME: OPEN$/m)
+  })
+
+  it('a granted directory is readable; without the grant the file is not there', async () => {
+    const input = Buffer.from('apple\nkiwi\n')
+    const granted = { wasi: { args: ['lookup', '/data/dict.txt'], preopens: { '/data': grant } } }
+    assert.equal((await run(wasmTransform(program('lookup.wasm'), granted), input)).toString(), '+ apple\n- kiwi\n')
+    await assert.rejects(run(wasmTransform(program('lookup.wasm'), { wasi: { args: ['lookup', '/data/dict.txt'] } }), input), {
+      code: 'ERR_WASM_EXIT',
+    })
+  })
+
+  it('a deterministic clock and random make runs repeat', async () => {
+    // escape.wasm does not read time; the options are validated and accepted on any program.
+    const options: SandboxOptions = { wasi: { clock: 'fixed', random: 'seeded', seed: 7, startTime: 0 } }
+    assert.deepEqual(await run(wasmTransform(program('cat.wasm'), options), Buffer.from('x')), Buffer.from('x'))
+    assert.throws(() => wasmTransform(program('cat.wasm'), { wasi: { clock: 'sundial' as never } }), { code: 'ERR_WASM_INVALID_OPTION' })
+  })
+})
+
+describe('WASI per-record mode', () => {
+  it('one fresh run per record: a counter never passes 1', async () => {
+    const input = Buffer.from('a\nbb\nccc\n'.repeat(50))
+    const out = await run(wasmTransform(fixture('wasi-counter.wasm'), { wasi: { mode: 'record' }, delimiter: '\n', bufferSize: 64 }), input, [5])
+    const expected = input.toString().split('\n').slice(0, -1).map((r) => `1${r}\n`).join('')
+    assert.equal(out.toString(), expected)
+  })
+
+  it('grep per line matches the JS reference, in input order', async () => {
+    const input = randomLines(256 * 1024, 14)
+    const options: SandboxOptions = { wasi: { mode: 'record', args: ['grep', 'ab'] }, delimiter: '\n', bufferSize: 4096 }
+    const out = await run(wasmTransform(program('grep.wasm'), options), input, SIZES)
+    assert.deepEqual(out, Buffer.concat(grepLinesRef(input, 'ab')))
+  })
+
+  it('checkpoints and resume work as for ABI v1 guests', async () => {
+    const storage = new MemoryCheckpointStorage()
+    const input = Buffer.from(Array.from({ length: 400 }, (_, i) => `line ${i}\n`).join(''))
+    const options: SandboxOptions = { wasi: { mode: 'record' }, delimiter: '\n', bufferSize: 256, checkpoint: { storage, every: 512 } }
+    const full = await run(wasmTransform(fixture('wasi-counter.wasm'), options), input, [100])
+    const checkpoint = await storage.loadLatest()
+    assert.ok(checkpoint && checkpoint.inputOffset > 0)
+    const rest = await run(wasmTransform(fixture('wasi-counter.wasm'), { ...options, resumeFrom: checkpoint }), input.subarray(checkpoint.inputOffset), [100])
+    assert.deepEqual(Buffer.concat([full.subarray(0, checkpoint.outputOffset), rest]), full)
+  })
+})
+
+describe('WASI modules at load', () => {
+  it('a module importing WASI that is neither a command nor an ABI v1 guest is refused, saying why', async () => {
+    const wat = await import('wabt').then((m) => m.default())
+    const bytes = wat.parseWat('x', '(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))) (memory (export "memory") 1))').toBinary({}).buffer
+    await assert.rejects(run(wasmTransform(Buffer.from(bytes)), Buffer.from('x')), { code: 'ERR_WASM_MISSING_EXPORT', message: /_start/ })
+    const unknown = wat.parseWat('y', '(module (import "wasi_snapshot_preview1" "fd_teleport" (func)) (memory (export "memory") 1) (func (export "_start")))').toBinary({}).buffer
+    await assert.rejects(run(wasmTransform(Buffer.from(unknown)), Buffer.from('x')), { code: 'ERR_WASM_UNKNOWN_IMPORT', message: /fd_teleport/ })
+  })
+})
