@@ -12,7 +12,7 @@ import { readExample } from './helpers/reference.js'
 describe('mutated modules', () => {
   const sandbox = createSandbox({ isolation: 'worker', limits: { timeout: 500, memory: 16 * 1024 * 1024 } })
 
-  for (const name of ['upper.wasm', 'wc.wasm']) {
+  for (const [name, runs] of [['upper.wasm', 300], ['wc.wasm', 300], ['wasi/upper.wasm', 40], ['wasi/wc.wasm', 40]] as const) {
     it(`random byte mutations of ${name} succeed or fail with a WasmSandboxError`, async (t) => {
       const original = readExample(name)
       let failures = 0
@@ -39,7 +39,7 @@ describe('mutated modules', () => {
             }
           },
         ),
-        { numRuns: 300 },
+        { numRuns: runs },
       )
       t.diagnostic(`${successes} ran, ${failures} refused: ${JSON.stringify(Object.fromEntries(codes))}`)
       assert.ok(failures > 0, 'some mutations must have been refused, or the test tests nothing')
