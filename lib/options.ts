@@ -206,21 +206,54 @@ function resolveBackpressure(value: unknown): BackpressureStrategy {
   throw errors.invalidOption(`backpressure must be 'block', 'drop', 'sample' or 'adaptive', got ${JSON.stringify(value)}`)
 }
 
-function resolveFlowControl(value: unknown, highWaterMark: number, maxConcurrency: number): Required<FlowControlOptions> {
-  const flow = (value ?? {}) as FlowControlOptions
+/** What the BackpressureGate runs with, resolved. */
+export interface GateSettings {
+  strategy: BackpressureStrategy
+  /** The gate's own stream highWaterMark. */
+  streamHwm: number
+  high: number
+  low: number
+  sampleRate: number
+  maxDelay: number
+}
+
+/**
+ * The gate's settings, by one set of rules whether they come through `createSandbox` or
+ * `new BackpressureGate(...)`.
+ */
+export function resolveGateSettings(strategy: unknown, flowControl: unknown, highWaterMark: unknown, defaultHwm = DEFAULT_BUFFER_SIZE): GateSettings {
+  const flow = (flowControl ?? {}) as FlowControlOptions
   if (typeof flow !== 'object' || flow === null) throw errors.invalidOption('flowControl must be an object')
   rejectUnknown('flowControl option', flow, FLOW_KEYS)
-  const hwm = positiveInt('flowControl.highWaterMark', flow.highWaterMark, highWaterMark)
-  const lwm = flow.lowWaterMark === undefined ? Math.floor(hwm / 2) : flow.lowWaterMark
-  if (!Number.isInteger(lwm) || lwm < 0 || lwm > hwm) {
-    throw errors.invalidOption(`flowControl.lowWaterMark must be an integer from 0 to highWaterMark (${hwm})`)
+  const streamHwm = positiveInt('highWaterMark', highWaterMark, defaultHwm)
+  const high = positiveInt('flowControl.highWaterMark', flow.highWaterMark, streamHwm)
+  const low = flow.lowWaterMark === undefined ? Math.floor(high / 2) : flow.lowWaterMark
+  if (typeof low !== 'number' || !Number.isInteger(low) || low < 0 || low > high) {
+    throw errors.invalidOption(`flowControl.lowWaterMark must be an integer from 0 to flowControl.highWaterMark (${high}), got ${String(low)}`)
+  }
+  const maxDelay = flow.maxDelay ?? 50
+  if (typeof maxDelay !== 'number' || !Number.isInteger(maxDelay) || maxDelay < 0 || maxDelay > 60_000) {
+    throw errors.invalidOption(`flowControl.maxDelay must be an integer number of ms from 0 to 60000, got ${String(maxDelay)}`)
   }
   return {
-    highWaterMark: hwm,
-    lowWaterMark: lwm,
-    maxInFlight: positiveInt('flowControl.maxInFlight', flow.maxInFlight, maxConcurrency, 1024),
+    strategy: resolveBackpressure(strategy),
+    streamHwm,
+    high,
+    low,
     sampleRate: positiveInt('flowControl.sampleRate', flow.sampleRate, 10),
-    maxDelay: positiveInt('flowControl.maxDelay', flow.maxDelay, 50, 60_000),
+    maxDelay,
+  }
+}
+
+function resolveFlowControl(value: unknown, highWaterMark: number, maxConcurrency: number): Required<FlowControlOptions> {
+  const gate = resolveGateSettings(undefined, value, highWaterMark)
+  const flow = (value ?? {}) as FlowControlOptions
+  return {
+    highWaterMark: gate.high,
+    lowWaterMark: gate.low,
+    maxInFlight: positiveInt('flowControl.maxInFlight', flow.maxInFlight, maxConcurrency, 1024),
+    sampleRate: gate.sampleRate,
+    maxDelay: gate.maxDelay,
   }
 }
 

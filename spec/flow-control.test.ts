@@ -379,7 +379,7 @@ describe('BackpressureGate: adaptive', () => {
     const gateUrl = new URL('../lib/stages/backpressure-gate.js', import.meta.url).href
     const script = `
       import { BackpressureGate } from ${JSON.stringify(gateUrl)}
-      const g = new BackpressureGate({ strategy: 'adaptive', flowControl: { highWaterMark: 1000, lowWaterMark: 0, maxDelay: 600000 } })
+      const g = new BackpressureGate({ strategy: 'adaptive', flowControl: { highWaterMark: 1000, lowWaterMark: 0, maxDelay: 60000 } })
       let closes = 0, late = 0
       g.on('close', () => closes++)
       g.write(Buffer.alloc(100))

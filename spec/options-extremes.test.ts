@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import fc from 'fast-check'
-import { wasmTransform, type SandboxOptions } from '../lib/index.js'
+import { BackpressureGate, createSandbox, wasmTransform, type SandboxOptions } from '../lib/index.js'
 import { example } from './helpers/reference.js'
 import { run } from './helpers/streams.js'
 
@@ -60,4 +60,26 @@ describe('accepted options never crash the host', () => {
       { numRuns: 40, seed: 20261125 },
     )
   })
+})
+
+describe('validation lives in options.ts once', () => {
+  const cases: Array<[string, Record<string, unknown>, boolean]> = [
+    ['maxDelay 0', { maxDelay: 0 }, true],
+    ['maxDelay 60000', { maxDelay: 60_000 }, true],
+    ['maxDelay 60001', { maxDelay: 60_001 }, false],
+    ['maxDelay 1.5', { maxDelay: 1.5 }, false],
+    ['highWaterMark 2^31', { highWaterMark: 2 ** 31 }, false],
+    ['lowWaterMark = highWaterMark', { highWaterMark: 100, lowWaterMark: 100 }, true],
+    ['unknown key', { hwm: 1 }, false],
+  ]
+  for (const [name, flowControl, ok] of cases) {
+    it(`the gate and createSandbox agree on ${name}`, () => {
+      const viaGate = (): unknown => new BackpressureGate({ strategy: 'adaptive', flowControl })
+      const viaSandbox = (): unknown => createSandbox({ backpressure: 'adaptive', flowControl })
+      for (const attempt of [viaGate, viaSandbox]) {
+        if (ok) assert.doesNotThrow(attempt)
+        else assert.throws(attempt, { code: 'ERR_WASM_INVALID_OPTION' })
+      }
+    })
+  }
 })

@@ -2,7 +2,7 @@ import type { TransformCallback } from 'node:stream'
 import { Transform } from 'readable-stream'
 import { errors } from '../errors.js'
 import { logger } from '../log.js'
-import type { BackpressureStrategy, FlowControlOptions } from '../options.js'
+import { resolveGateSettings, type BackpressureStrategy, type FlowControlOptions, type GateSettings } from '../options.js'
 import { emitSafely } from './emit-safely.js'
 import { offsetOf } from './offset.js'
 
@@ -45,42 +45,10 @@ export interface GateDrop {
  * write callback on its behalf (it does once its readable buffer passes readableHighWaterMark).
  */
 const UNBOUNDED = Number.MAX_SAFE_INTEGER
-const STRATEGIES: readonly BackpressureStrategy[] = ['block', 'drop', 'sample', 'adaptive']
 
-interface Resolved {
-  strategy: BackpressureStrategy
-  streamHwm: number
-  high: number
-  low: number
-  sampleRate: number
-  maxDelay: number
-}
-
-function integer(name: string, value: unknown, fallback: number, min: number, max = UNBOUNDED): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw errors.invalidOption(`${name} must be an integer from ${min} to ${max}, got ${String(value)}`)
-  }
-  return value
-}
-
-function resolve(options: BackpressureGateOptions): Resolved {
+function resolve(options: BackpressureGateOptions): GateSettings {
   if (typeof options !== 'object' || options === null) throw errors.invalidOption('BackpressureGate options must be an object')
-  const strategy = options.strategy ?? 'block'
-  if (!STRATEGIES.includes(strategy)) {
-    throw errors.invalidOption(`backpressure must be 'block', 'drop', 'sample' or 'adaptive', got ${JSON.stringify(strategy)}`)
-  }
-  const flow = options.flowControl ?? {}
-  if (typeof flow !== 'object' || flow === null) throw errors.invalidOption('flowControl must be an object')
-  const streamHwm = integer('highWaterMark', options.highWaterMark, 64 * 1024, 1)
-  const high = integer('flowControl.highWaterMark', flow.highWaterMark, streamHwm, 1)
-  const low = integer('flowControl.lowWaterMark', flow.lowWaterMark, Math.floor(high / 2), 0, high)
-  const sampleRate = integer('flowControl.sampleRate', flow.sampleRate, 10, 1)
-  const maxDelay = flow.maxDelay ?? 50
-  if (typeof maxDelay !== 'number' || !Number.isFinite(maxDelay) || maxDelay < 0 || maxDelay > 2 ** 31 - 1) {
-    throw errors.invalidOption(`flowControl.maxDelay must be a number of ms from 0 to ${2 ** 31 - 1}, got ${String(maxDelay)}`)
-  }
-  return { strategy, streamHwm, high, low, sampleRate, maxDelay }
+  return resolveGateSettings(options.strategy, options.flowControl, options.highWaterMark)
 }
 
 /**
