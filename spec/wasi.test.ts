@@ -227,3 +227,16 @@ describe('WASI modules at load', () => {
     await assert.rejects(run(wasmTransform(Buffer.from(unknown)), Buffer.from('x')), { code: 'ERR_WASM_UNKNOWN_IMPORT', message: /fd_teleport/ })
   })
 })
+
+describe('ABI v1 guests built with wasi-libc (reactors)', () => {
+  for (const isolation of ['inline', 'worker'] as const) {
+    it(`_initialize runs before the first chunk, and stdout/stderr are diagnostics (${isolation})`, async () => {
+      const stream = wasmTransform(fixture('wasi-reactor.wasm'), { isolation, bufferSize: 4 })
+      const diagnostics: string[] = []
+      stream.on('stderr', (chunk: Buffer) => diagnostics.push(chunk.toString()))
+      const out = await run(stream, Buffer.from('abcdefgh'), [4])
+      assert.equal(out.toString(), 'abcdefgh', 'the output is only what the guest emitted')
+      assert.deepEqual(diagnostics, ['ready\n', 'chunk\n', 'chunk\n'])
+    })
+  }
+})
