@@ -91,3 +91,20 @@ for (const name of ['inline', 'worker']) {
     })
   })
 }
+
+describe('a deadline during start-up', () => {
+  it('fails the stream with the deadline, once, instead of hanging on a start that never calls back', async () => {
+    const { wasmTransform } = await import('../lib/index.js')
+    const { fixture } = await import('./helpers/reference.js')
+    const { run, delay } = await import('./helpers/streams.js')
+    const stream = wasmTransform(fixture('loop-start.wasm'), { limits: { deadline: 200, timeout: 30_000 } })
+    const events = { error: 0, close: 0 }
+    stream.on('error', () => events.error++)
+    stream.on('close', () => events.close++)
+    const started = performance.now()
+    await assert.rejects(run(stream, Buffer.from('x')), { code: 'ERR_WASM_TIMEOUT', exportName: 'start', message: /deadline of 200 ms/ })
+    assert.ok(performance.now() - started < 5000)
+    await delay(20)
+    assert.deepEqual(events, { error: 1, close: 1 })
+  })
+})

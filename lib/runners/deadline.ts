@@ -1,6 +1,7 @@
 import type { GuestState } from '../checkpoint/types.js'
 import { errors, type WasmSandboxError } from '../errors.js'
 import type { LoadedGuest } from '../guest/load.js'
+import { WrappingRunner } from './wrapping.js'
 import type { GuestRunner, Job, RunnerCallback, RunnerFactory, RunnerHooks, RunnerOptions } from './runner.js'
 
 /**
@@ -8,8 +9,8 @@ import type { GuestRunner, Job, RunnerCallback, RunnerFactory, RunnerHooks, Runn
  * gets `deadline` ms. When it passes, the guest is dropped and the failure is final (recovery,
  * inside this runner, never sees it).
  */
-export class DeadlineRunner implements GuestRunner {
-  private readonly inner: GuestRunner
+export class DeadlineRunner extends WrappingRunner {
+  protected readonly inner: GuestRunner
   private readonly hooks: RunnerHooks
   private readonly guestName: string
   private readonly deadline: number
@@ -17,47 +18,44 @@ export class DeadlineRunner implements GuestRunner {
   /** Jobs handed over and not done: the oldest is where the time ran out. */
   private readonly pending: Job[] = []
   private lastOffset = 0
+  private started = false
+  private startCallback: RunnerCallback | undefined
 
   constructor(factory: RunnerFactory, guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions, deadline: number) {
+    super()
     this.hooks = hooks
     this.guestName = guest.name
     this.deadline = deadline
     this.inner = factory(guest, { ...hooks, done: this.onDone, skipped: this.onSkipped, failed: this.onFailed }, options)
   }
 
-  start(callback: RunnerCallback, restore?: GuestState): void {
+  override start(callback: RunnerCallback, restore?: GuestState): void {
     if (!this.timer) {
       this.timer = setTimeout(this.expire, this.deadline)
       // The stream's own work keeps the process alive; an idle stream must not.
       this.timer.unref()
     }
-    this.inner.start(callback, restore)
+    this.startCallback = callback
+    this.inner.start((err) => {
+      const waiting = this.startCallback
+      this.startCallback = undefined
+      this.started = !err
+      waiting?.(err)
+    }, restore)
   }
 
-  process(job: Job, callback: RunnerCallback): void {
+  override process(job: Job, callback: RunnerCallback): void {
     this.pending.push(job)
     this.lastOffset = job.offset
     this.inner.process(job, callback)
   }
 
-  snapshot(callback: (err: Error | null, state?: GuestState) => void): void {
-    this.inner.snapshot(callback)
-  }
-
-  guestTimeMs(): number {
-    return this.inner.guestTimeMs()
-  }
-
-  resume(): void {
-    this.inner.resume()
-  }
-
-  restart(callback: RunnerCallback, restore?: GuestState): void {
+  override restart(callback: RunnerCallback, restore?: GuestState): void {
     this.pending.length = 0
     this.inner.restart(callback, restore)
   }
 
-  destroy(): void {
+  override destroy(): void {
     this.clear()
     this.pending.length = 0
     this.inner.destroy()
@@ -72,10 +70,15 @@ export class DeadlineRunner implements GuestRunner {
     this.timer = undefined
     const job = this.pending[0]
     const exportName = !job ? 'process_chunk' : job.input ? 'process_chunk' : 'flush'
-    const site = { module: this.guestName, exportName, offset: job?.offset ?? this.lastOffset }
-    this.inner.destroy()
+    const site = { module: this.guestName, exportName: this.started ? exportName : 'start', offset: job?.offset ?? this.lastOffset }
+    const err = errors.timeout(site, this.deadline, 'deadline')
     this.pending.length = 0
-    this.hooks.failed(job, errors.timeout(site, this.deadline, 'deadline'))
+    const starting = this.startCallback
+    this.startCallback = undefined
+    this.inner.destroy()
+    // Still starting: the start itself fails with the deadline (the stream waits on it).
+    if (starting) starting(err)
+    else this.hooks.failed(job, err)
   }
 
   private readonly onDone = (job: Job): void => {

@@ -2,6 +2,7 @@ import type { GuestState } from '../checkpoint/types.js'
 import { errors, type WasmSandboxError } from '../errors.js'
 import type { LoadedGuest } from '../guest/load.js'
 import { logger } from '../log.js'
+import { WrappingRunner } from './wrapping.js'
 import type { GuestRunner, Job, RunnerCallback, RunnerFactory, RunnerHooks, RunnerOptions } from './runner.js'
 
 const log = logger('recovery')
@@ -33,8 +34,8 @@ export interface RecoveryOptions {
  * the latest snapshot) plus the completed jobs since (`replayLog`) run again with their output
  * discarded. Then the failed job is retried, or skipped, and the jobs queued behind it resent.
  */
-export class RecoveringRunner implements GuestRunner {
-  private readonly inner: GuestRunner
+export class RecoveringRunner extends WrappingRunner {
+  protected readonly inner: GuestRunner
   private readonly hooks: RunnerHooks
   private readonly options: RecoveryOptions
   private readonly guestName: string
@@ -55,6 +56,7 @@ export class RecoveringRunner implements GuestRunner {
   private destroyed = false
 
   constructor(factory: RunnerFactory, guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions, recovery: RecoveryOptions) {
+    super()
     this.hooks = hooks
     this.options = recovery
     this.guestName = guest.name
@@ -65,7 +67,7 @@ export class RecoveringRunner implements GuestRunner {
     this.inner = factory(guest, { output: this.onOutput, done: this.onDone, failed: this.onFailed, stderr: hooks.stderr }, innerOptions)
   }
 
-  start(callback: RunnerCallback, restore?: GuestState): void {
+  override start(callback: RunnerCallback, restore?: GuestState): void {
     if (this.streamingProgram) {
       callback(errors.invalidOption(`recoveryStrategy ${JSON.stringify(this.options.strategy)} cannot restart ${this.guestName} mid-stream: a WASI program in stream mode is one run over the whole input. Use 'fail', or wasi: { mode: 'record' }`))
       return
@@ -74,7 +76,7 @@ export class RecoveringRunner implements GuestRunner {
     this.inner.start(callback, restore)
   }
 
-  process(job: Job, callback: RunnerCallback): void {
+  override process(job: Job, callback: RunnerCallback): void {
     if (this.recovering || (job.input && !this.options.stateless && this.replayLog.length >= REPLAY_LOG_JOBS)) {
       this.waiting = { job, callback }
       if (!this.recovering && this.pending.length === 0) this.rebase()
@@ -95,7 +97,7 @@ export class RecoveringRunner implements GuestRunner {
   }
 
   /** Captures the guest at an idle point; it becomes the base recovery restarts from. */
-  snapshot(callback: (err: Error | null, state?: GuestState) => void): void {
+  override snapshot(callback: (err: Error | null, state?: GuestState) => void): void {
     if (this.recovering || this.replaying > 0) {
       // The caller saw its jobs settle, but the new instance is still catching up.
       this.deferredSnapshot = callback
@@ -110,16 +112,12 @@ export class RecoveringRunner implements GuestRunner {
     })
   }
 
-  guestTimeMs(): number {
-    return this.inner.guestTimeMs()
-  }
-
-  resume(): void {
+  override resume(): void {
     this.paused = false
     this.inner.resume()
   }
 
-  restart(callback: RunnerCallback, restore?: GuestState): void {
+  override restart(callback: RunnerCallback, restore?: GuestState): void {
     this.generation++
     this.pending = []
     this.held.length = 0
@@ -130,7 +128,7 @@ export class RecoveringRunner implements GuestRunner {
     this.inner.restart(callback, restore)
   }
 
-  destroy(): void {
+  override destroy(): void {
     this.destroyed = true
     this.generation++
     this.pending = []

@@ -2,6 +2,7 @@ import type { GuestState } from '../checkpoint/types.js'
 import { errors, type WasmSandboxError } from '../errors.js'
 import type { LoadedGuest } from '../guest/load.js'
 import { logger } from '../log.js'
+import { WrappingRunner } from './wrapping.js'
 import type { GuestRunner, Job, RunnerCallback, RunnerFactory, RunnerHooks, RunnerOptions } from './runner.js'
 
 const log = logger('snapshot')
@@ -22,8 +23,8 @@ export interface SnapshotSchedule {
  * and reported through `hooks.snapshot` with the offsets of that point, and only then is the job
  * handed on. A cut is consistent because nothing is in flight while it is taken.
  */
-export class SnapshottingRunner implements GuestRunner {
-  private readonly inner: GuestRunner
+export class SnapshottingRunner extends WrappingRunner {
+  protected readonly inner: GuestRunner
   private readonly hooks: RunnerHooks
   private readonly guest: LoadedGuest
   private readonly wasiMode: string | undefined
@@ -39,6 +40,7 @@ export class SnapshottingRunner implements GuestRunner {
   private destroyed = false
 
   constructor(factory: RunnerFactory, guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions, schedule: SnapshotSchedule) {
+    super()
     this.hooks = hooks
     this.guest = guest
     this.wasiMode = options.wasi?.mode
@@ -49,7 +51,7 @@ export class SnapshottingRunner implements GuestRunner {
     this.inner = factory(guest, { ...hooks, output: this.onOutput, done: this.onDone, skipped: this.onSkipped, failed: this.onFailed }, options)
   }
 
-  start(callback: RunnerCallback, restore?: GuestState): void {
+  override start(callback: RunnerCallback, restore?: GuestState): void {
     if (!this.guest.hash) {
       callback(errors.checkpointUnsupported(this.guest.name, 'a precompiled WebAssembly.Module has no content hash to check a resume against'))
       return
@@ -61,7 +63,7 @@ export class SnapshottingRunner implements GuestRunner {
     this.inner.start(callback, restore)
   }
 
-  process(job: Job, callback: RunnerCallback): void {
+  override process(job: Job, callback: RunnerCallback): void {
     if (job.input && this.due(job.offset)) {
       this.waiting = { job, callback }
       if (this.inFlight === 0) this.cut()
@@ -71,25 +73,13 @@ export class SnapshottingRunner implements GuestRunner {
     this.inner.process(job, callback)
   }
 
-  snapshot(callback: (err: Error | null, state?: GuestState) => void): void {
-    this.inner.snapshot(callback)
-  }
-
-  guestTimeMs(): number {
-    return this.inner.guestTimeMs()
-  }
-
-  resume(): void {
-    this.inner.resume()
-  }
-
-  restart(callback: RunnerCallback, restore?: GuestState): void {
+  override restart(callback: RunnerCallback, restore?: GuestState): void {
     this.inFlight = 0
     this.waiting = undefined
     this.inner.restart(callback, restore)
   }
 
-  destroy(): void {
+  override destroy(): void {
     this.destroyed = true
     this.waiting = undefined
     this.inner.destroy()

@@ -197,7 +197,13 @@ export class WorkerRunner implements GuestRunner {
   destroy(): void {
     this.destroyed = true
     this.kill()
+    // Every method calls back once: a start or snapshot still waiting learns the instance is gone.
+    const start = this.startCallback
+    const snapshot = this.snapshotCallback
     this.startCallback = this.snapshotCallback = undefined
+    const gone = (): WasmSandboxError => errors.noInstance({ module: this.guest.name, exportName: start ? 'start' : 'snapshot', offset: 0 })
+    start?.(gone())
+    snapshot?.(gone())
   }
 
   private site(): GuestSite {

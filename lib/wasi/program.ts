@@ -1,6 +1,7 @@
 import { init, WASI } from '@wasmer/wasi'
 import { errors, type GuestSite, type WasmSandboxError } from '../errors.js'
 import type { LoadedGuest } from '../guest/load.js'
+import type { OutputSink } from '../guest/instance.js'
 import { PAGE_SIZE } from '../guest/binary.js'
 import { FileSystemImage } from './filesystem.js'
 import { wasiImports, WasiExit, type StandardStreams } from './imports.js'
@@ -29,10 +30,29 @@ export class StderrTail {
     this.bytes = next.length > this.limit ? next.subarray(next.length - this.limit) : next
   }
 
+  /** Forgets what was kept (a new run). */
+  reset(): void {
+    this.bytes = Buffer.alloc(0)
+  }
+
   /** The last few lines, as text. */
   text(): string {
     const lines = this.bytes.toString('utf8').split('\n')
     return lines.slice(-8).join('\n')
+  }
+}
+
+/**
+ * A program's fd 1 and fd 2 writes: stdout to `output`, stderr to `stderr` with its tail kept
+ * for the error message of a failed run.
+ */
+export function standardWrites(output: OutputSink, stderr: OutputSink, tail: StderrTail): StandardStreams['write'] {
+  return (fd, memory, ptr, length) => {
+    if (fd === 1) output(memory, ptr, length)
+    else {
+      tail.add(memory, ptr, length)
+      stderr(memory, ptr, length)
+    }
   }
 }
 

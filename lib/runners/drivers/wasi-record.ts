@@ -10,7 +10,7 @@ import type { DriverHost } from '../driver.js'
 import { EXPORT_WASI_START, IN_CHUNK, IN_FLUSH, IN_SNAPSHOT, OUT_DONE, OUT_FLUSHED } from '../protocol.js'
 import { H_KIND, H_LENGTH, H_TOTAL } from '../ring.js'
 import type { StandardStreams } from '../../wasi/imports.js'
-import { FileSystemImage, initWasi, StderrTail, WasiProgram } from '../../wasi/program.js'
+import { FileSystemImage, initWasi, standardWrites, StderrTail, WasiProgram } from '../../wasi/program.js'
 
 export async function serve(host: DriverHost): Promise<never> {
   const { data, input } = host
@@ -24,7 +24,7 @@ export async function serve(host: DriverHost): Promise<never> {
   let pos = 0
   let limit = 0
   const delimiter = config.delimiter && Buffer.from(config.delimiter)
-  let tail = new StderrTail()
+  const tail = new StderrTail()
 
   const streams: StandardStreams = {
     read(memory, ptr, want) {
@@ -33,13 +33,7 @@ export async function serve(host: DriverHost): Promise<never> {
       pos += n
       return n
     },
-    write(fd, memory, ptr, len) {
-      if (fd === 1) host.sink(memory, ptr, len)
-      else {
-        tail.add(memory, ptr, len)
-        host.stderr(memory, ptr, len)
-      }
-    },
+    write: standardWrites(host.sink, host.stderr, tail),
   }
   const prepare = (): WasiProgram => new WasiProgram(data.guest, config, streams, image, data.limits.memory)
 
@@ -64,7 +58,7 @@ export async function serve(host: DriverHost): Promise<never> {
         const end = cut < 0 ? total : start + cut + delimiter!.length
         pos = start
         limit = end
-        tail = new StderrTail()
+        tail.reset()
         const site = { module: data.guest.name, exportName: '_start', offset: offset + start }
         host.enter(EXPORT_WASI_START, site.offset)
         const code = next.run(site)

@@ -10,7 +10,7 @@ import type { DriverHost } from '../driver.js'
 import { EXPORT_WASI_START, IN_CHUNK, IN_FLUSH, IN_SNAPSHOT, OUT_DONE, OUT_FLUSHED } from '../protocol.js'
 import { H_KIND, H_LENGTH, H_TOTAL } from '../ring.js'
 import type { StandardStreams } from '../../wasi/imports.js'
-import { FileSystemImage, initWasi, StderrTail, WasiProgram } from '../../wasi/program.js'
+import { FileSystemImage, initWasi, standardWrites, StderrTail, WasiProgram } from '../../wasi/program.js'
 
 export async function serve(host: DriverHost): Promise<never> {
   const { data, input } = host
@@ -53,6 +53,7 @@ export async function serve(host: DriverHost): Promise<never> {
     }
   }
 
+  const write = standardWrites(host.sink, host.stderr, tail)
   const streams: StandardStreams = {
     read(memory, ptr, length, wait) {
       if (ended || length === 0) return 0
@@ -71,11 +72,7 @@ export async function serve(host: DriverHost): Promise<never> {
       return n
     },
     write(fd, memory, ptr, length) {
-      if (fd === 1) host.sink(memory, ptr, length)
-      else {
-        tail.add(memory, ptr, length)
-        host.stderr(memory, ptr, length)
-      }
+      write(fd, memory, ptr, length)
       host.enter(EXPORT_WASI_START, offset)
     },
   }
