@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto'
 import { createReadStream, createWriteStream, unlinkSync } from 'node:fs'
 import { open, realpath, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
-import { basename, dirname, join } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 import type { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { parseArgs } from 'node:util'
@@ -11,10 +11,11 @@ import { FileSink } from './checkpoint/file-sink.js'
 import { isWasmSandboxError } from './errors.js'
 import { resolveOptions, type SandboxOptions } from './options.js'
 
-const USAGE = `Usage: wasm-sandbox <module.wasm> [input] [-o output] [options]
+const USAGE = `Usage: wasm-sandbox <module.wasm> [input] [-o output] [options] [-- program arguments]
 
 Pipes input (a file, or standard input) through the guest module to output (a file, or
-standard output).
+standard output). A WASI program is run as it is: its stdin is the input, its stdout the
+output, its stderr goes to standard error, and what follows -- is its argv (after its name).
 
 Options:
   -o, --output <file>       write here instead of standard output; an existing file is replaced
@@ -26,10 +27,17 @@ Options:
       --timeout <ms>        time limit per guest call (default 5000; worker isolation)
       --memory <bytes>      guest memory limit (default 268435456)
       --max-output <bytes>  total output limit (default unlimited)
+WASI programs (nothing is granted unless named):
+      --env <NAME=value>    an environment variable (repeatable)
+      --dir <host[::guest]> a host directory the program may read, at guest path (default: the
+                            same absolute path); a copy, bounded (repeatable)
+      --dir-rw <host[::guest]>  the same, writable (changes stay in the program's copy)
+      --per-record          one fresh run per record (with --delimiter) or chunk
   -h, --help                this text
 
 Exit status: 0 on success, 1 on a guest or I/O error (the error code is printed), 2 on usage
-errors (an unknown option, a bad value, -o naming the input).`
+errors (an unknown option, a bad value, -o naming the input); a WASI program's own non-zero
+exit status is passed on.`
 
 /** A mistake on the command line: exit status 2 and one line saying what to change. */
 class UsageError extends Error {}
@@ -72,8 +80,13 @@ function parse(argv: string[]) {
       timeout: { type: 'string' },
       memory: { type: 'string' },
       'max-output': { type: 'string' },
+      env: { type: 'string', multiple: true },
+      dir: { type: 'string', multiple: true },
+      'dir-rw': { type: 'string', multiple: true },
+      'per-record': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
+    tokens: true,
   })
 }
 
@@ -96,7 +109,27 @@ function sandboxOptions(values: ReturnType<typeof parse>['values']): SandboxOpti
   const maxOutput = integer('--max-output', values['max-output'])
   if (maxOutput !== undefined) limits.maxOutput = maxOutput
   options.limits = limits
+  options.wasi = wasiOptions(values)
   return options
+}
+
+/** The WASI grants on the command line; a module that is not a WASI program ignores them. */
+function wasiOptions(values: ReturnType<typeof parse>['values']): NonNullable<SandboxOptions['wasi']> {
+  const env: Record<string, string> = {}
+  for (const pair of values.env ?? []) {
+    const eq = pair.indexOf('=')
+    if (eq < 1) throw new UsageError(`--env takes NAME=value, got ${JSON.stringify(pair)}`)
+    env[pair.slice(0, eq)] = pair.slice(eq + 1)
+  }
+  const preopens: Record<string, { path: string; writable: boolean }> = {}
+  const grant = (spec: string, writable: boolean): void => {
+    const [host, guest] = spec.split('::') as [string, string | undefined]
+    if (!host) throw new UsageError(`--dir takes host[::guest], got ${JSON.stringify(spec)}`)
+    preopens[guest ?? resolve(host)] = { path: host, writable }
+  }
+  for (const spec of values.dir ?? []) grant(spec, false)
+  for (const spec of values['dir-rw'] ?? []) grant(spec, true)
+  return { env, preopens, stderr: process.stderr, ...(values['per-record'] ? { mode: 'record' as const } : {}) }
 }
 
 /**
@@ -200,7 +233,11 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`wasm-sandbox: ${(err as Error).message}\n\n${USAGE}\n`)
     return 2
   }
-  const { values, positionals } = parsed
+  const { values, tokens } = parsed
+  // Positionals before -- are ours (module, input); after it, the program's arguments.
+  const terminator = tokens.findIndex((t) => t.kind === 'option-terminator')
+  const positionals = tokens.filter((t, i) => t.kind === 'positional' && (terminator < 0 || i < terminator)).map((t) => (t as { value: string }).value)
+  const programArgs = terminator < 0 ? undefined : tokens.slice(terminator + 1).map((t) => (t as { value: string }).value)
   if (values.help || positionals.length < 1 || positionals.length > 2) {
     process.stderr.write(USAGE + '\n')
     return values.help ? 0 : 2
@@ -219,6 +256,7 @@ async function main(argv: string[]): Promise<number> {
   let output: Output
   try {
     options = sandboxOptions(values)
+    if (programArgs) options.wasi = { ...options.wasi, args: [basename(module), ...programArgs] }
     resolveOptions(options)
     if (values.output === '') throw new UsageError('-o needs a file name')
     if (fromFile && values.output !== undefined && (await sameFile(input, values.output))) {
@@ -273,9 +311,15 @@ main(process.argv.slice(2)).then(
     process.exitCode = code
   },
   (err: unknown) => {
-    const e = err as Error & { code?: string }
+    const e = err as Error & { code?: string; exitCode?: number }
     // A reader that closed early (| head) is not a failure of ours.
     if (e.code === 'EPIPE') return
+    // A WASI program's own exit status, as if it had been run directly; its stderr is already out.
+    if (e.code === 'ERR_WASM_EXIT' && e.exitCode) {
+      process.stderr.write(`wasm-sandbox: ${e.code}: the program exited with status ${e.exitCode}\n`)
+      process.exitCode = Math.min(e.exitCode, 255)
+      return
+    }
     process.stderr.write(`wasm-sandbox: ${isWasmSandboxError(e) ? `${e.code}: ` : ''}${e.message}\n`)
     process.exitCode = 1
   },

@@ -181,3 +181,40 @@ describe('command-line tool: the output file', () => {
     })
   }
 })
+
+describe('command-line tool: WASI programs', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cli-wasi-'))
+  writeFileSync(join(dir, 'dict.txt'), 'apple\n')
+  after(() => rmSync(dir, { recursive: true, force: true }))
+
+  it('runs a WASI program on a file with one command', () => {
+    const result = wasmSandbox([example('wasi/wc.wasm'), demo])
+    assert.equal(result.status, 0, result.stderr.toString())
+    assert.deepEqual(result.stdout, wcRef(readFileSync(demo)))
+  })
+
+  it('passes what follows -- as the program arguments, and --per-record runs once per record', () => {
+    const head = wasmSandbox([example('wasi/head.wasm'), demo, '--', '2'])
+    assert.equal(head.stdout.toString(), readFileSync(demo, 'utf8').split('\n').slice(0, 2).join('\n') + '\n')
+    const counter = wasmSandbox([example('wasi/counter.wasm'), '--per-record', '-d', '\\n'], Buffer.from('a\nb\n'))
+    assert.equal(counter.stdout.toString(), '1\na\n1\nb\n')
+  })
+
+  it("passes on the program's exit status, with its stderr on standard error", () => {
+    const result = wasmSandbox([example('wasi/fail.wasm'), demo])
+    assert.equal(result.status, 3)
+    assert.match(result.stderr.toString(), /deliberate failure/)
+    assert.equal(result.stdout.length, 0)
+  })
+
+  it('grants nothing unless named: --env and --dir', () => {
+    const bare = wasmSandbox([example('wasi/escape.wasm')], Buffer.alloc(0)).stdout.toString()
+    assert.match(bare, /^getenv HOME: denied$/m)
+    const granted = wasmSandbox([example('wasi/escape.wasm'), '--env', 'HOME=/x'], Buffer.alloc(0)).stdout.toString()
+    assert.match(granted, /^getenv HOME: OPEN$/m)
+    const lookup = wasmSandbox([example('wasi/lookup.wasm'), '--dir', `${dir}::/data`, '--', '/data/dict.txt'], Buffer.from('apple\npear\n'))
+    assert.equal(lookup.status, 0, lookup.stderr.toString())
+    assert.equal(lookup.stdout.toString(), '+ apple\n- pear\n')
+    assert.equal(wasmSandbox([example('wasi/wc.wasm'), '--env', 'NOEQUALS'], Buffer.alloc(0)).status, 2)
+  })
+})
