@@ -169,6 +169,12 @@ describe('WASI capabilities: nothing unless granted', () => {
     }
   })
 
+  it('with nothing granted there is no file system at all: not even / opens', async () => {
+    const report = (await run(wasmTransform(program('escape.wasm')), Buffer.alloc(0))).toString()
+    assert.match(report, /^opendir \/: denied$/m)
+    assert.doesNotMatch(report, /OPEN/)
+  })
+
   it('env is what the caller grants, nothing more', async () => {
     const report = (await run(wasmTransform(program('escape.wasm'), { wasi: { env: { HOME: '/nowhere' } } }), Buffer.alloc(0))).toString()
     assert.match(report, /^getenv HOME: OPEN$/m)

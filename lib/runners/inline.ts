@@ -42,7 +42,7 @@ export class InlineRunner implements GuestRunner {
       return
     }
     if (abi.wasiImports.length > 0 && !this.wasiReady) {
-      initWasi().then(
+      initWasi(this.options.wasi).then(
         () => {
           this.wasiReady = true
           this.start(callback, restore)

@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { MemFS } from '@wasmer/wasi'
+import type { MemFS } from '@wasmer/wasi'
+import { wasmer } from './wasmer.js'
 import { errors } from '../errors.js'
 import type { WasiConfig } from './options.js'
 
@@ -29,7 +30,7 @@ export class FileSystemImage {
   }
 
   mount(): MountedFileSystem {
-    const fs = new MemFS()
+    const fs = new (wasmer().MemFS)()
     for (const dir of this.dirs) fs.createDir(dir)
     for (const { path, bytes } of this.files) {
       const file = fs.open(path, { read: true, write: true, create: true })

@@ -1,5 +1,6 @@
 import type { WASI } from '@wasmer/wasi'
 import type { WasiConfig } from './options.js'
+import type { MemoryViews } from './own-preview1.js'
 import {
   CLOCK_REALTIME,
   ERRNO_BADF,
@@ -35,34 +36,50 @@ export class WasiExit {
   constructor(readonly code: number) {}
 }
 
-type Fn = (...args: never[]) => unknown
+export type Fn = (...args: never[]) => unknown
+
+/** @wasmer/wasi's preview 1 for `module`: what serves a program that was granted directories. */
+export function wasmerPreview1(wasi: WASI, module: WebAssembly.Module): Record<string, Fn> {
+  return (wasi.getImports(module) as Record<string, Record<string, Fn>>)[WASI_MODULE]!
+}
+
+/** Views of a memory that may be replaced (a new run) or grow (a detached buffer). */
+export function memoryViews(memory: () => WebAssembly.Memory): MemoryViews {
+  let bytes: Uint8Array = new Uint8Array(0)
+  let view: DataView = new DataView(new ArrayBuffer(0))
+  const renew = (): void => {
+    const buffer = memory().buffer
+    if (bytes.buffer !== buffer || bytes.byteLength !== buffer.byteLength) {
+      bytes = new Uint8Array(buffer)
+      view = new DataView(buffer)
+    }
+  }
+  return {
+    bytes: () => (renew(), bytes),
+    view: () => (renew(), view),
+  }
+}
 
 /**
- * The program's `wasi_snapshot_preview1` imports. @wasmer/wasi serves args, env, the in-memory
- * file system and the real clocks; the host takes over what must stream or be bounded: fds 0-2
+ * The program's `wasi_snapshot_preview1` imports over `base` (@wasmer/wasi's when directories are
+ * granted, for the in-memory file system; the host's own otherwise); the host takes over what must stream or be bounded: fds 0-2
  * (standard streams through the runner, never buffered whole), `proc_exit`, a fixed clock and a
  * seeded random for deterministic runs, and refusals (sockets; writes where no grant is
  * writable).
  */
 export function wasiImports(
-  wasi: WASI,
-  module: WebAssembly.Module,
+  base: Record<string, Fn>,
   config: WasiConfig,
   streams: StandardStreams,
-  memory: () => WebAssembly.Memory,
+  views: MemoryViews,
   budget: { free: number },
 ): WebAssembly.Imports {
-  const base = (wasi.getImports(module) as Record<string, Record<string, Fn>>)[WASI_MODULE]!
   const own: Record<string, Fn> = { ...base }
-  let bytes = new Uint8Array(0)
-  let view = new DataView(new ArrayBuffer(0))
-  /** Views of guest memory, renewed when it grows. */
+  let bytes: Uint8Array = new Uint8Array(0)
+  let view: DataView = new DataView(new ArrayBuffer(0))
   const mem = (): Uint8Array => {
-    const buffer = memory().buffer
-    if (bytes.buffer !== buffer) {
-      bytes = new Uint8Array(buffer)
-      view = new DataView(buffer)
-    }
+    bytes = views.bytes()
+    view = views.view()
     return bytes
   }
 

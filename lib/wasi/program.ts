@@ -1,18 +1,21 @@
-import { init, WASI } from '@wasmer/wasi'
+import type { WASI } from '@wasmer/wasi'
+import { loadWasmer, wasmer } from './wasmer.js'
 import { errors, type GuestSite, type WasmSandboxError } from '../errors.js'
 import type { LoadedGuest } from '../guest/load.js'
 import type { OutputSink } from '../guest/instance.js'
 import { PAGE_SIZE } from '../guest/binary.js'
 import { FileSystemImage } from './filesystem.js'
-import { wasiImports, WasiExit, type StandardStreams } from './imports.js'
+import { memoryViews, wasiImports, wasmerPreview1, WasiExit, type StandardStreams } from './imports.js'
+import { ownPreview1, type MemoryViews } from './own-preview1.js'
 import type { WasiConfig } from './options.js'
 
-let ready: Promise<void> | undefined
-
-/** @wasmer/wasi compiles its own wasm once per thread before any WASI object is made. */
-export function initWasi(): Promise<void> {
-  ready ??= init()
-  return ready
+/**
+ * @wasmer/wasi compiles its own wasm once per thread before any WASI object is made; only a
+ * configuration that needs it (`needsWasmer`) waits for that.
+ */
+export function initWasi(config?: WasiConfig): Promise<void> {
+  if (config && !needsWasmer(config)) return Promise.resolve()
+  return loadWasmer()
 }
 
 /** The last bytes a program wrote to stderr, kept for the message of its error. */
@@ -57,28 +60,67 @@ export function standardWrites(output: OutputSink, stderr: OutputSink, tail: Std
 }
 
 /**
- * One instance of a WASI command: prepared (instantiated, with its imports and file system)
- * ahead of its run, so a per-record runner can get the next one ready while it waits for input.
+ * Makes instances of one WASI command for a worker. With no directory granted the imports are
+ * the host's own and built once, so an instance costs only `new WebAssembly.Instance`; with
+ * grants each instance gets its own @wasmer/wasi object over a fresh copy of the granted files.
  */
+export class WasiRuntime {
+  /** The memory of the instance that runs now: the shared imports read and write it. */
+  memory: WebAssembly.Memory | undefined
+  readonly memoryLimit: number | undefined
+  private readonly guest: LoadedGuest
+  private readonly config: WasiConfig
+  private readonly streams: StandardStreams
+  private readonly args: string[]
+  private readonly views: MemoryViews
+  private readonly shared: WebAssembly.Imports | undefined
+  private readonly image: FileSystemImage | undefined
+
+  constructor(guest: LoadedGuest, config: WasiConfig, streams: StandardStreams, memoryLimit: number | undefined) {
+    this.guest = guest
+    this.config = config
+    this.streams = streams
+    this.memoryLimit = guest.memoryLimit ?? memoryLimit
+    this.args = config.args ?? [programName(guest.name)]
+    this.views = memoryViews(() => this.memory!)
+    if (needsWasmer(config)) this.image = new FileSystemImage(config)
+    else this.shared = wasiImports(ownPreview1(config, this.args, this.views), config, streams, this.views, { free: 0 })
+  }
+
+  /** A fresh instance, ready to run. */
+  prepare(): WasiProgram {
+    if (this.shared) return new WasiProgram(this, new WebAssembly.Instance(this.guest.module, this.shared), undefined)
+    const fs = this.image!.mount()
+    const preopens: Record<string, string> = {}
+    for (const grant of this.config.preopens) preopens[grant.guestPath] = grant.guestPath
+    const wasi = new (wasmer().WASI)({ args: this.args, env: this.config.env, preopens, fs: fs.fs })
+    let memory: WebAssembly.Memory | undefined
+    const views = memoryViews(() => memory!)
+    const imports = wasiImports(wasmerPreview1(wasi, this.guest.module), this.config, this.streams, views, fs)
+    const instance = new WebAssembly.Instance(this.guest.module, imports)
+    memory = instance.exports.memory as WebAssembly.Memory
+    wasi.instantiate(instance, {})
+    return new WasiProgram(this, instance, wasi)
+  }
+}
+
+/** @wasmer/wasi is needed only for a file system: loaded and initialised only then. */
+export function needsWasmer(config: WasiConfig): boolean {
+  return config.preopens.length > 0
+}
+
+/** One instance of a WASI command, run once. */
 export class WasiProgram {
+  private readonly runtime: WasiRuntime
   private readonly instance: WebAssembly.Instance
   private readonly memory: WebAssembly.Memory
-  private readonly wasi: WASI
-  private readonly memoryLimit: number | undefined
+  private readonly wasi: WASI | undefined
 
-  constructor(guest: LoadedGuest, config: WasiConfig, streams: StandardStreams, image: FileSystemImage, memoryLimit: number | undefined) {
-    this.memoryLimit = guest.memoryLimit ?? memoryLimit
-    const args = config.args ?? [programName(guest.name)]
-    const preopens: Record<string, string> = {}
-    for (const grant of config.preopens) preopens[grant.guestPath] = grant.guestPath
-    const fs = image.mount()
-    this.wasi = new WASI({ args, env: config.env, preopens, fs: fs.fs })
-    let memory: WebAssembly.Memory | undefined
-    const imports = wasiImports(this.wasi, guest.module, config, streams, () => memory!, fs)
-    this.instance = new WebAssembly.Instance(guest.module, imports)
-    memory = this.instance.exports.memory as WebAssembly.Memory
-    this.memory = memory
-    this.wasi.instantiate(this.instance, {})
+  constructor(runtime: WasiRuntime, instance: WebAssembly.Instance, wasi: WASI | undefined) {
+    this.runtime = runtime
+    this.instance = instance
+    this.memory = instance.exports.memory as WebAssembly.Memory
+    this.wasi = wasi
   }
 
   /**
@@ -86,6 +128,7 @@ export class WasiProgram {
    * error for a trap or a memory limit. `site` says where in the input the program was.
    */
   run(site: GuestSite): number {
+    this.runtime.memory = this.memory
     const start = this.instance.exports._start as () => void
     try {
       start()
@@ -94,13 +137,13 @@ export class WasiProgram {
       if (err instanceof WasiExit) return err.code
       throw this.classify(err, site)
     } finally {
-      this.wasi.free()
+      this.wasi?.free()
     }
   }
 
   private classify(err: unknown, site: GuestSite): WasmSandboxError | unknown {
     if ((err as { name?: string })?.name === 'WasmSandboxError') return err
-    const limit = this.memoryLimit
+    const limit = this.runtime.memoryLimit
     if (limit !== undefined && this.memory.buffer.byteLength + PAGE_SIZE > limit) return errors.memoryLimit({ ...site }, limit, err)
     if (err instanceof WebAssembly.RuntimeError || err instanceof RangeError) return errors.trap({ ...site }, err)
     return err
@@ -112,4 +155,3 @@ function programName(name: string): string {
   return name.split(/[\\/]/).pop() || 'program'
 }
 
-export { FileSystemImage }

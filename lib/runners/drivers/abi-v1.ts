@@ -9,7 +9,7 @@ export async function serve(host: DriverHost): Promise<never> {
   const { data } = host
   let wasi: GuestWasi | undefined
   if (data.guest.abi.wasiImports.length > 0) {
-    await initWasi()
+    await initWasi(data.wasi)
     wasi = reactorWasi(data.guest, data.wasi!, host.stderr)
   }
   host.enter(EXPORT_START, 0)

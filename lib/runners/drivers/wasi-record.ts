@@ -10,15 +10,13 @@ import type { DriverHost } from '../driver.js'
 import { EXPORT_WASI_START, IN_CHUNK, IN_FLUSH, IN_SNAPSHOT, OUT_DONE, OUT_FLUSHED } from '../protocol.js'
 import { H_KIND, H_LENGTH, H_TOTAL } from '../ring.js'
 import type { StandardStreams } from '../../wasi/imports.js'
-import { FileSystemImage, initWasi, standardWrites, StderrTail, WasiProgram } from '../../wasi/program.js'
+import { initWasi, standardWrites, StderrTail, WasiRuntime } from '../../wasi/program.js'
 
 export async function serve(host: DriverHost): Promise<never> {
   const { data, input } = host
   const header = input.header
   const config = data.wasi!
-  await initWasi()
-  // The granted files are read once; each run mounts its own copy.
-  const image = new FileSystemImage(config)
+  await initWasi(config)
   let record = Buffer.allocUnsafe(Math.min(data.bufferSize, 1024 * 1024))
   let length = 0
   let pos = 0
@@ -35,7 +33,8 @@ export async function serve(host: DriverHost): Promise<never> {
     },
     write: standardWrites(host.sink, host.stderr, tail),
   }
-  const prepare = (): WasiProgram => new WasiProgram(data.guest, config, streams, image, data.limits.memory)
+  const runtime = new WasiRuntime(data.guest, config, streams, data.limits.memory)
+  const prepare = () => runtime.prepare()
 
   let next = prepare()
   host.ready()

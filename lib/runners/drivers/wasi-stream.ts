@@ -10,13 +10,13 @@ import type { DriverHost } from '../driver.js'
 import { EXPORT_WASI_START, IN_CHUNK, IN_FLUSH, IN_SNAPSHOT, OUT_DONE, OUT_FLUSHED } from '../protocol.js'
 import { H_KIND, H_LENGTH, H_TOTAL } from '../ring.js'
 import type { StandardStreams } from '../../wasi/imports.js'
-import { FileSystemImage, initWasi, standardWrites, StderrTail, WasiProgram } from '../../wasi/program.js'
+import { initWasi, standardWrites, StderrTail, WasiRuntime } from '../../wasi/program.js'
 
 export async function serve(host: DriverHost): Promise<never> {
   const { data, input } = host
   const header = input.header
   const config = data.wasi!
-  await initWasi()
+  await initWasi(config)
   const tail = new StderrTail()
   /** Where the current frame's payload has been read to, and the chunk's bytes so far. */
   let framePos = 0
@@ -77,7 +77,7 @@ export async function serve(host: DriverHost): Promise<never> {
     },
   }
 
-  const program = new WasiProgram(data.guest, config, streams, new FileSystemImage(config), data.limits.memory)
+  const program = new WasiRuntime(data.guest, config, streams, data.limits.memory).prepare()
   host.ready()
   host.enter(EXPORT_WASI_START, 0)
   const code = program.run({ module: data.guest.name, exportName: '_start', offset })
