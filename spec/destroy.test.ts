@@ -5,6 +5,7 @@ import { describe, it } from 'node:test'
 import type { Duplex } from 'node:stream'
 import { wasmTransform } from '../lib/index.js'
 import { example } from './helpers/reference.js'
+import type { Seen } from './children/destroy-loading.js'
 
 function runChild(script: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; timedOut: boolean }> {
   return new Promise((resolve) => {
@@ -76,7 +77,19 @@ describe('destroy', () => {
   })
 
   it('destroy while the guest is still loading does not leak or throw', async () => {
-    for (let i = 0; i < 20; i++) wasmTransform(example('upper.wasm')).destroy()
-    await new Promise((resolve) => setTimeout(resolve, 50))
+    const { code, stdout, timedOut } = await runChild('./children/destroy-loading.js', [], 20_000)
+    assert.equal(timedOut, false, 'the child process did not exit by itself')
+    assert.equal(code, 0, 'nothing threw')
+    const { streams, workers } = JSON.parse(stdout) as { streams: Seen[]; workers: { started: number; exited: number } }
+    assert.equal(streams.length, 20)
+    for (const [i, s] of streams.entries()) {
+      const which = `stream ${i}, destroyed while ${s.when} ${s.destroyedWith === null ? 'without' : 'with'} an error`
+      assert.deepEqual(s.errors, s.destroyedWith === null ? [] : [s.destroyedWith], `${which}: 'error' once with its error, or never`)
+      assert.equal(s.ends, 0, `${which}: no 'end'`)
+      assert.equal(s.closes, 1, `${which}: 'close' once`)
+      assert.equal(s.data, 0, `${which}: no 'data'`)
+    }
+    assert.equal(workers.exited, workers.started, `every worker started exited (${workers.exited} of ${workers.started})`)
+    assert.equal(workers.started, 10, 'one worker for each stream destroyed while starting, none for those destroyed while loading')
   })
 })

@@ -8,7 +8,7 @@ import type { BackpressureStrategy } from '../lib/options.js'
 import { BackpressureGate, type BackpressureGateOptions, type GateDrop } from '../lib/stages/backpressure-gate.js'
 import { Chunker } from '../lib/stages/chunker.js'
 import { offsetOf, tagOffset } from '../lib/stages/offset.js'
-import { randomLines, sourceOf } from './helpers/streams.js'
+import { once, randomLines, sourceOf } from './helpers/streams.js'
 
 const RECORD = /^rec \d{8} [a-z]*$/
 
@@ -65,11 +65,22 @@ interface Sink {
   stream: Writable
   chunks: Buffer[]
   bytes: number
+  /** Writes the sink has finished (called back). */
+  written: number
 }
 
-/** A sink that stalls `stallMs` on its first write, then waits `perWriteMs` (0: at once) per write. */
-function slowSink(opts: { stallMs?: number; perWriteMs?: number; highWaterMark?: number; probe?: () => void }): Sink {
-  const sink: Sink = { stream: undefined as unknown as Writable, chunks: [], bytes: 0 }
+/**
+ * A sink that stalls on its first write, `stallMs` or until `stallUntil` settles, then waits
+ * `perWriteMs` (0: at once) per write.
+ */
+function slowSink(opts: {
+  stallMs?: number
+  stallUntil?: Promise<unknown>
+  perWriteMs?: number
+  highWaterMark?: number
+  probe?: () => void
+}): Sink {
+  const sink: Sink = { stream: undefined as unknown as Writable, chunks: [], bytes: 0, written: 0 }
   sink.stream = new Writable({
     highWaterMark: opts.highWaterMark ?? 1,
     write(chunk: Buffer, _enc, cb) {
@@ -77,9 +88,17 @@ function slowSink(opts: { stallMs?: number; perWriteMs?: number; highWaterMark?:
       const first = sink.chunks.length === 0
       sink.chunks.push(chunk)
       sink.bytes += chunk.length
+      const done = (): void => {
+        sink.written++
+        cb()
+      }
+      if (first && opts.stallUntil) {
+        void opts.stallUntil.then(done, done)
+        return
+      }
       const wait = first && opts.stallMs ? opts.stallMs : (opts.perWriteMs ?? 0)
-      if (wait > 0) setTimeout(cb, wait)
-      else cb()
+      if (wait > 0) setTimeout(done, wait)
+      else done()
     },
   })
   return sink
@@ -166,14 +185,21 @@ describe('BackpressureGate: drop', () => {
     const probe = (): void => {
       maxBuffered = Math.max(maxBuffered, g.readableLength + g.writableLength)
     }
-    const src = recordSource(1000, 1024, probe)
+    // How many writes the sink had finished when the source produced its end.
+    let writtenAtEnd = -1
+    const src = recordSource(1000, 1024, () => {
+      probe()
+      if (src.chunks.length === 1000 && writtenAtEnd < 0) writtenAtEnd = sink.written
+    })
     const sink = slowSink({ stallMs: 500, perWriteMs: 1, probe })
     const drops = collectDrops(g)
-    const started = Date.now()
     await pipeline(src.stream, g, sink.stream)
-    const total = Date.now() - started
     assert.equal(src.pauses, 0, 'the source was never paused')
-    assert.ok(src.doneAt < total / 4, `source done at ${src.doneAt} ms of ${total} ms`)
+    // Nothing on the way from the source through a 'drop' gate waits for a timer or for the
+    // sink, so the source runs to its end before the sink's first (stalled) write can finish,
+    // however loaded the machine is. A gate that held the source at all (a held callback, a
+    // delay, write() returning false) would let the sink finish writes first.
+    assert.equal(writtenAtEnd, 0, `the source ended (at ${src.doneAt} ms) after the sink finished ${writtenAtEnd} writes`)
     assert.ok(g.stats.bytesDropped > 0)
     assert.ok(g.stats.chunksOut > 0)
     assertAccounted(g, Buffer.concat(src.chunks), sink, drops)
@@ -296,7 +322,9 @@ describe('BackpressureGate: adaptive', () => {
       maxBuffered = Math.max(maxBuffered, g.readableLength + g.writableLength)
     }
     const src = recordSource(1000, 1024, probe)
-    const sink = slowSink({ stallMs: 400, perWriteMs: 1, probe })
+    // Stalled until the input has all gone through the gate, not for a fixed time: the delays
+    // are timers, which a loaded machine can stretch past any fixed stall.
+    const sink = slowSink({ stallUntil: once(src.stream, 'end'), perWriteMs: 1, probe })
     const drops = collectDrops(g)
     await pipeline(src.stream, g, sink.stream)
     assertAccounted(g, Buffer.concat(src.chunks), sink, drops)
@@ -305,15 +333,23 @@ describe('BackpressureGate: adaptive', () => {
     assert.ok(maxBuffered <= hwm + src.maxChunk, `buffered ${maxBuffered} bytes (hwm ${hwm})`)
   })
 
-  it('holds the write callback for longer the fuller the buffer', async () => {
+  // No wall-clock upper bounds (a loaded machine stretches any of them): the delays the gate asks
+  // of setTimeout are exact, a held callback cannot come back before its timer (timers never fire
+  // early), and an unheld one comes back before the event loop turns (no timer at all).
+  it('holds the write callback for longer the fuller the buffer', async (ctx) => {
+    const timers = ctx.mock.method(globalThis, 'setTimeout')
     const g = gate('adaptive', { highWaterMark: 1000, lowWaterMark: 0, maxDelay: 200 })
     const waited: number[] = []
+    const atOnce: boolean[] = []
     const write = (): Promise<void> =>
       new Promise((resolve, reject) => {
         const t = Date.now()
+        let turned = false
+        setImmediate(() => (turned = true))
         g.write(Buffer.alloc(250), (err) => {
           if (err) reject(err)
           waited.push(Date.now() - t)
+          atOnce.push(!turned)
           resolve()
         })
       })
@@ -323,14 +359,16 @@ describe('BackpressureGate: adaptive', () => {
       { out: g.stats.chunksOut, dropped: g.stats.chunksDropped, delays: g.stats.delays },
       { out: 4, dropped: 1, delays: 3 },
     )
-    assert.ok(waited[0]! < 10 && waited[4]! < 10, `waited ${waited.join(', ')} ms`)
+    assert.deepEqual(timers.mock.calls.map((c) => c.arguments[1]), [50, 100, 150], 'the delay grows with the bytes buffered')
+    assert.deepEqual(atOnce, [true, false, false, false, true], `called back at once (waited ${waited.join(', ')} ms)`)
     for (const [i, ms] of [[1, 50], [2, 100], [3, 150]] as const) {
-      assert.ok(waited[i]! >= ms - 2 && waited[i]! < ms + 150, `waited ${waited.join(', ')} ms`)
+      assert.ok(waited[i]! >= ms - 2, `waited ${waited.join(', ')} ms`)
     }
     g.destroy()
   })
 
-  it('reuses its timer when the delay repeats', async () => {
+  it('reuses its timer when the delay repeats', async (ctx) => {
+    const timers = ctx.mock.method(globalThis, 'setTimeout')
     const g = gate('adaptive', { highWaterMark: 1000, lowWaterMark: 0, maxDelay: 100 })
     const write = (): Promise<number> =>
       new Promise((resolve) => {
@@ -344,7 +382,8 @@ describe('BackpressureGate: adaptive', () => {
       g.read(250)
     }
     assert.equal(g.stats.delays, 3)
-    for (const ms of waited) assert.ok(ms >= 23 && ms < 200, `waited ${waited.join(', ')} ms`)
+    assert.deepEqual(timers.mock.calls.map((c) => c.arguments[1]), [25], 'one timer, refreshed for the later delays')
+    for (const ms of waited) assert.ok(ms >= 23, `waited ${waited.join(', ')} ms`)
     g.destroy()
   })
 
@@ -360,8 +399,11 @@ describe('BackpressureGate: adaptive', () => {
     g.write(Buffer.alloc(100), () => first++)
     g.write(Buffer.alloc(100), () => held++) // 100 bytes buffered: held for 30 ms
     g.write(Buffer.alloc(100), (err) => queued.push((err as NodeJS.ErrnoException | null | undefined)?.code)) // queued behind it
-    await new Promise((resolve) => setTimeout(resolve, 5))
+    // Not a timer: on a loaded machine a few ms can outlast the 30 ms delay. The first callback
+    // comes on the next tick; no timer can fire before it.
+    await new Promise((resolve) => process.nextTick(resolve))
     assert.equal(first, 1)
+    assert.equal(g.stats.delays, 1)
     assert.equal(held, 0, 'the second write is being held')
     g.destroy()
     g.destroy()
