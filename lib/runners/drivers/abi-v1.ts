@@ -1,7 +1,5 @@
 /** The worker driver for ABI v1 guests: one GuestInstance, a chunk per `process_chunk` call. */
 import { GuestInstance, type GuestWasi } from '../../guest/instance.js'
-import { initWasi } from '../../wasi/program.js'
-import { reactorWasi } from '../../wasi/reactor.js'
 import type { DriverHost } from '../driver.js'
 import { EXPORT_INIT, EXPORT_PROCESS, EXPORT_START } from '../protocol.js'
 
@@ -9,6 +7,8 @@ export async function serve(host: DriverHost): Promise<never> {
   const { data } = host
   let wasi: GuestWasi | undefined
   if (data.guest.abi.wasiImports.length > 0) {
+    // Loaded only for a reactor: every worker's start-up pays for what it imports.
+    const [{ initWasi }, { reactorWasi }] = await Promise.all([import('../../wasi/program.js'), import('../../wasi/reactor.js')])
     await initWasi(data.wasi)
     wasi = reactorWasi(data.guest, data.wasi!, host.stderr)
   }
