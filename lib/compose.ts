@@ -161,6 +161,7 @@ export function createSandboxStream(module: ModuleSource | LoadedGuest, options:
     bufferSize,
     highWaterMark,
     maxRecordSize: options.maxRecordSize,
+    maxLatency: options.maxLatency, // left out of outputOptionsHash on purpose: see ResolvedOptions
     startOffset: resumeFrom?.inputOffset ?? 0,
     ...(options.delimiter ? { delimiter: options.delimiter } : {}),
   })

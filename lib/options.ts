@@ -71,6 +71,12 @@ export interface SandboxOptions {
   maxRecordSize?: number
   /** Bytes each stage buffers before it applies backpressure. Default `bufferSize`. */
   highWaterMark?: number
+  /**
+   * Milliseconds input may wait for a chunk to fill before it goes to the guest short (with a
+   * `delimiter`, whole records only). Default 10; 0: as soon as the event loop turns;
+   * `Infinity`: wait for a full `bufferSize` or the end of input.
+   */
+  maxLatency?: number
   /** Chunks queued to one worker at once, so reading and the guest overlap. Default 2. */
   maxConcurrency?: number
   /** What to do when downstream is slower than the source: `'block'` (default) pauses the source; `'drop'`, `'sample'` and `'adaptive'` shed whole chunks (for live sources). */
@@ -102,6 +108,14 @@ export interface ResolvedOptions {
   delimiter: Buffer | undefined
   maxRecordSize: number
   highWaterMark: number
+  /**
+   * Not part of `outputOptionsHash`, although with a guest whose output depends on chunk
+   * boundaries it changes output: what makes a resume exact is the checkpoint's input offset
+   * (the guest state is that of exactly the input before it), not where chunks were cut, and
+   * with a finite value the cuts depend on when the writer paused, which no hash can pin down.
+   * Refusing a checkpoint over it would refuse resumes that are as valid as any run.
+   */
+  maxLatency: number
   maxConcurrency: number
   backpressure: BackpressureStrategy
   checkpointInterval: number
@@ -112,6 +126,9 @@ export interface ResolvedOptions {
 }
 
 export const DEFAULT_BUFFER_SIZE = 64 * 1024
+export const DEFAULT_MAX_LATENCY = 10
+/** Node's longest timer: a longer delay would silently fire after 1 ms. */
+const MAX_TIMER_DELAY = 2 ** 31 - 1
 
 const KNOWN_KEYS = new Set<string>([
   'checkpoint',
@@ -122,6 +139,7 @@ const KNOWN_KEYS = new Set<string>([
   'delimiter',
   'maxRecordSize',
   'highWaterMark',
+  'maxLatency',
   'maxConcurrency',
   'backpressure',
   'checkpointInterval',
@@ -136,6 +154,16 @@ function positiveInt(name: string, value: unknown, fallback: number, max = 2 ** 
   if (value === undefined) return fallback
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
     throw errors.invalidOption(`${name} must be an integer from 1 to ${max}, got ${String(value)}`)
+  }
+  return value
+}
+
+/** `maxLatency`, checked for `resolveOptions` and for a `Chunker` built directly alike. */
+export function resolveMaxLatency(value: unknown): number {
+  if (value === undefined) return DEFAULT_MAX_LATENCY
+  if (value === Infinity) return Infinity
+  if (typeof value !== 'number' || Number.isNaN(value) || value < 0 || value > MAX_TIMER_DELAY) {
+    throw errors.invalidOption(`maxLatency must be a number of milliseconds from 0 to ${MAX_TIMER_DELAY}, or Infinity, got ${String(value)}`)
   }
   return value
 }
@@ -333,6 +361,7 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
     delimiter,
     maxRecordSize,
     highWaterMark,
+    maxLatency: resolveMaxLatency(options.maxLatency),
     maxConcurrency,
     backpressure: resolveBackpressure(options.backpressure),
     checkpointInterval,

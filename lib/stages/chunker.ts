@@ -2,7 +2,7 @@ import type { TransformCallback } from 'node:stream'
 import { Transform } from 'readable-stream'
 import { errors } from '../errors.js'
 import { logger } from '../log.js'
-import { DEFAULT_BUFFER_SIZE } from '../options.js'
+import { DEFAULT_BUFFER_SIZE, resolveMaxLatency } from '../options.js'
 import { tagOffset } from './offset.js'
 
 const log = logger('chunker')
@@ -18,6 +18,12 @@ export interface ChunkerOptions {
   highWaterMark?: number
   /** Input offset of the first byte written (for a resumed stream). Default 0. */
   startOffset?: number
+  /**
+   * Milliseconds held bytes may wait for more input before they are passed on in a short
+   * chunk (with a delimiter, whole records only). Default 10; 0: at the next timer turn;
+   * `Infinity`: wait for a full chunk or the end of input.
+   */
+  maxLatency?: number
 }
 
 /**
@@ -31,6 +37,11 @@ export interface ChunkerOptions {
  * A producer may write one Buffer object several times (a reused page); a tag on that object
  * would be overwritten by the next write before the executor read it, and checkpoints would
  * then claim input the guest has not processed.
+ *
+ * A tail held longer than `maxLatency` goes out short, so a source that stays open and pauses
+ * (a socket, a user typing) gets its answer without filling a chunk. One timer, created once and
+ * refreshed, measures the age of the held tail; while input keeps coming every window fills long
+ * before it fires, so a fast source still gets full chunks.
  */
 export class Chunker extends Transform {
   readonly bufferSize: number
@@ -43,6 +54,13 @@ export class Chunker extends Transform {
   private accEnd = 0
   /** Where to resume searching for the end of a long record in the accumulator. */
   private scanFrom = 0
+  private readonly maxLatency: number
+  private timer: NodeJS.Timeout | undefined
+  /** The timer is running for the tail held now. */
+  private timerArmed = false
+  /** The timer fired while the readable side still held data: cut once the consumer asks. */
+  private flushDue = false
+  private dueScheduled = false
 
   constructor(options: ChunkerOptions = {}) {
     const bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE
@@ -61,12 +79,15 @@ export class Chunker extends Transform {
     }
     this.maxRecordSize = options.maxRecordSize ?? Math.max(16 * bufferSize, 1024 * 1024)
     this.offset = options.startOffset ?? 0
+    this.maxLatency = resolveMaxLatency(options.maxLatency)
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    const heldBefore = this.accEnd > this.accStart
+    const offsetBefore = this.offset
     try {
       let pos = 0
-      if (this.accEnd > this.accStart) pos = this.fillAccumulator(chunk)
+      if (heldBefore) pos = this.fillAccumulator(chunk)
       if (pos < chunk.length) {
         pos = this.delimiter ? this.cutRecordsInPlace(chunk, pos) : this.cutBytesInPlace(chunk, pos)
         if (pos < chunk.length) this.keep(chunk, pos)
@@ -75,10 +96,28 @@ export class Chunker extends Transform {
       callback(err as Error)
       return
     }
+    if (this.maxLatency !== Infinity && this.accEnd > this.accStart) {
+      // After a cut the tail is new bytes only (anything older went out with the cut), so its
+      // wait starts now. Without one, the bytes held before are still the oldest and keep their
+      // deadline, unless the timer already fired on an unfinished record: new bytes may end it.
+      if (!heldBefore || this.offset !== offsetBefore || (!this.timerArmed && !this.flushDue)) this.armTimer()
+    }
     callback()
   }
 
+  override _read(size: number): void {
+    super._read(size)
+    // Not at once: input already on its way must get the chance to fill the window first (a
+    // piped source resumes a tick after the drain this read causes; a socket's next bytes are
+    // read in the poll phase), or a fast source behind a slow consumer would get short chunks.
+    if (this.flushDue && !this.dueScheduled) {
+      this.dueScheduled = true
+      setImmediate(this.onDue)
+    }
+  }
+
   override _flush(callback: TransformCallback): void {
+    this.stopTimer()
     const pending = this.accEnd - this.accStart
     if (pending > 0) {
       if (this.delimiter && pending > this.maxRecordSize) {
@@ -221,7 +260,66 @@ export class Chunker extends Transform {
     this.accEnd += length
   }
 
+  private armTimer(): void {
+    this.timerArmed = true
+    this.flushDue = false
+    // One Timeout per stream, re-armed by refresh() with no allocation. Unref'd: a held tail is no
+    // reason to keep a process alive (an open source is, if there is one).
+    if (this.timer) this.timer.refresh()
+    else this.timer = setTimeout(this.onTimer, this.maxLatency).unref()
+  }
+
+  private stopTimer(): void {
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = undefined
+    this.timerArmed = this.flushDue = false
+  }
+
+  private readonly onTimer = (): void => {
+    this.timerArmed = false
+    if (this.destroyed || this.accEnd === this.accStart) return
+    // Output still unread means the consumer is busy: a short chunk now would gain no time, and
+    // pushing it would go past the highWaterMark. _read cuts once the consumer asks for more.
+    if (this.readableLength > 0) this.flushDue = true
+    else this.flushHeld()
+  }
+
+  private readonly onDue = (): void => {
+    this.dueScheduled = false
+    // A write that cut a chunk meanwhile left a fresh tail, with its own deadline.
+    if (!this.flushDue || this.destroyed) return
+    this.flushDue = false
+    this.flushHeld()
+  }
+
+  /** Pushes what is held: all of it, or with a delimiter the whole records (an unfinished one stays). */
+  private flushHeld(): void {
+    const acc = this.acc
+    const start = this.accStart
+    const held = this.accEnd
+    if (!acc || held === start) return
+    let end = held
+    const delimiter = this.delimiter
+    if (delimiter) {
+      const dl = delimiter.length
+      if (held - start < dl) return
+      const last = acc.subarray(0, held).lastIndexOf(delimiter, held - dl)
+      if (last < start) return
+      end = last + dl
+    }
+    try {
+      this.emitChunk(acc, start, end)
+      // As in cutAccumulator: what went out is owned downstream, so the rest moves.
+      this.acc = null
+      if (end < held) this.keep(acc.subarray(end, held), 0)
+      else this.accStart = this.accEnd = 0
+    } catch (err) {
+      this.destroy(err as Error)
+    }
+  }
+
   override _destroy(err: Error | null, callback: (error: Error | null) => void): void {
+    this.stopTimer()
     this.acc = null
     callback(err)
   }
