@@ -61,6 +61,11 @@ export class Chunker extends Transform {
   /** The timer fired while the readable side still held data: cut once the consumer asks. */
   private flushDue = false
   private dueScheduled = false
+  /**
+   * The stream called _read and nothing has been pushed since. It calls _read once and then waits
+   * for a push, so a cut left for _read while this is set would wait for the next write.
+   */
+  private readRequested = false
 
   constructor(options: ChunkerOptions = {}) {
     const bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE
@@ -106,6 +111,7 @@ export class Chunker extends Transform {
   }
 
   override _read(size: number): void {
+    this.readRequested = true
     super._read(size)
     // Not at once: input already on its way must get the chance to fill the window first (a
     // piped source resumes a tick after the drain this read causes; a socket's next bytes are
@@ -133,6 +139,7 @@ export class Chunker extends Transform {
 
   /** Pushes `source[start..end)` as a fresh view: the only object we may tag is one we made. */
   private emitChunk(source: Buffer, start: number, end: number): void {
+    this.readRequested = false
     this.push(tagOffset(source.subarray(start, end), this.offset))
     this.offset += end - start
   }
@@ -279,8 +286,9 @@ export class Chunker extends Transform {
     this.timerArmed = false
     if (this.destroyed || this.accEnd === this.accStart) return
     // Output still unread means the consumer is busy: a short chunk now would gain no time, and
-    // pushing it would go past the highWaterMark. _read cuts once the consumer asks for more.
-    if (this.readableLength > 0) this.flushDue = true
+    // pushing it would go past the highWaterMark. _read cuts once the consumer asks for more,
+    // unless it already has: then no further _read comes before a push, and this is that push.
+    if (this.readableLength > 0 && !this.readRequested) this.flushDue = true
     else this.flushHeld()
   }
 
