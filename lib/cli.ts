@@ -23,6 +23,8 @@ Options:
   -b, --buffer-size <n>     chunk size in bytes (default 65536)
   -d, --delimiter <s>       cut only after this delimiter, e.g. '\\n' (escapes \\n \\r \\t \\0 allowed)
       --max-record-size <n> longest record with --delimiter
+      --max-latency <ms>    hand held input to the guest after this long (default 10 for standard
+                            input; an input file waits for full chunks)
       --inline              run the guest on the main thread (trusted guests only: no time limit)
       --timeout <ms>        time limit per guest call (default 5000; worker isolation)
       --memory <bytes>      guest memory limit (default 268435456)
@@ -55,6 +57,7 @@ function integer(flag: string, value: string | undefined): number | undefined {
 
 const FLAG_OF: Record<string, string> = {
   bufferSize: '--buffer-size',
+  maxLatency: '--max-latency',
   maxRecordSize: '--max-record-size',
   delimiter: '--delimiter',
   'limits.timeout': '--timeout',
@@ -64,7 +67,7 @@ const FLAG_OF: Record<string, string> = {
 
 /** The library's messages name its options; the user typed flags. */
 function inFlags(message: string): string {
-  return message.replace(/limits\.(?:timeout|memory|maxOutput)|bufferSize|maxRecordSize|delimiter/g, (name) => FLAG_OF[name]!)
+  return message.replace(/limits\.(?:timeout|memory|maxOutput)|bufferSize|maxRecordSize|maxLatency|delimiter/g, (name) => FLAG_OF[name]!)
 }
 
 function parse(argv: string[]) {
@@ -76,6 +79,7 @@ function parse(argv: string[]) {
       'buffer-size': { type: 'string', short: 'b' },
       delimiter: { type: 'string', short: 'd' },
       'max-record-size': { type: 'string' },
+      'max-latency': { type: 'string' },
       inline: { type: 'boolean' },
       timeout: { type: 'string' },
       memory: { type: 'string' },
@@ -101,6 +105,8 @@ function sandboxOptions(values: ReturnType<typeof parse>['values']): SandboxOpti
     options.delimiter = unescape(values.delimiter)
   }
   if (values.inline) options.isolation = 'inline'
+  const maxLatency = integer('--max-latency', values['max-latency'])
+  if (maxLatency !== undefined) options.maxLatency = maxLatency
   const limits: NonNullable<SandboxOptions['limits']> = {}
   const timeout = integer('--timeout', values.timeout)
   if (timeout !== undefined) limits.timeout = timeout
@@ -257,6 +263,8 @@ async function main(argv: string[]): Promise<number> {
   try {
     options = sandboxOptions(values)
     if (programArgs) options.wasi = { ...options.wasi, args: [basename(module), ...programArgs] }
+    // A file is read as fast as it goes: cutting on a pause would only make chunk sizes depend on the disk.
+    if (fromFile && options.maxLatency === undefined) options.maxLatency = Infinity
     resolveOptions(options)
     if (values.output === '') throw new UsageError('-o needs a file name')
     if (fromFile && values.output !== undefined && (await sameFile(input, values.output))) {

@@ -67,7 +67,7 @@ export interface SandboxOptions {
   bufferSize?: number
   /** Split on this delimiter so that no record is cut in two (e.g. `'\n'`). */
   delimiter?: string | Uint8Array
-  /** With `delimiter`, the longest record accepted, in bytes. Default max(16 × bufferSize, 1 MiB). */
+  /** With `delimiter`, the longest record accepted, in bytes. Default max(16 × bufferSize, 1 MiB), at most 1 GiB. */
   maxRecordSize?: number
   /** Bytes each stage buffers before it applies backpressure. Default `bufferSize`. */
   highWaterMark?: number
@@ -323,23 +323,31 @@ function resolveWasiFor(value: unknown): ResolvedWasi {
   return wasi
 }
 
+/** How input is cut, by one set of rules for `createSandbox` and `new Chunker(...)`. */
+export function resolveChunking(
+  bufferSizeOption: unknown,
+  delimiterOption: unknown,
+  maxRecordSizeOption: unknown,
+): { bufferSize: number; delimiter: Buffer | undefined; maxRecordSize: number } {
+  const bufferSize = positiveInt('bufferSize', bufferSizeOption, DEFAULT_BUFFER_SIZE, 1024 * 1024 * 1024)
+  const delimiter = resolveDelimiter(delimiterOption)
+  if (delimiter && delimiter.length > bufferSize) {
+    throw errors.invalidOption(`delimiter (${delimiter.length} bytes) must be no longer than bufferSize (${bufferSize})`)
+  }
+  const maxRecordSize = positiveInt('maxRecordSize', maxRecordSizeOption, Math.min(Math.max(16 * bufferSize, 1024 * 1024), 1024 * 1024 * 1024), 1024 * 1024 * 1024)
+  if (maxRecordSize < bufferSize) {
+    throw errors.invalidOption(`maxRecordSize (${maxRecordSize}) must be at least bufferSize (${bufferSize})`)
+  }
+  return { bufferSize, delimiter, maxRecordSize }
+}
+
 /** Validates user options once, up front, so a typo fails loudly instead of being ignored. */
 export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
   if (typeof options !== 'object' || options === null) throw errors.invalidOption('options must be an object')
   rejectUnknown('option', options, KNOWN_KEYS)
-  const bufferSize = positiveInt('bufferSize', options.bufferSize, DEFAULT_BUFFER_SIZE, 1024 * 1024 * 1024)
+  const { bufferSize, delimiter, maxRecordSize } = resolveChunking(options.bufferSize, options.delimiter, options.maxRecordSize)
   const highWaterMark = positiveInt('highWaterMark', options.highWaterMark, bufferSize)
   const maxConcurrency = positiveInt('maxConcurrency', options.maxConcurrency, 2, 1024)
-  const delimiter = resolveDelimiter(options.delimiter)
-  const maxRecordSize = positiveInt(
-    'maxRecordSize',
-    options.maxRecordSize,
-    Math.max(16 * bufferSize, 1024 * 1024),
-    1024 * 1024 * 1024,
-  )
-  if (maxRecordSize < bufferSize) {
-    throw errors.invalidOption(`maxRecordSize (${maxRecordSize}) must be at least bufferSize (${bufferSize})`)
-  }
   const checkpointInterval = positiveInt('checkpointInterval', options.checkpointInterval, 5000)
   const limits = resolveLimits(options.limits)
   const recoveryStrategy = resolveRecovery(options.recoveryStrategy)

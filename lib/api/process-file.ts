@@ -74,6 +74,9 @@ export async function processFile(
     await file.truncate(latest?.outputOffset ?? 0)
     const sink = new FileSink(file, latest?.outputOffset ?? 0)
     const stream = wasmTransform(module, {
+      // A file never pauses the way a live source does: waiting on a slow disk must not cut a
+      // short chunk and change what a guest sensitive to chunk boundaries writes.
+      maxLatency: Infinity,
       ...rest,
       ...(storage
         ? {

@@ -2,7 +2,7 @@ import type { TransformCallback } from 'node:stream'
 import { Transform } from 'readable-stream'
 import { errors } from '../errors.js'
 import { logger } from '../log.js'
-import { DEFAULT_BUFFER_SIZE, resolveMaxLatency } from '../options.js'
+import { resolveChunking, resolveMaxLatency } from '../options.js'
 import { tagOffset } from './offset.js'
 
 const log = logger('chunker')
@@ -68,21 +68,12 @@ export class Chunker extends Transform {
   private readRequested = false
 
   constructor(options: ChunkerOptions = {}) {
-    const bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE
+    const { bufferSize, delimiter, maxRecordSize } = resolveChunking(options.bufferSize, options.delimiter, options.maxRecordSize)
     const hwm = options.highWaterMark ?? bufferSize
     super({ readableHighWaterMark: hwm, writableHighWaterMark: hwm })
-    if (!Number.isInteger(bufferSize) || bufferSize < 1) throw errors.invalidOption('bufferSize must be a positive integer')
     this.bufferSize = bufferSize
-    this.delimiter =
-      options.delimiter === undefined
-        ? undefined
-        : typeof options.delimiter === 'string'
-          ? Buffer.from(options.delimiter)
-          : Buffer.from(options.delimiter)
-    if (this.delimiter && (this.delimiter.length === 0 || this.delimiter.length > bufferSize)) {
-      throw errors.invalidOption('delimiter must be non-empty and no longer than bufferSize')
-    }
-    this.maxRecordSize = options.maxRecordSize ?? Math.max(16 * bufferSize, 1024 * 1024)
+    this.delimiter = delimiter
+    this.maxRecordSize = maxRecordSize
     this.offset = options.startOffset ?? 0
     this.maxLatency = resolveMaxLatency(options.maxLatency)
   }
