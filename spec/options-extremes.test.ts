@@ -83,3 +83,14 @@ describe('validation lives in options.ts once', () => {
     })
   }
 })
+
+describe('chunking options are validated once', () => {
+  it('createSandbox and the Chunker agree: a delimiter longer than bufferSize, a maxRecordSize below it', async () => {
+    const { Chunker } = await import('../lib/index.js')
+    for (const options of [{ bufferSize: 2, delimiter: 'abc' }, { bufferSize: 4096, maxRecordSize: 100 }]) {
+      assert.throws(() => createSandbox(options), { code: 'ERR_WASM_INVALID_OPTION' })
+      assert.throws(() => new Chunker(options), { code: 'ERR_WASM_INVALID_OPTION' })
+    }
+    assert.doesNotThrow(() => new Chunker({ bufferSize: GiB }))
+  })
+})
