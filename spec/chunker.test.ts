@@ -158,6 +158,17 @@ describe('Chunker, by record', () => {
       { numRuns: 200 },
     )
   })
+
+  it("'||' after a record and an empty record is never cut in two, on full chunks or on a pause", async () => {
+    // Records "\0" and "": the delimiters are bytes 1-2 and 3-4; searched from the right, the
+    // first four bytes "\0|||" would end at byte 4 and split the second delimiter.
+    const input = Buffer.from([0, 0x7c, 0x7c, 0x7c, 0x7c])
+    for (const maxLatency of [Infinity, 0]) {
+      const chunks = await chunk(input, [1], { bufferSize: 4, delimiter: '||', maxLatency })
+      assertWholeRecords(chunks, Buffer.from('||'), input, 4)
+      assert.deepEqual(chunks.map((c) => [...c]), [[0, 0x7c, 0x7c], [0x7c, 0x7c]])
+    }
+  })
 })
 
 describe("Chunker: the caller's buffers are the caller's", () => {

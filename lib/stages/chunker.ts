@@ -55,6 +55,7 @@ export class Chunker extends Transform {
   /** Where to resume searching for the end of a long record in the accumulator. */
   private scanFrom = 0
   private readonly maxLatency: number
+  private readonly selfOverlapping: boolean
   private timer: NodeJS.Timeout | undefined
   /** The timer is running for the tail held now. */
   private timerArmed = false
@@ -73,6 +74,7 @@ export class Chunker extends Transform {
     super({ readableHighWaterMark: hwm, writableHighWaterMark: hwm })
     this.bufferSize = bufferSize
     this.delimiter = delimiter
+    this.selfOverlapping = delimiter !== undefined && overlapsItself(delimiter)
     this.maxRecordSize = maxRecordSize
     this.offset = options.startOffset ?? 0
     this.maxLatency = resolveMaxLatency(options.maxLatency)
@@ -147,22 +149,47 @@ export class Chunker extends Transform {
   /** Emits runs of whole records straight from `chunk`; returns where the unfinished tail starts. */
   private cutRecordsInPlace(chunk: Buffer, pos: number): number {
     const size = this.bufferSize
-    const delimiter = this.delimiter!
-    const dl = delimiter.length
     while (chunk.length - pos >= size) {
-      const last = chunk.lastIndexOf(delimiter, pos + size - dl)
-      if (last >= pos) {
-        this.emitChunk(chunk, pos, last + dl)
-        pos = last + dl
+      const last = this.lastDelimiterEnd(chunk, pos, pos + size)
+      if (last >= 0) {
+        this.emitChunk(chunk, pos, last)
+        pos = last
         continue
       }
-      const next = chunk.indexOf(delimiter, pos + size - dl + 1)
+      const next = this.nextDelimiterEnd(chunk, pos, pos + size)
       if (next < 0) break
-      this.checkRecord(next + dl - pos)
-      this.emitChunk(chunk, pos, next + dl)
-      pos = next + dl
+      this.checkRecord(next - pos)
+      this.emitChunk(chunk, pos, next)
+      pos = next
     }
     return pos
+  }
+
+  /**
+   * End of the last delimiter that ends by `limit`, in records starting at `start`; -1 if none.
+   * A delimiter that can overlap itself (`'||'`) must be found left to right from a record start:
+   * searched from the right, `'a|||'` would match the second and third bars and cut the next
+   * delimiter in two.
+   */
+  private lastDelimiterEnd(buf: Buffer, start: number, limit: number): number {
+    const delimiter = this.delimiter!
+    const dl = delimiter.length
+    if (!this.selfOverlapping) {
+      const at = buf.lastIndexOf(delimiter, limit - dl)
+      return at >= start ? at + dl : -1
+    }
+    let end = -1
+    for (let at = buf.indexOf(delimiter, start); at >= 0 && at + dl <= limit; at = buf.indexOf(delimiter, at + dl)) end = at + dl
+    return end
+  }
+
+  /** End of the first delimiter that ends after `limit`, in records starting at `start`; -1 if none. */
+  private nextDelimiterEnd(buf: Buffer, start: number, limit: number): number {
+    const delimiter = this.delimiter!
+    const dl = delimiter.length
+    let at = this.selfOverlapping ? buf.indexOf(delimiter, start) : buf.indexOf(delimiter, Math.max(start, limit - dl + 1))
+    while (at >= 0 && at + dl <= limit) at = buf.indexOf(delimiter, at + dl)
+    return endOf(at, dl)
   }
 
   /** Tops up the accumulator from `chunk`, cutting whenever it is full; returns bytes consumed. */
@@ -210,13 +237,14 @@ export class Chunker extends Transform {
     const delimiter = this.delimiter!
     const dl = delimiter.length
     const window = acc.subarray(0, this.accEnd)
-    const last = window.lastIndexOf(delimiter, start + this.bufferSize - dl)
-    if (last >= start) return last + dl
-    const from = Math.max(this.scanFrom, start + this.bufferSize - dl + 1)
-    const next = window.indexOf(delimiter, from)
+    const last = this.lastDelimiterEnd(window, start, start + this.bufferSize)
+    if (last >= 0) return last
+    const next = this.selfOverlapping
+      ? this.nextDelimiterEnd(window, start, start + this.bufferSize)
+      : endOf(window.indexOf(delimiter, Math.max(this.scanFrom, start + this.bufferSize - dl + 1)), dl)
     if (next >= 0) {
-      this.checkRecord(next + dl - start)
-      return next + dl
+      this.checkRecord(next - start)
+      return next
     }
     this.scanFrom = Math.max(start, this.accEnd - dl + 1)
     this.checkRecord(this.accEnd - start)
@@ -302,9 +330,9 @@ export class Chunker extends Transform {
     if (delimiter) {
       const dl = delimiter.length
       if (held - start < dl) return
-      const last = acc.subarray(0, held).lastIndexOf(delimiter, held - dl)
-      if (last < start) return
-      end = last + dl
+      const last = this.lastDelimiterEnd(acc.subarray(0, held), start, held)
+      if (last < 0) return
+      end = last
     }
     try {
       this.emitChunk(acc, start, end)
@@ -322,4 +350,16 @@ export class Chunker extends Transform {
     this.acc = null
     callback(err)
   }
+}
+
+function endOf(at: number, length: number): number {
+  return at < 0 ? -1 : at + length
+}
+
+/** Has the delimiter a proper prefix that is also its suffix (`'||'`, `'abab'`)? */
+function overlapsItself(delimiter: Buffer): boolean {
+  for (let k = 1; k < delimiter.length; k++) {
+    if (delimiter.subarray(0, k).equals(delimiter.subarray(delimiter.length - k))) return true
+  }
+  return false
 }
