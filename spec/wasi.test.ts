@@ -89,7 +89,9 @@ describe('WASI whole-stream mode', () => {
     })
     await delay(20)
     assert.deepEqual(events, { error: 1, end: 0, close: 1, stderr: 1 })
-    assert.equal(out.result().toString(), 'out\n', 'stderr is never mixed into the output')
+    // Output the program wrote before failing may or may not reach the sink before the error
+    // tears the pipeline down; stderr never does.
+    assert.ok(['', 'out\n'].includes(out.result().toString()), `stderr is never mixed into the output: ${JSON.stringify(out.result().toString())}`)
   })
 
   it("stderr goes to 'stderr' events and to wasi.stderr, not into the output", async () => {
