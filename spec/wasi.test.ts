@@ -207,6 +207,12 @@ describe('WASI per-record mode', () => {
     assert.equal(out.toString(), expected)
   })
 
+  it('per chunk (no delimiter): upper over several MiB, cut at random points, matches the JS reference', async () => {
+    const input = randomLines(4 * 1024 * 1024, 15)
+    const out = await run(wasmTransform(program('upper.wasm'), { wasi: { mode: 'record' } }), input, SIZES)
+    assert.deepEqual(out, upperRef(input))
+  })
+
   it('grep per line matches the JS reference, in input order', async () => {
     const input = randomLines(256 * 1024, 14)
     const options: SandboxOptions = { wasi: { mode: 'record', args: ['grep', 'ab'] }, delimiter: '\n', bufferSize: 4096 }
