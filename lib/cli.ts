@@ -272,6 +272,9 @@ async function main(argv: string[]): Promise<number> {
         `-o ${values.output} is the input file ${input}; write to another file, then rename it over the input if that is what you want`,
       )
     }
+    if (values.output !== undefined && (await sameFile(module, values.output))) {
+      throw new UsageError(`-o ${values.output} is the module ${module}; write the output to another file`)
+    }
     output = values.output === undefined ? standardOutput : await openOutput(values.output)
   } catch (err) {
     if (usageError(err)) return 2

@@ -218,3 +218,16 @@ describe('command-line tool: WASI programs', () => {
     assert.equal(wasmSandbox([example('wasi/wc.wasm'), '--env', 'NOEQUALS'], Buffer.alloc(0)).status, 2)
   })
 })
+
+describe('command-line tool: -o onto the module', () => {
+  it('is refused with exit 2, leaving the module intact', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cli-module-'))
+    const copy = join(dir, 'upper.wasm')
+    writeFileSync(copy, readFileSync(example('upper.wasm')))
+    const result = wasmSandbox([copy, demo, '-o', copy])
+    assert.equal(result.status, 2)
+    assert.match(result.stderr.toString(), /is the module/)
+    assert.deepEqual(readFileSync(copy), readFileSync(example('upper.wasm')))
+    rmSync(dir, { recursive: true, force: true })
+  })
+})
