@@ -18,7 +18,7 @@ standard output). A WASI program is run as it is: its stdin is the input, its st
 output, its stderr goes to standard error, and what follows -- is its argv (after its name).
 
 Options:
-  -o, --output <file>       write here instead of standard output; an existing file is replaced
+  -o, --output <file>       write here instead of standard output ('-': standard output); an existing file is replaced
                             only once the run has succeeded, and may not be the input
   -b, --buffer-size <n>     chunk size in bytes (default 65536)
   -d, --delimiter <s>       cut only after this delimiter, e.g. '\\n' (escapes \\n \\r \\t \\0 allowed)
@@ -267,15 +267,16 @@ async function main(argv: string[]): Promise<number> {
     if (fromFile && options.maxLatency === undefined) options.maxLatency = Infinity
     resolveOptions(options)
     if (values.output === '') throw new UsageError('-o needs a file name')
-    if (fromFile && values.output !== undefined && (await sameFile(input, values.output))) {
+    if (fromFile && values.output !== undefined && values.output !== '-' && (await sameFile(input, values.output))) {
       throw new UsageError(
         `-o ${values.output} is the input file ${input}; write to another file, then rename it over the input if that is what you want`,
       )
     }
-    if (values.output !== undefined && (await sameFile(module, values.output))) {
+    if (values.output !== undefined && values.output !== '-' && (await sameFile(module, values.output))) {
       throw new UsageError(`-o ${values.output} is the module ${module}; write the output to another file`)
     }
-    output = values.output === undefined ? standardOutput : await openOutput(values.output)
+    // '-' is standard output, as it is standard input for the input.
+    output = values.output === undefined || values.output === '-' ? standardOutput : await openOutput(values.output)
   } catch (err) {
     if (usageError(err)) return 2
     throw err

@@ -231,3 +231,14 @@ describe('command-line tool: -o onto the module', () => {
     rmSync(dir, { recursive: true, force: true })
   })
 })
+
+describe('command-line tool: -o -', () => {
+  it('writes to standard output, creating no file named -', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cli-dash-'))
+    const result = spawnSync(process.execPath, [cli, example('upper.wasm'), demo, '-o', '-'], { cwd: dir, encoding: 'buffer', timeout: 20_000 })
+    assert.equal(result.status, 0, result.stderr.toString())
+    assert.deepEqual(result.stdout, upperRef(readFileSync(demo)))
+    assert.deepEqual(readdirSync(dir), [])
+    rmSync(dir, { recursive: true, force: true })
+  })
+})
