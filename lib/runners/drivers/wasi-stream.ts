@@ -68,12 +68,15 @@ export async function serve(host: DriverHost): Promise<never> {
       input.copyPayload(memory, ptr, framePos, n)
       framePos += n
       if (framePos === header[H_LENGTH]) finishFrame()
-      host.enter(EXPORT_WASI_START, offset + n)
+      // Only input that moved counts as progress: a loop of empty reads must still time out.
+      if (n > 0) host.enter(EXPORT_WASI_START, offset + n)
       return n
     },
     write(fd, memory, ptr, length) {
       write(fd, memory, ptr, length)
-      host.enter(EXPORT_WASI_START, offset)
+      // Output is progress; stderr and empty writes are not, or a program chattering to stderr
+      // (or writing nothing in a loop) would never time out.
+      if (fd === 1 && length > 0) host.enter(EXPORT_WASI_START, offset)
     },
   }
 
