@@ -9,8 +9,20 @@ import fc from 'fast-check'
 import { createSandbox, WasmSandboxError } from '../lib/index.js'
 import { readExample } from './helpers/reference.js'
 
+/** Far past every limit above: a call still unsettled by then hangs, and fails the property with its mutation. */
+const HANG_MS = 15_000
+
+function settlesWithin<T>(ms: number, promise: Promise<T>, mutations: unknown): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const hang = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`hang: no settle within ${ms} ms for mutations ${JSON.stringify(mutations)}`)), ms)
+  })
+  return Promise.race([promise, hang]).finally(() => clearTimeout(timer))
+}
+
 describe('mutated modules', () => {
-  const sandbox = createSandbox({ isolation: 'worker', limits: { timeout: 500, memory: 16 * 1024 * 1024 } })
+  // A small output bound too, so a mutation that writes in a loop ends quickly.
+  const sandbox = createSandbox({ isolation: 'worker', limits: { timeout: 500, memory: 16 * 1024 * 1024, maxOutputPerChunk: 64 * 1024 } })
 
   // WASI programs too: the small WAT ones, since a random byte in a C build's code mostly fails validation.
   for (const [name, runs] of [['upper.wasm', 300], ['wc.wasm', 300], ['../spec/fixtures/wasi-cat.wasm', 150], ['../spec/fixtures/wasi-counter.wasm', 150]] as const) {
@@ -30,7 +42,7 @@ describe('mutated modules', () => {
             const bytes = Buffer.from(original)
             for (const [at, value] of mutations) bytes[at] = value
             try {
-              const out = await sandbox.call(bytes, 'Some input, with words.\nAnd lines.\n')
+              const out = await settlesWithin(HANG_MS, sandbox.call(bytes, 'Some input, with words.\nAnd lines.\n'), mutations)
               assert.ok(Buffer.isBuffer(out))
               successes++
             } catch (err) {

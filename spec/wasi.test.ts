@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { PassThrough, Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { MemoryCheckpointStorage, wasmTransform, type SandboxOptions, type WasmSandboxError } from '../lib/index.js'
+import { createSandbox, MemoryCheckpointStorage, wasmTransform, type SandboxOptions, type WasmSandboxError } from '../lib/index.js'
 import { example, fixture, grepLinesRef, repoRoot, upperRef, wcRef } from './helpers/reference.js'
 import { collector, delay, randomLines, run, sourceOf } from './helpers/streams.js'
 
@@ -113,6 +113,30 @@ describe('WASI whole-stream mode', () => {
     assert.ok(performance.now() - started < 3000)
   })
 
+  it('a program writing forever without reading is stopped by its output bound, not left running', async () => {
+    // Every write restarts the time limit, so only the output bound can stop it (the fuzz test hung on one).
+    const stream = wasmTransform(fixture('wasi-yes.wasm'), { limits: { maxOutputPerChunk: 1000 } })
+    const sink = collector()
+    await assert.rejects(pipeline(sourceOf(Buffer.from('x')), stream, sink), (err: WasmSandboxError) => {
+      assert.equal(err.code, 'ERR_WASM_OUTPUT_LIMIT')
+      assert.match(err.message, /limits\.maxOutputPerChunk \(1000 bytes\)/)
+      return true
+    })
+    // One chunk's allowance before any input: 500 writes of 2 bytes, and not one more.
+    assert.ok(sink.result().length <= 1000, `${sink.result().length} bytes got out`)
+  })
+
+  it('the default output bound stops it too, through sandbox.call on a short input', async () => {
+    await assert.rejects(createSandbox().call(fixture('wasi-yes.wasm'), 'x'), { code: 'ERR_WASM_OUTPUT_LIMIT', exportName: '_start' })
+  })
+
+  it('output after the last read may use what every chunk allowed: a program that reads all, then writes', async () => {
+    // cat writes each read back; with maxOutputPerChunk equal to the chunk size nothing is over.
+    const input = randomLines(256 * 1024, 7)
+    const out = await run(wasmTransform(program('cat.wasm'), { bufferSize: 4096, limits: { maxOutputPerChunk: 4096 } }), input, [1000, 5000])
+    assert.deepEqual(out, input)
+  })
+
   it('a program blocked on a slow consumer is not timed out', async () => {
     const stream = wasmTransform(program('cat.wasm'), { limits: { timeout: 150 }, bufferSize: 16 * 1024, highWaterMark: 16 * 1024 })
     let bytes = 0
@@ -211,6 +235,13 @@ describe('WASI per-record mode', () => {
     const input = randomLines(4 * 1024 * 1024, 15)
     const out = await run(wasmTransform(program('upper.wasm'), { wasi: { mode: 'record' } }), input, SIZES)
     assert.deepEqual(out, upperRef(input))
+  })
+
+  it("a record's runs writing forever are stopped by the chunk's output bound", async () => {
+    await assert.rejects(run(wasmTransform(fixture('wasi-yes.wasm'), { wasi: { mode: 'record' }, delimiter: '\n', limits: { maxOutputPerChunk: 1000 } }), Buffer.from('a\nb\n')), {
+      code: 'ERR_WASM_OUTPUT_LIMIT',
+      offset: 0,
+    })
   })
 
   it('grep per line matches the JS reference, in input order', async () => {

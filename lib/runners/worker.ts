@@ -40,6 +40,9 @@ const ENTRY = new URL('./worker-entry.js', import.meta.url)
 /** JS heap of the worker (the guest's linear memory is capped separately, by limits.memory). */
 const RESOURCE_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 }
 
+/** The smallest output frame a ring is sized for. */
+const MIN_OUTPUT_FRAME = 16 * 1024
+
 interface PendingWrite {
   kind: number
   chunk: Buffer | null
@@ -120,8 +123,10 @@ export class WorkerRunner implements GuestRunner {
     try {
       this.input = new FrameRing(ringCapacity(maxInFlight, bufferSize))
       // As deep as the input side, so the worker can run ahead by as many chunks as it is given;
-      // no deeper: what sits here is output the consumer has not asked for.
-      this.output = new FrameRing(ringCapacity(maxInFlight + 1, bufferSize))
+      // no deeper: what sits here is output the consumer has not asked for. Never tiny, though:
+      // small chunks (sandbox.call on a short input) may have far more output than input, and a
+      // ring of a few bytes turns every small write into a wake-up of each thread.
+      this.output = new FrameRing(ringCapacity(maxInFlight + 1, Math.max(bufferSize, MIN_OUTPUT_FRAME)))
       const ctlSab = new SharedArrayBuffer(CTL_BYTES)
       this.ctl = new Int32Array(ctlSab, 0, 4)
       this.clock = new Float64Array(ctlSab)

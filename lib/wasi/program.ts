@@ -8,6 +8,7 @@ import { FileSystemImage } from './filesystem.js'
 import { memoryViews, wasiImports, wasmerPreview1, WasiExit, type StandardStreams } from './imports.js'
 import { ownPreview1, type MemoryViews } from './own-preview1.js'
 import type { WasiConfig } from './options.js'
+import type { OutputBudget } from './output-budget.js'
 
 /**
  * @wasmer/wasi compiles its own wasm once per thread before any WASI object is made; only a
@@ -46,13 +47,15 @@ export class StderrTail {
 }
 
 /**
- * A program's fd 1 and fd 2 writes: stdout to `output`, stderr to `stderr` with its tail kept
- * for the error message of a failed run.
+ * A program's fd 1 and fd 2 writes: stdout to `output` within `budget`, stderr to `stderr` with
+ * its tail kept for the error message of a failed run.
  */
-export function standardWrites(output: OutputSink, stderr: OutputSink, tail: StderrTail): StandardStreams['write'] {
+export function standardWrites(output: OutputSink, stderr: OutputSink, tail: StderrTail, budget: OutputBudget): StandardStreams['write'] {
   return (fd, memory, ptr, length) => {
-    if (fd === 1) output(memory, ptr, length)
-    else {
+    if (fd === 1) {
+      budget.spend(length)
+      output(memory, ptr, length)
+    } else {
       tail.add(memory, ptr, length)
       stderr(memory, ptr, length)
     }

@@ -11,6 +11,7 @@ import type { DriverHost } from '../driver.js'
 import { EXPORT_WASI_START } from '../protocol.js'
 import type { StandardStreams } from '../../wasi/imports.js'
 import { initWasi, standardWrites, StderrTail, WasiRuntime } from '../../wasi/program.js'
+import { OutputBudget } from '../../wasi/output-budget.js'
 
 export async function serve(host: DriverHost): Promise<never> {
   const { data } = host
@@ -21,6 +22,7 @@ export async function serve(host: DriverHost): Promise<never> {
   let limit = 0
   const delimiter = config.delimiter && Buffer.from(config.delimiter)
   const tail = new StderrTail()
+  const budget = new OutputBudget(data.guest.name, data.limits.maxOutputPerChunk, data.bufferSize)
 
   const streams: StandardStreams = {
     read(memory, ptr, want) {
@@ -29,7 +31,7 @@ export async function serve(host: DriverHost): Promise<never> {
       pos += n
       return n
     },
-    write: standardWrites(host.sink, host.stderr, tail),
+    write: standardWrites(host.sink, host.stderr, tail, budget),
   }
   const runtime = new WasiRuntime(data.guest, config, streams, data.limits.memory)
   let next = runtime.prepare()
@@ -42,6 +44,7 @@ export async function serve(host: DriverHost): Promise<never> {
     memory: () => record,
     // A chunk holds whole records (the chunker never cuts one): a run for each.
     process(total, offset) {
+      budget.reset(total, offset)
       const chunk = Buffer.from(record.buffer, record.byteOffset, total)
       for (let start = 0; start < total; ) {
         const cut = delimiter ? chunk.indexOf(delimiter, start) : -1

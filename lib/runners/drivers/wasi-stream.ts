@@ -3,7 +3,8 @@
  * from stdin take chunks from the input ring as they arrive (blocking while there are none), its
  * writes to stdout go to the output ring (blocking while the consumer is slow). The call clock
  * restarts at every read and write, so `limits.timeout` bounds computing between I/O, not the
- * run. A program that exits before the end of its input has the rest read and discarded.
+ * run; output is bounded by the input read (`OutputBudget`). A program that exits before the end
+ * of its input has the rest read and discarded.
  */
 import { errors } from '../../errors.js'
 import type { DriverHost } from '../driver.js'
@@ -11,6 +12,7 @@ import { EXPORT_WASI_START, IN_CHUNK, IN_FLUSH, IN_SNAPSHOT, OUT_DONE, OUT_FLUSH
 import { H_KIND, H_LENGTH, H_TOTAL } from '../ring.js'
 import type { StandardStreams } from '../../wasi/imports.js'
 import { initWasi, standardWrites, StderrTail, WasiRuntime } from '../../wasi/program.js'
+import { OutputBudget } from '../../wasi/output-budget.js'
 
 export async function serve(host: DriverHost): Promise<never> {
   const { data, input } = host
@@ -40,20 +42,24 @@ export async function serve(host: DriverHost): Promise<never> {
     }
   }
 
+  const budget = new OutputBudget(data.guest.name, data.limits.maxOutputPerChunk, data.bufferSize)
+
   /** Done with the frame at the head: release it, and report the chunk when it is all read. */
   const finishFrame = (): void => {
     chunkRead += header[H_LENGTH]!
     const total = header[H_TOTAL]!
+    const end = input.offsetOfFrame() + total
     input.consume()
     host.consumed()
     framePos = 0
     if (chunkRead === total) {
       chunkRead = 0
+      budget.grant(total, end)
       host.writeFrame(OUT_DONE)
     }
   }
 
-  const write = standardWrites(host.sink, host.stderr, tail)
+  const write = standardWrites(host.sink, host.stderr, tail, budget)
   const streams: StandardStreams = {
     read(memory, ptr, length, wait) {
       if (ended || length === 0) return 0
