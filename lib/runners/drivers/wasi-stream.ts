@@ -8,7 +8,7 @@
  */
 import { errors } from '../../errors.js'
 import type { DriverHost } from '../driver.js'
-import { EXPORT_WASI_START, IN_CHUNK, IN_FLUSH, IN_SNAPSHOT, OUT_DONE, OUT_FLUSHED } from '../protocol.js'
+import { EXPORT_START, EXPORT_WASI_START, IN_CHUNK, IN_FLUSH, IN_SNAPSHOT, OUT_DONE, OUT_FLUSHED } from '../protocol.js'
 import { H_KIND, H_LENGTH, H_TOTAL } from '../ring.js'
 import type { StandardStreams } from '../../wasi/imports.js'
 import { initWasi, standardWrites, StderrTail, WasiRuntime } from '../../wasi/program.js'
@@ -86,7 +86,10 @@ export async function serve(host: DriverHost): Promise<never> {
     },
   }
 
+  // Instantiating runs the module's start function, which may loop: timed like any call.
+  host.enter(EXPORT_START, 0)
   const program = new WasiRuntime(data.guest, config, streams, data.limits.memory).prepare()
+  host.leave()
   host.ready()
   host.enter(EXPORT_WASI_START, 0)
   const code = program.run({ module: data.guest.name, exportName: '_start', offset })
