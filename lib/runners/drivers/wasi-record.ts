@@ -13,7 +13,7 @@ import type { StandardStreams } from '../../wasi/imports.js'
 import { initWasi, standardWrites, StderrTail, WasiRuntime } from '../../wasi/program.js'
 import { OutputBudget } from '../../wasi/output-budget.js'
 
-export async function serve(host: DriverHost): Promise<never> {
+export async function serve(host: DriverHost): Promise<void> {
   const { data } = host
   const config = data.wasi!
   await initWasi(config)

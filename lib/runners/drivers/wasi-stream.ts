@@ -14,7 +14,7 @@ import type { StandardStreams } from '../../wasi/imports.js'
 import { initWasi, standardWrites, StderrTail, WasiRuntime } from '../../wasi/program.js'
 import { OutputBudget } from '../../wasi/output-budget.js'
 
-export async function serve(host: DriverHost): Promise<never> {
+export async function serve(host: DriverHost): Promise<void> {
   const { data, input } = host
   const header = input.header
   const config = data.wasi!
@@ -105,6 +105,7 @@ export async function serve(host: DriverHost): Promise<never> {
     } else if (kind === IN_FLUSH) {
       input.consume()
       host.writeFrame(OUT_FLUSHED)
+      return
     } else if (kind === IN_SNAPSHOT) {
       throw errors.checkpointUnsupported(data.guest.name, 'a WASI program in stream mode cannot be captured in the middle of its run')
     }
