@@ -7,13 +7,14 @@
  * Rust toolchain on this machine).
  */
 import assert from 'node:assert/strict'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import fc from 'fast-check'
 import { wasmTransform, type SandboxOptions } from '../lib/index.js'
-import { example, splitLines } from './helpers/reference.js'
+import { example, repoRoot, splitLines } from './helpers/reference.js'
 import { randomBytes, randomLines, run } from './helpers/streams.js'
 
 const ISOLATIONS = ['inline', 'worker'] as const
@@ -236,6 +237,23 @@ describe('C guest with wasi-libc, a reactor (examples/guests/c-wasi/wordfreq.was
     // in one call, more than the default limits.maxOutputPerChunk (16 × 4 KiB + 1 MiB) allows.
     const output = await run(wasmTransform(wordfreq, { bufferSize: 4096, limits: { maxOutputPerChunk: 4 << 20 } }), input, [65536])
     assert.ok(output.equals(wordfreqRef(input).output))
+  })
+})
+
+// ---- The committed C builds -----------------------------------------------------------------
+
+/** Why the C toolchain cannot run here, or '' when clang, wasm-ld and wasi-libc are installed. */
+function missingToolchain(): string {
+  if (spawnSync('clang', ['--version']).status !== 0) return 'clang is not installed'
+  if (spawnSync('wasm-ld', ['--version']).status !== 0) return 'lld (wasm-ld) is not installed'
+  if (!process.env.WASI_SYSROOT && !existsSync('/usr/lib/wasm32-wasi/libc.a')) return 'wasi-libc is not installed'
+  return ''
+}
+
+describe('committed C builds', () => {
+  it('match a fresh build of their sources (scripts/build-c-guests.sh --check)', { skip: missingToolchain() || false }, () => {
+    const check = spawnSync('bash', [join(repoRoot, 'scripts', 'build-c-guests.sh'), '--check'], { encoding: 'utf8' })
+    assert.equal(check.status, 0, `a committed .wasm is stale: run scripts/build-c-guests.sh\n${check.stderr}`)
   })
 })
 
