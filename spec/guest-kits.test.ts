@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -254,6 +254,52 @@ describe('committed C builds', () => {
   it('match a fresh build of their sources (scripts/build-c-guests.sh --check)', { skip: missingToolchain() || false }, () => {
     const check = spawnSync('bash', [join(repoRoot, 'scripts', 'build-c-guests.sh'), '--check'], { encoding: 'utf8' })
     assert.equal(check.status, 0, `a committed .wasm is stale: run scripts/build-c-guests.sh\n${check.stderr}`)
+  })
+
+  it('the header: init and flush are exported when defined, the arena holds state, sandbox_error fails', { skip: missingToolchain() || false }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'wasm-sandbox-header-'))
+    try {
+      // A byte counter with a greeting kept in arena memory taken in init().
+      writeFileSync(
+        join(dir, 'count.c'),
+        `#include "wasm-sandbox.h"
+static uint64_t total;
+static char *label;
+int init(void) {
+    label = sandbox_arena_alloc(7);
+    if (!label) return 1;
+    for (int i = 0; i < 7; i++) label[i] = "bytes: "[i];
+    return SANDBOX_OK;
+}
+SANDBOX_DEFINE_ARENA_ALLOC()
+int process_chunk(uint8_t *ptr, size_t len) {
+    for (size_t i = 0; i < len; i++) if (ptr[i] == '!') return sandbox_error(5, "count: no '!' please");
+    total += len;
+    return SANDBOX_OK;
+}
+int flush(void) {
+    char digits[20], *end = digits + sizeof digits, *p = end;
+    do { *--p = (char)('0' + total % 10); total /= 10; } while (total);
+    sandbox_emit(label, 7);
+    sandbox_emit(p, (size_t)(end - p));
+    sandbox_emit_str("\\n");
+    return SANDBOX_OK;
+}
+`,
+      )
+      const flags = ['--target=wasm32', '-O2', '-std=c11', '-Wall', '-Wextra', '-Werror', '-ffreestanding', '-nostdlib', '-mbulk-memory', '-Wl,--no-entry']
+      const cc = spawnSync('clang', [...flags, `-I${join(repoRoot, 'include')}`, '-o', 'count.wasm', 'count.c'], { cwd: dir, encoding: 'utf8' })
+      assert.equal(cc.status, 0, cc.stderr)
+      const bytes = readFileSync(join(dir, 'count.wasm'))
+      assert.deepEqual(shape(bytes).exports, ['alloc', 'flush', 'init', 'memory', 'process_chunk'])
+      for (const isolation of ISOLATIONS) {
+        const input = Buffer.from(randomText(30_000, 5).map((b) => (b === 0x21 ? 0x20 : b))) // no '!'
+        assert.equal((await run(wasmTransform(bytes, { isolation, bufferSize: 1024 }), input, [777])).toString(), `bytes: ${input.length}\n`)
+        await assert.rejects(run(wasmTransform(bytes, { isolation }), Buffer.from('hi!')), { code: 'ERR_WASM_GUEST_ERROR', status: 5, message: /count: no '!' please$/ })
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
 
