@@ -23,10 +23,10 @@ const OUT_SIZE: usize = 65536;
 const MAX_PREFIX: usize = 21; // 20 digits of a u64 and the tab
 
 struct State {
-    line: u64,          // lines started so far
+    line: u64,           // lines started so far
     at_line_start: bool, // the next byte starts a line
-    input: Vec<u8>,     // the region handed to the host in alloc
-    out: Vec<u8>,       // output buffer, reused for every chunk
+    input: Vec<u8>,      // the region handed to the host in alloc
+    out: Vec<u8>,        // output buffer, reused for every chunk
 }
 
 static mut STATE: State = State { line: 0, at_line_start: true, input: Vec::new(), out: Vec::new() };
