@@ -6,6 +6,7 @@
  * what one worker costs. Ratios are against baselines measured in the same run.
  */
 import { readFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -146,7 +147,11 @@ export async function runScaleBench(root: string, quick: boolean): Promise<Scale
   for (const row of pool) console.log(`  maxConcurrency ${row.instances}: ${row.mbps.toFixed(2)} MB/s, ${row.ratio.toFixed(2)}× one instance`)
   console.log('\nScale: short streams (1 KiB through upper) all at once through one sandbox')
   const count = quick ? 200 : 1000
-  const crowdRows = [await crowd(root, count, undefined, 'default maxWorkers'), await crowd(root, count, Infinity, 'maxWorkers: Infinity')]
+  // The default's factor (WORKERS_PER_CORE) was chosen from these rows: 1, 2, 4 and 8 per core.
+  const cores = availableParallelism()
+  const crowdRows = [await crowd(root, count, undefined, `default (${cores * 4})`)]
+  for (const perCore of [1, 2, 8]) crowdRows.push(await crowd(root, count, cores * perCore, `maxWorkers ${cores * perCore}`))
+  crowdRows.push(await crowd(root, count, Infinity, 'maxWorkers: Infinity'))
   for (const row of crowdRows) {
     console.log(`  ${row.streams} streams, ${row.label.padEnd(20)} ${row.wallMs.toFixed(0).padStart(6)} ms wall, peak RSS ${row.peakRssMb.toFixed(0)} MB, at most ${row.maxLive} workers`)
   }

@@ -162,15 +162,28 @@ export class PoolRunner implements GuestRunner {
   }
 
   private spawn(options: RunnerOptions): GuestRunner {
-    let self: Instance | undefined
-    const find = (): Instance | undefined => (self ??= this.instances.find((i) => i.runner === runner))
+    // A runner reports about its own jobs only; one stopped (restart, destroy) is not ours any more.
+    const ours = (job: Job): { instance: Instance; entry: Entry } | undefined => {
+      const instance = this.instances.find((i) => i.runner === runner)
+      const entry = this.entries.get(job)
+      return instance && entry ? { instance, entry } : undefined
+    }
     const runner = this.factory(
       this.guest,
       {
-        output: (job, chunk) => this.onOutput(find()!, job, chunk),
-        done: (job) => this.onDone(find()!, job),
+        output: (job, chunk) => {
+          const found = ours(job)
+          return found ? this.onOutput(found.instance, found.entry, chunk) : false
+        },
+        done: (job) => {
+          const found = ours(job)
+          if (found) this.onDone(found.instance, found.entry)
+        },
         failed: (job, err) => this.onFailed(job, err),
-        skipped: (job, err) => this.onSkipped(find()!, job, err),
+        skipped: (job, err) => {
+          const found = ours(job)
+          if (found) this.onSkipped(found.instance, found.entry, err)
+        },
         stderr: (chunk) => this.hooks.stderr?.(chunk),
       },
       options,
@@ -199,10 +212,9 @@ export class PoolRunner implements GuestRunner {
     }
   }
 
-  private onOutput(instance: Instance, job: Job, chunk: Buffer): boolean {
-    const entry = this.entries.get(job)!
+  private onOutput(instance: Instance, entry: Entry, chunk: Buffer): boolean {
     if (entry === this.order[0] && entry.held.length === 0 && !this.blocked) {
-      if (this.hooks.output(job, chunk)) return true
+      if (this.hooks.output(entry.job, chunk)) return true
       this.blocked = true
       instance.paused = true
       return false
@@ -216,9 +228,8 @@ export class PoolRunner implements GuestRunner {
     return true
   }
 
-  private onDone(instance: Instance, job: Job): void {
-    const entry = this.entries.get(job)!
-    if (!job.input) {
+  private onDone(instance: Instance, entry: Entry): void {
+    if (!entry.job.input) {
       this.flushNext()
       return
     }
@@ -228,8 +239,8 @@ export class PoolRunner implements GuestRunner {
     this.advance()
   }
 
-  private onSkipped(instance: Instance, job: Job, err: WasmSandboxError): void {
-    const entry = this.entries.get(job)!
+  private onSkipped(instance: Instance, entry: Entry, err: WasmSandboxError): void {
+    const job = entry.job
     if (job.input) instance.queued--
     entry.done = true
     entry.skipped = err
