@@ -8,6 +8,7 @@ export { encodeCheckpoint, decodeCheckpoint, CorruptCheckpointError } from './ch
 export { FileSink } from './checkpoint/file-sink.js'
 export { composeStages, createSandboxStream, outputOptionsHash, type SandboxStream, type StreamMetrics } from './compose.js'
 export { Chunker, type ChunkerOptions } from './stages/chunker.js'
+export type { ChunkingReport } from './stages/chunk-size-tuner.js'
 export { BackpressureGate, type BackpressureGateOptions } from './stages/backpressure-gate.js'
 export { WasmExecutor, type WasmExecutorOptions } from './stages/wasm-executor.js'
 export { CheckpointTap, type CheckpointTapOptions } from './stages/checkpoint-tap.js'
