@@ -5,7 +5,7 @@
  * another. A driver module exports `serve(host)`.
  */
 import type { GuestState } from '../checkpoint/types.js'
-import type { InstanceLimits, OutputSink } from '../guest/instance.js'
+import type { InstanceLimits, LogSink, OutputSink } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
 import type { FrameRing } from './ring.js'
 import type { WasiConfig } from '../wasi/options.js'
@@ -20,6 +20,8 @@ export interface WorkerData {
   limits: InstanceLimits
   /** What a WASI program may see (WASI drivers only). */
   wasi: WasiConfig | undefined
+  /** `guestConfig`, for `sandbox.config_read` (ABI v1.1). */
+  guestConfig: Uint8Array | undefined
   inSab: SharedArrayBuffer
   outSab: SharedArrayBuffer
   ctlSab: SharedArrayBuffer
@@ -35,6 +37,8 @@ export interface DriverHost {
   readonly sink: OutputSink
   /** Copies a range of guest memory to the output ring as stderr frames (diagnostics). */
   readonly stderr: OutputSink
+  /** Sends `sandbox.log` messages (ABI v1.1) to the main thread as log frames, in order with output. */
+  readonly log: LogSink
   /** A guest call begins (`exportId` from protocol.ts): the watchdog times it from here. */
   enter(exportId: number, offset: number): void
   /** The guest call ended. */

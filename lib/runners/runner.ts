@@ -1,6 +1,6 @@
 import type { GuestState } from '../checkpoint/types.js'
 import type { WasmSandboxError } from '../errors.js'
-import type { InstanceLimits } from '../guest/instance.js'
+import type { GuestLogEntry, InstanceLimits } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
 import type { WasiConfig } from '../wasi/options.js'
 
@@ -16,6 +16,8 @@ export interface RunnerOptions {
   maxInFlight: number
   /** What a WASI program may see; unset for ABI v1 guests. */
   wasi?: WasiConfig | undefined
+  /** Bytes the guest reads with `sandbox.config_read` (ABI v1.1). */
+  guestConfig?: Uint8Array | undefined
 }
 
 /**
@@ -54,6 +56,8 @@ export interface RunnerHooks {
   snapshot?(snapshot: Snapshot): void
   /** A WASI program wrote to stderr: diagnostics, never output. */
   stderr?(chunk: Buffer): void
+  /** The guest logged through `sandbox.log` (ABI v1.1), within its limits. */
+  log?(entry: GuestLogEntry): void
 }
 
 /**

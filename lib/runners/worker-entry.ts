@@ -7,7 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import type { GuestState } from '../checkpoint/types.js'
 import { WasmSandboxError } from '../errors.js'
-import type { OutputSink } from '../guest/instance.js'
+import type { LogSink, OutputSink } from '../guest/instance.js'
 import type { ChunkHandler, DriverHost, DriverName, WorkerData } from './driver.js'
 import {
   CTL_EXPORT,
@@ -17,6 +17,7 @@ import {
   CTL_STARTED_F64,
   CTL_STATE,
   EXPORT_FLUSH,
+  EXPORT_NAMES,
   EXPORT_PROCESS,
   IN_CHUNK,
   IN_FLUSH,
@@ -31,6 +32,7 @@ import {
   OUT_DONE,
   OUT_ERROR,
   OUT_FLUSHED,
+  OUT_LOG,
   OUT_PART,
   OUT_STDERR,
   STATE_IDLE,
@@ -113,6 +115,18 @@ function frames(kind: number): OutputSink {
 const sink = frames(OUT_DATA)
 const stderr = frames(OUT_STDERR)
 
+/** A log message is at most LOG_LIMITS.messageBytes: one frame, whatever the ring. */
+function logFrame(level: number, exportName: string, count: number, offset: number, memory?: Uint8Array, start = 0, length = 0): void {
+  if (!output.fits(length)) waitForRoom(length)
+  output.write(OUT_LOG, EXPORT_NAMES.indexOf(exportName as (typeof EXPORT_NAMES)[number]), count, offset, level, memory, start, length)
+  if (output.wantWake()) port.postMessage(MSG_WAKE)
+}
+
+const log: LogSink = {
+  message: (level, memory, start, length, cutFrom, site) => logFrame(level, site.exportName, cutFrom, site.offset, memory, start, length),
+  dropped: (messages, site) => logFrame(-1, site.exportName, Math.min(messages, 0x7fffffff), site.offset),
+}
+
 function record(err: unknown): ErrorRecord {
   if (err instanceof WasmSandboxError) {
     return {
@@ -123,6 +137,7 @@ function record(err: unknown): ErrorRecord {
       exportName: err.exportName,
       status: err.status,
       exitCode: err.exitCode,
+      backtrace: err.backtrace?.slice(),
     }
   }
   return { code: 'ERR_WASM_WORKER_DIED', message: String((err as Error)?.stack ?? err) }
@@ -134,6 +149,7 @@ const host: DriverHost = {
   input,
   sink,
   stderr,
+  log,
   enter,
   leave,
   writeFrame,
