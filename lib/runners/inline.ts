@@ -29,8 +29,8 @@ export class InlineRunner implements GuestRunner {
 
   /** `sandbox.log` messages, decoded here for the `log` hook. */
   private readonly logSink: LogSink = {
-    message: (level, memory, start, length, cutFrom, site) => this.hooks.log?.(logEntry(level, memory.slice(start, start + length), cutFrom, site)),
-    dropped: (messages, site) => this.hooks.log?.(droppedEntry(messages, site)),
+    message: (level, memory, start, length, cutFrom, site) => this.hooks.guestLog?.(logEntry(level, memory.slice(start, start + length), cutFrom, site)),
+    dropped: (messages, site) => this.hooks.guestLog?.(droppedEntry(messages, site)),
   }
 
   constructor(guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions) {
@@ -61,7 +61,7 @@ export class InlineRunner implements GuestRunner {
       const wasi = abi.wasiImports.length > 0 ? reactorWasi(this.guest, this.options.wasi!, this.diagnostics) : undefined
       const instance = new GuestInstance(this.guest, this.sink, this.options.limits, wasi, {
         config: this.options.guestConfig,
-        log: this.hooks.log ? this.logSink : undefined,
+        log: this.hooks.guestLog ? this.logSink : undefined,
       })
       if (restore) instance.restore(restore)
       else instance.init()

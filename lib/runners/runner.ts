@@ -57,7 +57,7 @@ export interface RunnerHooks {
   /** A WASI program wrote to stderr: diagnostics, never output. */
   stderr?(chunk: Buffer): void
   /** The guest logged through `sandbox.log` (ABI v1.1), within its limits. */
-  log?(entry: GuestLogEntry): void
+  guestLog?(entry: GuestLogEntry): void
 }
 
 /**

@@ -358,14 +358,14 @@ export class WorkerRunner implements GuestRunner {
     }
     const level = header[H_ARG]!
     let bytes: Uint8Array | undefined
-    if (level >= 0 && this.hooks.log) {
+    if (level >= 0 && this.hooks.guestLog) {
       bytes = new Uint8Array(header[H_LENGTH]!)
       output.copyPayload(bytes, 0)
     }
     const count = header[H_TOTAL]!
     output.consume()
-    if (!this.hooks.log) return
-    this.hooks.log(bytes ? logEntry(level, bytes, count, site) : droppedEntry(count, site))
+    if (!this.hooks.guestLog) return
+    this.hooks.guestLog(bytes ? logEntry(level, bytes, count, site) : droppedEntry(count, site))
   }
 
   private checkTime(): void {

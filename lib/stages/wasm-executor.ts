@@ -131,7 +131,7 @@ export class WasmExecutor extends Transform {
       skipped: this.onSkipped,
       snapshot: this.onSnapshot,
       stderr: this.onStderr,
-      log: this.onLog,
+      guestLog: this.onLog,
     }
   }
 
