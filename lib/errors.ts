@@ -91,7 +91,7 @@ function at(site: GuestSite): string {
 export function formatBacktrace(frames: readonly WasmFrame[]): string {
   let out = 'wasm backtrace:'
   frames.forEach((f, i) => {
-    out += `\n  ${String(i).padStart(4)}: 0x${f.offset.toString(16)} - ${f.name ?? `wasm-function[${f.func}]`}`
+    out += `\n  ${String(i).padStart(3)}: 0x${f.offset.toString(16)} - ${f.name ?? `wasm-function[${f.func}]`}`
   })
   return out
 }
