@@ -321,8 +321,6 @@ export class WorkerRunner implements GuestRunner {
         output.copyPayload(chunk, 0)
         output.consume()
         this.hooks.stderr?.(chunk)
-      } else if (kind === OUT_LOG) {
-        this.onLog(output)
       } else if (kind === OUT_DONE) {
         output.consume()
         this.busy(-1)
@@ -332,6 +330,8 @@ export class WorkerRunner implements GuestRunner {
         // The guest has ended: nothing more will run in this worker.
         this.kill()
         this.hooks.done(this.sent.shift()!)
+      } else if (kind === OUT_LOG) {
+        this.onLog(output)
       } else if (kind === OUT_PART || kind === OUT_ERROR) {
         const payload = Buffer.allocUnsafe(header[H_LENGTH]!)
         output.copyPayload(payload, 0)
