@@ -7,8 +7,11 @@ import { createHash } from 'node:crypto'
 import { format } from 'node:util'
 import { describe, it } from 'node:test'
 import createDebug from 'debug'
+import wabtInit from 'wabt'
+import { readFunctionNames } from '../lib/guest/binary.js'
 import {
   createSandbox,
+  loadGuest,
   LOG_LIMITS,
   MAX_GUEST_CONFIG,
   MemoryCheckpointStorage,
@@ -24,6 +27,79 @@ import { example, fixture, readFixture } from './helpers/reference.js'
 import { run } from './helpers/streams.js'
 
 const isolations: Isolation[] = ['inline', 'worker']
+const wabt = await wabtInit()
+
+function wat(text: string, names = false): Uint8Array {
+  const m = wabt.parseWat('test.wat', text)
+  try {
+    m.resolveNames()
+    m.validate()
+    return new Uint8Array(m.toBinary({ write_debug_names: names }).buffer)
+  } finally {
+    m.destroy()
+  }
+}
+
+const GUEST_BODY = `
+  (memory (export "memory") 1)
+  (func (export "alloc") (param i32) (result i32) (i32.const 0))
+  (func (export "process_chunk") (param i32 i32) (result i32) (i32.const 0))`
+
+describe('ABI v1.1 imports at load', () => {
+  it('a guest importing all three with the right types loads, from bytes and precompiled', async () => {
+    const bytes = wat(`(module
+      (import "sandbox" "config_size" (func (result i32)))
+      (import "sandbox" "config_read" (func (param i32 i32) (result i32)))
+      (import "sandbox" "log" (func (param i32 i32 i32)))
+      ${GUEST_BODY})`)
+    assert.equal((await loadGuest(bytes)).abi.kind, 'abi-v1')
+    assert.equal((await loadGuest(new WebAssembly.Module(bytes))).abi.kind, 'abi-v1')
+  })
+
+  for (const [imp, what] of [
+    ['(import "sandbox" "log" (func (param i32 i32 i32) (result i32)))', 'sandbox.log as a function (i32, i32, i32) -> (i32)'],
+    ['(import "sandbox" "config_size" (func (param i32) (result i32)))', 'sandbox.config_size as a function (i32) -> (i32)'],
+    ['(import "sandbox" "config_read" (func (param i32 i32)))', 'sandbox.config_read as a function (i32, i32) -> ()'],
+    ['(import "env" "log" (func (param i32 i32 i32)))', 'env.log'],
+    ['(import "sandbox" "config" (func (result i32)))', 'sandbox.config'],
+  ] as const) {
+    it(`refuses ${what}`, async () => {
+      await assert.rejects(loadGuest(wat(`(module ${imp} ${GUEST_BODY})`)), (err: WasmSandboxError) => {
+        assert.equal(err.code, 'ERR_WASM_UNKNOWN_IMPORT')
+        assert.ok(err.message.includes(what), err.message)
+        return true
+      })
+    })
+  }
+})
+
+describe('readFunctionNames', () => {
+  const bytes = wat(
+    `(module (import "sandbox" "emit" (func $emit (param i32 i32))) (func $first) (func) (func $third_function_name))`,
+    true,
+  )
+  const section = new Uint8Array(WebAssembly.Module.customSections(new WebAssembly.Module(bytes), 'name')[0]!)
+
+  it('maps function indices (imports first) to names; unnamed functions have none', () => {
+    assert.deepEqual([...readFunctionNames(section)], [
+      [0, 'emit'],
+      [1, 'first'],
+      [3, 'third_function_name'],
+    ])
+  })
+
+  it('a section cut anywhere, or with its bytes flipped, gives a subset of the names and never throws', () => {
+    const full = readFunctionNames(section)
+    for (let cut = 0; cut < section.length; cut++) {
+      for (const [index, name] of readFunctionNames(section.subarray(0, cut))) assert.equal(full.get(index), name)
+    }
+    for (let i = 0; i < section.length; i++) {
+      const damaged = Uint8Array.from(section)
+      damaged[i] ^= 0xff
+      assert.doesNotThrow(() => readFunctionNames(damaged))
+    }
+  })
+})
 
 /** Runs `input` through a fresh stream; returns the output, the 'log' entries and the error, if any. */
 async function runLogged(
