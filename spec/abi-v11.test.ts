@@ -301,17 +301,22 @@ for (const isolation of isolations) {
       assert.deepEqual(byMessage(logs), ['init 0 info "init"', 'process_chunk 0 info "ok\\n"'])
     })
 
-    it("a 'log' listener that throws fails the stream with its own error", async () => {
-      const stream = wasmTransform(fixture('v11-log.wasm'), { ...base, bufferSize: 3 })
-      const boom = new Error('listener failed')
-      let calls = 0
-      stream.on('log', (entry: GuestLogEntry) => {
-        calls++
-        if (entry.exportName === 'process_chunk') throw boom
+    for (const [call, calls] of [['init', 1], ['process_chunk', 2], ['flush', 5]] as const) {
+      it(`a 'log' listener that throws (on a message from ${call}) fails the stream with its own error`, async () => {
+        const stream = wasmTransform(fixture('v11-log.wasm'), { ...base, bufferSize: 3 })
+        const boom = new Error('listener failed')
+        let seen = 0
+        stream.on('log', (entry: GuestLogEntry) => {
+          seen++
+          if (entry.exportName === call) throw boom
+        })
+        let ended = false
+        stream.on('end', () => (ended = true))
+        await assert.rejects(run(stream, Buffer.from('ab\ncd\nef\n')), (err) => err === boom)
+        assert.equal(seen, calls)
+        assert.equal(ended, false)
       })
-      await assert.rejects(run(stream, Buffer.from('ab\ncd\nef\n')), (err) => err === boom)
-      assert.equal(calls, 2)
-    })
+    }
 
     it('messages of chunks replayed by recovery are not repeated', async () => {
       const input = Buffer.from('a\nb\nX\nc\n')
@@ -399,6 +404,22 @@ for (const isolation of isolations) {
 }
 
 describe('ABI v1.1 trap backtraces: other module sources', () => {
+  it('a trap in init fails the start, with its backtrace, in a worker too', async () => {
+    const bytes = wat(
+      `(module ${GUEST_BODY}
+        (func $load_settings (drop (i32.div_u (i32.const 1) (i32.const 0))))
+        (func (export "init") (result i32) (call $load_settings) (i32.const 0)))`,
+      true,
+    )
+    for (const isolation of isolations) {
+      const { err } = await runLogged(bytes, { isolation }, Buffer.from('x'))
+      assert.equal(err?.code, 'ERR_WASM_TRAP')
+      assert.equal(err?.exportName, 'init')
+      assert.deepEqual(err!.backtrace!.map((f) => f.name), ['load_settings', 'init'])
+      assert.match(err!.message, /divide by zero\nwasm backtrace:\n {4}0: 0x[0-9a-f]+ - load_settings\n {4}1: 0x[0-9a-f]+ - init$/)
+    }
+  })
+
   it('a precompiled WebAssembly.Module gets names from its name section', async () => {
     const module = new WebAssembly.Module(readFixture('trap-names.wasm'))
     const { err } = await runLogged(module, { isolation: 'inline' }, Buffer.from('!'))
