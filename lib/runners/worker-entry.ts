@@ -115,9 +115,16 @@ function frames(kind: number): OutputSink {
 const sink = frames(OUT_DATA)
 const stderr = frames(OUT_STDERR)
 
-/** A log message is at most LOG_LIMITS.messageBytes: one frame, whatever the ring. */
+/**
+ * A log message is at most LOG_LIMITS.messageBytes: one frame, whatever the ring. Before `ready`
+ * the main thread does not read the ring, so a frame that does not fit then is dropped instead
+ * of waited for (the per-call limits keep start-up's messages under the smallest ring anyway).
+ */
 function logFrame(level: number, exportName: string, count: number, offset: number, memory?: Uint8Array, start = 0, length = 0): void {
-  if (!output.fits(length)) waitForRoom(length)
+  if (!output.fits(length)) {
+    if (!started) return
+    waitForRoom(length)
+  }
   output.write(OUT_LOG, EXPORT_NAMES.indexOf(exportName as (typeof EXPORT_NAMES)[number]), count, offset, level, memory, start, length)
   if (output.wantWake()) port.postMessage(MSG_WAKE)
 }
