@@ -103,6 +103,12 @@ export interface SandboxOptions {
    * checkpoint options hash. Not for WASI commands (give those `wasi.args` or `wasi.env`).
    */
   guestConfig?: Uint8Array | string
+  /**
+   * `createSandbox` only: worker threads its streams may run at once (an integer, or
+   * `Infinity`); a stream wanting one past that waits, its source held by backpressure. Default:
+   * 4 per core of this machine (`os.availableParallelism()`).
+   */
+  maxWorkers?: number
 }
 
 export interface ResolvedOptions {
@@ -131,6 +137,8 @@ export interface ResolvedOptions {
   wasi: ResolvedWasi
   /** A private copy of the caller's `guestConfig`. */
   guestConfig: Uint8Array | undefined
+  /** As given; the sandbox's pool holds the bound. */
+  maxWorkers: number | undefined
 }
 
 export const DEFAULT_BUFFER_SIZE = 64 * 1024
@@ -153,6 +161,7 @@ const KNOWN_KEYS = new Set<string>([
   'checkpointInterval',
   'recoveryStrategy',
   'stateless',
+  'maxWorkers',
   'flowControl',
   'wasi',
   'guestConfig',
@@ -403,5 +412,6 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
     wasi: { ...resolveWasiFor(options.wasi), delimiter },
     flowControl: resolveFlowControl(options.flowControl, highWaterMark, maxConcurrency),
     guestConfig: resolveGuestConfig(options.guestConfig),
+    maxWorkers: options.maxWorkers === Infinity ? Infinity : options.maxWorkers === undefined ? undefined : positiveInt('maxWorkers', options.maxWorkers, 1),
   }
 }

@@ -3,6 +3,7 @@ import type { WasmSandboxError } from '../errors.js'
 import type { GuestLogEntry, InstanceLimits } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
 import type { WasiConfig } from '../wasi/options.js'
+import type { WorkerPool } from './worker-pool.js'
 
 export type RunnerCallback = (err?: Error | null) => void
 
@@ -18,6 +19,8 @@ export interface RunnerOptions {
   wasi?: WasiConfig | undefined
   /** Bytes the guest reads with `sandbox.config_read` (ABI v1.1). */
   guestConfig?: Uint8Array | undefined
+  /** Where worker runners get their threads; default: the pool shared by streams made outside a sandbox. */
+  workers?: WorkerPool | undefined
 }
 
 /**

@@ -7,6 +7,7 @@ import { isLoadedGuest, loadGuest, type LoadedGuest, type ModuleSource } from '.
 import { logger } from '../log.js'
 import { DEFAULT_LIMITS, DEFAULT_BUFFER_SIZE, resolveGuestConfig, type Isolation, type Limits, type RecoveryStrategy } from '../options.js'
 import { runnerChain } from '../runners/chain.js'
+import type { WorkerPool } from '../runners/worker-pool.js'
 import { endOfInput, type GuestRunner, type Job, type RunnerFactory, type RunnerHooks, type Snapshot } from '../runners/runner.js'
 import { emitSafely } from './emit-safely.js'
 import { resolveWasi, wasiConfig, type ResolvedWasi, type WasiOptions } from '../wasi/options.js'
@@ -49,6 +50,8 @@ export interface WasmExecutorOptions {
   wasi?: WasiOptions | ResolvedWasi
   /** Bytes the guest reads with `sandbox.config_read` (ABI v1.1). A string is UTF-8. */
   guestConfig?: Uint8Array | string | undefined
+  /** Where a worker runner gets its thread (a sandbox's pool). Default: the shared pool. */
+  workers?: WorkerPool
 }
 
 /**
@@ -84,6 +87,7 @@ export class WasmExecutor extends Transform {
   private readonly hooks: RunnerHooks
   private readonly wasi: ResolvedWasi
   private readonly guestConfig: Uint8Array | undefined
+  private readonly workers: WorkerPool | undefined
 
   private readonly queue: Buffer[] = []
   private queueHead = 0
@@ -97,6 +101,7 @@ export class WasmExecutor extends Transform {
   private flushed = false
   private guestName = '<module>'
   private lastGuestMs = 0
+  private starting = false
 
   constructor(module: ModuleSource | LoadedGuest, options: WasmExecutorOptions = {}) {
     const bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE
@@ -121,6 +126,7 @@ export class WasmExecutor extends Transform {
         deadline: this.limits.deadline,
         snapshots: snapshots && { ...snapshots, inputOffset: this.bytesIn, outputOffset: this.bytesOut },
       })
+    this.workers = options.workers
     const wasi = options.wasi
     this.wasi = wasi && Array.isArray(wasi.preopens) ? (wasi as ResolvedWasi) : resolveWasi(wasi ?? {})!
     this.guestConfig = resolveGuestConfig(options.guestConfig)
@@ -170,8 +176,24 @@ export class WasmExecutor extends Transform {
       maxInFlight: this.maxInFlight,
       wasi: wasiConfig(this.wasi),
       guestConfig: this.guestConfig,
+      workers: this.workers,
     })
-    this.runner.start(callback, resume?.guest)
+    this.starting = true
+    this.runner.start((err) => {
+      this.starting = false
+      // Destroyed while starting: the start's own error (no instance) is not news to anyone.
+      callback(this.destroyed ? null : err)
+    }, resume?.guest)
+  }
+
+  /**
+   * Node holds back `_destroy` until construction ends, and a start may wait for a worker for
+   * as long as another stream holds it: a stream destroyed meanwhile gives up its start at once.
+   */
+  override destroy(error?: Error): this {
+    super.destroy(error)
+    if (this.starting) this.runner?.destroy()
+    return this
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
