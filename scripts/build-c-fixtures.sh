@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuilds the C test guests: every spec/fixtures/c/*.c to the .wasm beside it (wasm32, no libc,
-# ABI v1.1 imports). Kept with function names and DWARF (-g), as a guest author's debug build is,
-# so the trap backtrace tests see names from a real toolchain.
+# include/wasm-sandbox.h, ABI v1.1 imports). Kept with function names and DWARF (-g), as a guest
+# author's debug build is, so the trap backtrace tests see names from a real toolchain.
 #
 #   scripts/build-c-fixtures.sh           rebuild and overwrite spec/fixtures/c/*.wasm
 #   scripts/build-c-fixtures.sh --check   build into a temporary folder, write nothing; exit 1 if
@@ -18,8 +18,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="$root/spec/fixtures/c"
 cc="${CC:-clang}"
 
-flags=(--target=wasm32 -nostdlib -fno-builtin -O2 -g -std=c11 -Wall -Wextra -Werror
-  "-fdebug-prefix-map=$dir=." -Wl,--no-entry)
+# As scripts/build-c-guests.sh builds the kits, but with -g and without --strip-all.
+flags=(--target=wasm32 -ffreestanding -nostdlib -mbulk-memory -O2 -g -std=c11 -Wall -Wextra -Werror
+  -I../../../include "-fdebug-prefix-map=$dir=." -Wl,--no-entry)
 
 check=0
 case "${1:-}" in
