@@ -335,6 +335,46 @@ for (const isolation of isolations) {
   })
 }
 
+describe('ABI v1.1 with a pool (maxConcurrency 3)', () => {
+  it('every instance gets the config and every chunk\'s messages arrive, each with its offset', async () => {
+    const lines = Array.from({ length: 60 }, (_, i) => `line ${i}\n`)
+    const input = Buffer.from(lines.join(''))
+    const { output, logs, err } = await runLogged(
+      fixture('v11-log.wasm'),
+      { maxConcurrency: 3, stateless: true, delimiter: '\n', bufferSize: 8, maxLatency: Infinity, guestConfig: 'unused' },
+      input,
+    )
+    assert.equal(err, undefined)
+    assert.deepEqual(output, input)
+    const chunks = logs.filter((l) => l.exportName === 'process_chunk')
+    let offset = 0
+    const expected = lines.map((line) => {
+      const at = offset
+      offset += line.length
+      return `${at} ${line}`
+    })
+    assert.deepEqual(chunks.map((l) => `${l.offset} ${l.message}`).sort(), expected.sort())
+  })
+
+  it('each pooled instance reads the config', async () => {
+    const input = Buffer.from('a'.repeat(64))
+    const { output, err } = await runLogged(
+      fixture('v11-config.wasm'),
+      { maxConcurrency: 3, stateless: true, bufferSize: 8, maxLatency: Infinity, guestConfig: 'cfg' },
+      input,
+      [8],
+    )
+    assert.equal(err, undefined)
+    // The pool flushes each of its instances (1 to 3, as workers were free): each echoes the config it read.
+    const echo = configEcho(Buffer.alloc(0), Buffer.from('cfg'))
+    assert.deepEqual(output!.subarray(0, 64), input)
+    const tail = output!.subarray(64)
+    const instances = tail.length / echo.length
+    assert.ok(Number.isInteger(instances) && instances >= 1 && instances <= 3, `tail of ${tail.length} bytes`)
+    assert.deepEqual(tail, Buffer.concat(Array.from({ length: instances }, () => echo)))
+  })
+})
+
 describe('ABI v1.1 log: debug', () => {
   it('messages go to the wasm-sandbox:guest debug namespace', async () => {
     const lines: string[] = []

@@ -4,7 +4,7 @@ import { bufferSink, droppedEntry, GuestInstance, logEntry, type LogSink, type O
 import type { LoadedGuest } from '../guest/load.js'
 import { initWasi } from '../wasi/program.js'
 import { reactorWasi } from '../wasi/reactor.js'
-import type { GuestRunner, Job, RunnerCallback, RunnerHooks, RunnerOptions } from './runner.js'
+import { hasState, type GuestRunner, type Job, type RunnerCallback, type RunnerHooks, type RunnerOptions } from './runner.js'
 
 /**
  * Runs the guest on the calling thread: the cheapest runner, for trusted guests. It gives up
@@ -63,7 +63,7 @@ export class InlineRunner implements GuestRunner {
         config: this.options.guestConfig,
         log: this.hooks.guestLog ? this.logSink : undefined,
       })
-      if (restore) instance.restore(restore)
+      if (hasState(restore)) instance.restore(restore)
       else instance.init()
       instance.reserve(this.options.bufferSize)
       this.instance = instance

@@ -122,7 +122,7 @@ export class WasmExecutor extends Transform {
       runnerChain({
         isolation: options.isolation ?? 'worker',
         recovery: options.recoveryStrategy ?? 'fail',
-        stateless: options.stateless ?? false,
+        stateless: options.stateless,
         deadline: this.limits.deadline,
         snapshots: snapshots && { ...snapshots, inputOffset: this.bytesIn, outputOffset: this.bytesOut },
       })
@@ -177,6 +177,7 @@ export class WasmExecutor extends Transform {
       wasi: wasiConfig(this.wasi),
       guestConfig: this.guestConfig,
       workers: this.workers,
+      highWaterMark: this.readableHighWaterMark,
     })
     this.starting = true
     this.runner.start((err) => {
