@@ -147,7 +147,7 @@ function tuneChunkSize(chunker: Chunker, executor: WasmExecutor, options: Resolv
 }
 
 /** Stage events a user of the bundle needs to see, re-emitted on the bundle. */
-const FORWARDED_EVENTS = ['chunk-error', 'checkpoint', 'drop', 'stderr'] as const
+const FORWARDED_EVENTS = ['chunk-error', 'checkpoint', 'drop', 'stderr', 'log'] as const
 
 /** Bundles stages into one duplex, composed with `pipeline()`: errors and destroy reach all. */
 export function composeStages(stages: Stream[], highWaterMark: number): SandboxStream {
@@ -163,13 +163,20 @@ export function composeStages(stages: Stream[], highWaterMark: number): SandboxS
   return bundle as unknown as SandboxStream
 }
 
-/** Hash of the options that change output: a checkpoint is only valid under the same ones. */
-export function outputOptionsHash(options: ResolvedOptions): string {
-  const { delimiter, maxRecordSize } = options
-  // 'auto' chooses sizes as it goes: a resume is exact by input offset, as with maxLatency's cuts.
+/**
+ * Hash of the options that change output: a checkpoint is only valid under the same ones.
+ * `guestConfig` joins the key only when given, so checkpoints taken without one keep their hash.
+ * With `bufferSize: 'auto'` the key holds 'auto': sizes are chosen as the stream goes, and a
+ * resume is exact by input offset, as with maxLatency's cuts.
+ */
+export function outputOptionsHash(
+  options: Pick<ResolvedOptions, 'bufferSize' | 'delimiter' | 'maxRecordSize'> & { autoBufferSize?: boolean; guestConfig?: Uint8Array | undefined },
+): string {
+  const { delimiter, maxRecordSize, guestConfig } = options
   const bufferSize = options.autoBufferSize ? 'auto' : options.bufferSize
-  const key = JSON.stringify({ bufferSize, delimiter: delimiter?.toString('hex') ?? null, maxRecordSize })
-  return createHash('sha256').update(key).digest('hex')
+  const fields: Record<string, unknown> = { bufferSize, delimiter: delimiter?.toString('hex') ?? null, maxRecordSize }
+  if (guestConfig) fields.guestConfig = createHash('sha256').update(guestConfig).digest('hex')
+  return createHash('sha256').update(JSON.stringify(fields)).digest('hex')
 }
 
 /**
@@ -186,7 +193,7 @@ export function createSandboxStream(module: ModuleSource | LoadedGuest, options:
   if (resumeFrom && resumeFrom.optionsHash !== optionsHash) {
     throw errors.checkpointMismatch(
       typeof module === 'string' ? module : '<module>',
-      'it was taken with other output-changing options (bufferSize, delimiter or maxRecordSize)',
+      'it was taken with other output-changing options (bufferSize, delimiter, maxRecordSize or guestConfig)',
     )
   }
   const chunker = new Chunker({
@@ -218,6 +225,7 @@ export function createSandboxStream(module: ModuleSource | LoadedGuest, options:
     maxInFlight: options.flowControl.maxInFlight,
     runner,
     wasi: options.wasi,
+    guestConfig: options.guestConfig,
     ...(resumeFrom ? { resumeFrom } : {}),
     ...(workers ? { workers } : {}),
   })

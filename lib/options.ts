@@ -111,6 +111,12 @@ export interface SandboxOptions {
   /** For a WASI program (or a guest built with wasi-libc): what it may see, and how it runs. */
   wasi?: WasiOptions
   /**
+   * Bytes the guest can read with `sandbox.config_read` (ABI v1.1), usually in `init`: a pattern,
+   * a column number, a JSON document. A string is taken as UTF-8. At most 1 MiB. Part of the
+   * checkpoint options hash. Not for WASI commands (give those `wasi.args` or `wasi.env`).
+   */
+  guestConfig?: Uint8Array | string
+  /**
    * `createSandbox` only: worker threads its streams may run at once (an integer, or
    * `Infinity`); a stream wanting one past that waits, its source held by backpressure. Default:
    * 4 per core of this machine (`os.availableParallelism()`).
@@ -146,6 +152,8 @@ export interface ResolvedOptions {
   stateless: boolean | undefined
   flowControl: Required<FlowControlOptions>
   wasi: ResolvedWasi
+  /** A private copy of the caller's `guestConfig`. */
+  guestConfig: Uint8Array | undefined
   /** As given; the sandbox's pool holds the bound. */
   maxWorkers: number | undefined
 }
@@ -177,6 +185,7 @@ const KNOWN_KEYS = new Set<string>([
   'maxWorkers',
   'flowControl',
   'wasi',
+  'guestConfig',
 ])
 const FLOW_KEYS = new Set<string>(['highWaterMark', 'lowWaterMark', 'maxInFlight', 'sampleRate', 'maxDelay'])
 
@@ -353,6 +362,22 @@ function resolveWasiFor(value: unknown): ResolvedWasi {
   return wasi
 }
 
+/** The most bytes `guestConfig` may hold: configuration, not data (the data is the stream). */
+export const MAX_GUEST_CONFIG = 1024 * 1024
+
+/** `guestConfig`, copied, so a caller changing its buffer later does not change the guest's config. */
+export function resolveGuestConfig(value: unknown): Uint8Array | undefined {
+  if (value === undefined) return undefined
+  let bytes: Uint8Array
+  if (typeof value === 'string') bytes = new TextEncoder().encode(value)
+  else if (value instanceof Uint8Array) bytes = Uint8Array.prototype.slice.call(value)
+  else throw errors.invalidOption(`guestConfig must be a string or a Uint8Array, got ${value === null ? 'null' : typeof value}`)
+  if (bytes.length > MAX_GUEST_CONFIG) {
+    throw errors.invalidOption(`guestConfig must be at most ${MAX_GUEST_CONFIG} bytes, got ${bytes.length}: pass data through the stream instead`)
+  }
+  return bytes
+}
+
 /** How input is cut, by one set of rules for `createSandbox` and `new Chunker(...)`. */
 export function resolveChunking(
   bufferSizeOption: unknown,
@@ -413,6 +438,7 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
     stateless: options.stateless,
     wasi: { ...resolveWasiFor(options.wasi), delimiter },
     flowControl: resolveFlowControl(options.flowControl, highWaterMark),
+    guestConfig: resolveGuestConfig(options.guestConfig),
     maxWorkers: options.maxWorkers === Infinity ? Infinity : options.maxWorkers === undefined ? undefined : positiveInt('maxWorkers', options.maxWorkers, 1),
   }
 }
