@@ -8,7 +8,7 @@ import { validateAbi, type GuestAbi } from '../guest/abi.js'
 import { parseModule, PAGE_SIZE, type FuncType, type MemoryLimits, type ModuleInfo } from '../guest/binary.js'
 import { loadGuest } from '../guest/load.js'
 import { DEFAULT_LIMITS, resolveOptions } from '../options.js'
-import { integer } from './options.js'
+import { inFlags, integer } from './options.js'
 import { formatBytes } from './progress.js'
 import { EXIT } from './report.js'
 
@@ -71,7 +71,7 @@ function memoryOf(info: ModuleInfo | undefined, limitBytes: number): InspectRepo
 const PROBE_A = Buffer.from('ERROR one,alpha,1\nsecond,beta,2\n')
 const PROBE_B = Buffer.from('third,gamma,3\nERROR four,delta4\n')
 
-async function runProbe(module: Uint8Array, chunks: Buffer[], memory: number, timeout: number): Promise<Buffer> {
+async function runProbe(module: string, chunks: Buffer[], memory: number, timeout: number): Promise<Buffer> {
   const out: Buffer[] = []
   await pipeline(
     Readable.from(chunks),
@@ -93,7 +93,7 @@ async function runProbe(module: Uint8Array, chunks: Buffer[], memory: number, ti
  * P = i·f(A)·f(B)·fl. If no split of E into i and fl explains P from Q and R, the output for B
  * depended on A. A probe that passes is evidence, not proof: other input may tell otherwise.
  */
-async function probeStateless(module: Uint8Array, memory: number, timeout: number): Promise<InspectReport['stateless']> {
+async function probeStateless(module: string, memory: number, timeout: number): Promise<InspectReport['stateless']> {
   let e: Buffer, q: Buffer, r: Buffer, p: Buffer
   try {
     e = await runProbe(module, [], memory, timeout)
@@ -157,7 +157,7 @@ export async function inspectModule(path: string, flags: InspectFlags): Promise<
     const abi = validateAbi(info, path)
     report.kind = kindOf(abi)
     // What the loader does on top: the memory cap written into the binary, and compilation.
-    await loadGuest(bytes, { memoryLimit })
+    await loadGuest(path, { memoryLimit })
     report.accepted = true
   } catch (err) {
     if (!isWasmSandboxError(err)) throw err
@@ -172,7 +172,7 @@ export async function inspectModule(path: string, flags: InspectFlags): Promise<
   } else if (!flags.probe) {
     report.stateless = { verdict: 'unknown', reason: 'not probed (--no-probe)' }
   } else {
-    report.stateless = await probeStateless(bytes, memoryLimit, timeout)
+    report.stateless = await probeStateless(path, memoryLimit, timeout)
   }
   return report
 }
@@ -206,10 +206,10 @@ export function formatReport(r: InspectReport): string {
         `capped at ${formatBytes(m.limitBytes)} when run (--memory)`,
   ])
   field('globals', [
-    `${r.mutableGlobals} mutable${r.mutableGlobals ? ' (captured with the memory in checkpoints)' : ''}${r.startFunction ? '; a start function runs when it is instantiated' : ''}`,
+    `${r.mutableGlobals} mutable${r.mutableGlobals && r.kind !== 'wasi-command' ? ' (captured with the memory in checkpoints)' : ''}${r.startFunction ? '; a start function runs when it is instantiated' : ''}`,
   ])
   field('stateless', [`${r.stateless.verdict}: ${r.stateless.reason}`])
-  field('verdict', [r.accepted ? 'accepted' : `refused: ${r.refused!.code}: ${r.refused!.message}`])
+  field('verdict', [r.accepted ? 'accepted' : `refused: ${r.refused!.code}: ${inFlags(r.refused!.message)}`])
   return lines.join('\n') + '\n'
 }
 

@@ -58,7 +58,7 @@ function recovery(value: string | undefined): RecoveryStrategy | undefined {
   if (value === undefined) return undefined
   if (value === 'fail' || value === 'skip') return value
   const retry = /^retry=([0-9]+)$/.exec(value)
-  if (retry) return { retry: Number(retry[1]) }
+  if (retry && Number(retry[1]) >= 1 && Number(retry[1]) <= 100) return { retry: Number(retry[1]) }
   throw new UsageError(`--recovery takes fail, skip or retry=N (N from 1 to 100), got ${JSON.stringify(value)}`)
 }
 

@@ -31,15 +31,18 @@ export interface ProgressSample {
   /** Input size when known (a file, or standard input redirected from one). */
   total: number | undefined
   elapsedMs: number
+  /** The run is over: the time it took instead of an ETA. */
+  final?: boolean
 }
 
 /** "12.0 MiB / 40.0 MiB  30%  4.00 MiB/s  ETA 0:07", or without size "12.0 MiB  4.00 MiB/s". */
-export function formatProgress({ done, start, total, elapsedMs }: ProgressSample): string {
+export function formatProgress({ done, start, total, elapsedMs, final = false }: ProgressSample): string {
   const rate = elapsedMs > 0 ? ((done - start) * 1000) / elapsedMs : 0
   const parts = [total === undefined ? formatBytes(done) : `${formatBytes(done)} / ${formatBytes(total)}`]
   if (total !== undefined && total > 0) parts.push(`${Math.min(100, Math.floor((done * 100) / total))}%`)
   parts.push(`${formatBytes(rate)}/s`)
-  if (total !== undefined && rate > 0 && done < total) parts.push(`ETA ${formatDuration((total - done) / rate)}`)
+  if (final) parts.push(`in ${formatDuration(elapsedMs / 1000)}`)
+  else if (total !== undefined && rate > 0 && done < total) parts.push(`ETA ${formatDuration((total - done) / rate)}`)
   return parts.join('  ')
 }
 
@@ -83,7 +86,7 @@ export class ProgressLine {
     this.timer = undefined
     if (!this.read) return
     if (succeeded) {
-      this.draw()
+      this.draw(true)
       if (this.shown) this.out.write('\n')
     } else if (this.shown) {
       this.out.write(CLEAR)
@@ -104,9 +107,10 @@ export class ProgressLine {
     })
   }
 
-  private draw(): void {
+  private draw(final = false): void {
     if (!this.read || !this.atLineStart) return
-    const line = formatProgress({ done: this.read(), start: this.start, total: this.total, elapsedMs: performance.now() - this.startedAt })
+    const elapsedMs = performance.now() - this.startedAt
+    const line = formatProgress({ done: this.read(), start: this.start, total: this.total, elapsedMs, final })
     this.out.write(`${CLEAR}${line}`)
     this.shown = true
   }
