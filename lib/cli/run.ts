@@ -10,7 +10,7 @@ import { resolveOptions, type SandboxOptions } from '../options.js'
 import { checkpointOptions, sandboxOptions, UsageError, type RunFlags } from './options.js'
 import { openOutput, outputTarget, sameFile, standardOutput, type Output } from './output.js'
 import { ProgressLine } from './progress.js'
-import { addHint } from './report.js'
+import { addHint, EXIT, report } from './report.js'
 
 export interface RunRequest {
   module: string
@@ -112,9 +112,13 @@ export async function run({ module, input: inputArg, flags, programArgs }: RunRe
       await runStream(module, input, output, options, attach)
     }
     succeeded = true
-    return 0
+    progress?.stop(true)
+    return EXIT.ok
+  } catch (err) {
+    // The line goes before the message, which goes before the stats: they stay the last line.
+    progress?.stop(false)
+    return report(err)
   } finally {
-    progress?.stop(succeeded)
     if (flags.stats && stream) process.stderr.write(JSON.stringify(stream.metrics()) + '\n')
   }
 }
