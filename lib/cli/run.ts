@@ -102,7 +102,6 @@ export async function run({ module, input: inputArg, flags, programArgs }: RunRe
     stream = created
     progress?.track(() => created.metrics().bytesIn)
   }
-  let succeeded = false
   try {
     if (checkpoint) {
       if (input === undefined) throw new UsageError('--checkpoint-dir needs an input file: a resumed run reads it again from the checkpoint')
@@ -111,7 +110,6 @@ export async function run({ module, input: inputArg, flags, programArgs }: RunRe
     } else {
       await runStream(module, input, output, options, attach)
     }
-    succeeded = true
     progress?.stop(true)
     return EXIT.ok
   } catch (err) {
