@@ -34,7 +34,8 @@ export function report(err: unknown): number {
     say(`${e.code}: the program exited with status ${e.exitCode}`)
     status = Math.min(e.exitCode, 255)
   } else {
-    say(`${isWasmSandboxError(e) ? `${e.code}: ` : ''}${e?.message ?? String(err)}`)
+    // "Raise limits.deadline": the user typed --deadline.
+    say(`${isWasmSandboxError(e) ? `${e.code}: ${inFlags(e.message)}` : (e?.message ?? String(err))}`)
     status = EXIT.failed
   }
   const hint = typeof err === 'object' && err !== null ? hints.get(err) : undefined
