@@ -97,6 +97,12 @@ export interface SandboxOptions {
   flowControl?: FlowControlOptions
   /** For a WASI program (or a guest built with wasi-libc): what it may see, and how it runs. */
   wasi?: WasiOptions
+  /**
+   * `createSandbox` only: worker threads its streams may run at once (an integer, or
+   * `Infinity`); a stream wanting one past that waits, its source held by backpressure. Default:
+   * 4 per core of this machine (`os.availableParallelism()`).
+   */
+  maxWorkers?: number
 }
 
 export interface ResolvedOptions {
@@ -123,6 +129,8 @@ export interface ResolvedOptions {
   stateless: boolean
   flowControl: Required<FlowControlOptions>
   wasi: ResolvedWasi
+  /** As given; the sandbox's pool holds the bound. */
+  maxWorkers: number | undefined
 }
 
 export const DEFAULT_BUFFER_SIZE = 64 * 1024
@@ -145,6 +153,7 @@ const KNOWN_KEYS = new Set<string>([
   'checkpointInterval',
   'recoveryStrategy',
   'stateless',
+  'maxWorkers',
   'flowControl',
   'wasi',
 ])
@@ -377,5 +386,6 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
     stateless: options.stateless ?? false,
     wasi: { ...resolveWasiFor(options.wasi), delimiter },
     flowControl: resolveFlowControl(options.flowControl, highWaterMark, maxConcurrency),
+    maxWorkers: options.maxWorkers === Infinity ? Infinity : options.maxWorkers === undefined ? undefined : positiveInt('maxWorkers', options.maxWorkers, 1),
   }
 }

@@ -3,6 +3,7 @@ import type { WasmSandboxError } from '../errors.js'
 import type { InstanceLimits } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
 import type { WasiConfig } from '../wasi/options.js'
+import type { WorkerPool } from './worker-pool.js'
 
 export type RunnerCallback = (err?: Error | null) => void
 
@@ -16,6 +17,8 @@ export interface RunnerOptions {
   maxInFlight: number
   /** What a WASI program may see; unset for ABI v1 guests. */
   wasi?: WasiConfig | undefined
+  /** Where worker runners get their threads; default: the pool shared by streams made outside a sandbox. */
+  workers?: WorkerPool | undefined
 }
 
 /**

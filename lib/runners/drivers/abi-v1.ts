@@ -3,7 +3,7 @@ import { GuestInstance, type GuestWasi } from '../../guest/instance.js'
 import type { DriverHost } from '../driver.js'
 import { EXPORT_INIT, EXPORT_PROCESS, EXPORT_START } from '../protocol.js'
 
-export async function serve(host: DriverHost): Promise<never> {
+export async function serve(host: DriverHost): Promise<void> {
   const { data } = host
   let wasi: GuestWasi | undefined
   if (data.guest.abi.wasiImports.length > 0) {
