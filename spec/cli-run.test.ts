@@ -176,12 +176,18 @@ describe('run: --checkpoint-dir', () => {
     assert.ok(!readdirSync(w.dir).some((f) => f.endsWith('.partial')))
   })
 
-  it('checkpoints of another input are refused, not resumed from', () => {
+  it('checkpoints of another input, or other options, are refused, not resumed from', () => {
     const bytes = slowInput(60)
     const w = workdir(bytes)
     const first = wasmSandbox([fixture('slow.wasm'), w.input, '-o', w.output, '-b', '1024', '--checkpoint-dir', w.ck, '--checkpoint-every', '1024', '--deadline', '700'])
     assert.equal(first.status, 1, first.stderr)
     assert.ok(readdirSync(w.ck).length > 0)
+    // The same input with another chunk size: the library refuses, and the tool says what to do.
+    const resized = wasmSandbox([fixture('slow.wasm'), w.input, '-o', w.output, '-b', '2048', '--checkpoint-dir', w.ck])
+    assert.equal(resized.status, 1, resized.stderr)
+    assert.match(resized.stderr, /ERR_WASM_CHECKPOINT_MISMATCH[^\n]*--buffer-size[^\n]*\nwasm-sandbox: the checkpoints in [^\n]* are of a run with other options or another module: run it as it was, or delete them to start afresh\n$/)
+    assert.deepEqual(readFileSync(w.output), PRECIOUS)
+    assert.ok(existsSync(join(w.dir, '.out.bin.partial')), 'what the first run wrote is kept for its resume')
     const other = join(w.dir, 'other.bin')
     writeFileSync(other, bytes)
     const result = wasmSandbox([fixture('slow.wasm'), other, '-o', join(w.dir, 'other.out'), '-b', '1024', '--checkpoint-dir', w.ck])

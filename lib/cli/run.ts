@@ -6,6 +6,7 @@ import { processFile } from '../api/process-file.js'
 import { wasmTransform } from '../api/wasm-transform.js'
 import { FileCheckpointStorage } from '../checkpoint/file-storage.js'
 import type { SandboxStream } from '../compose.js'
+import { isWasmSandboxError } from '../errors.js'
 import { resolveOptions, type SandboxOptions } from '../options.js'
 import { checkpointOptions, sandboxOptions, UsageError, type RunFlags } from './options.js'
 import { openOutput, outputTarget, sameFile, standardOutput, type Output } from './output.js'
@@ -198,7 +199,9 @@ async function runCheckpointed(
     if (target.mode !== undefined) await chmod(partial, target.mode & 0o7777)
     await rename(partial, target.real)
   } catch (err) {
-    if (resumable) {
+    if (isWasmSandboxError(err) && err.code === 'ERR_WASM_CHECKPOINT_MISMATCH') {
+      addHint(err, `the checkpoints in ${checkpoint.dir} are of a run with other options or another module: run it as it was, or delete them to start afresh`)
+    } else if (resumable) {
       addHint(err, `the checkpoints in ${checkpoint.dir} are kept: run the same command again to resume`)
     } else {
       await unlink(partial).catch(() => {})
