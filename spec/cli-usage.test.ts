@@ -122,6 +122,18 @@ describe('command line: mistakes exit 2 and touch nothing', () => {
     })
   }
 
+  it('WASI grants the library refuses are named by their flag', () => {
+    const { dir, output } = workdir()
+    const missing = join(dir, 'no-such-dir')
+    const result = wasmSandbox([example('wasi/cat.wasm'), demo, '--dir', `${missing}::/data`, '-o', output])
+    assert.equal(result.status, 2, result.stderr)
+    assert.equal(result.stderr, `wasm-sandbox: --dir (guest path /data): ${missing} is not a directory\n`)
+    const record = wasmSandbox([example('wasi/cat.wasm'), demo, '--dir-rw', dir, '--per-record', '-o', output])
+    assert.equal(record.status, 2, record.stderr)
+    assert.match(record.stderr, /^wasm-sandbox: --dir-rw cannot go with --per-record \(in 'record' mode every run starts from the same files\)\n$/)
+    assertUntouched(dir, output)
+  })
+
   it('inspect refuses program arguments after --', () => {
     const result = wasmSandbox(['inspect', example('upper.wasm'), '--', 'x'])
     assert.equal(result.status, 2, result.stderr)

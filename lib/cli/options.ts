@@ -167,9 +167,14 @@ const FLAG_OF: Record<string, string> = {
   'flowControl.sampleRate': '--sample-rate',
   'flowControl.maxDelay': '--max-delay',
   'flowControl.maxInFlight': '--max-concurrency',
-  "wasi.mode 'stream'": 'stream mode (no --per-record)',
-  'wasi.preopens': '--dir-rw',
 }
+
+/** Whole phrases first: a WASI grant is one flag or another depending on the message. */
+const PHRASES: [RegExp, string][] = [
+  [/wasi\.preopens: a writable grant needs wasi\.mode 'stream' \(([^)]*)\)/g, '--dir-rw cannot go with --per-record ($1)'],
+  [/wasi\.preopens\['([^']*)'\]/g, '--dir (guest path $1)'],
+  [/wasi\.preopens\b/g, '--dir'],
+]
 
 /** The names, longest first, as whole words only (not the 'delimiter' inside '--delimiter'). */
 const NAMES = new RegExp(
@@ -182,5 +187,6 @@ const NAMES = new RegExp(
 
 /** The library's messages name its options; the user typed flags. */
 export function inFlags(message: string): string {
-  return message.replace(NAMES, (name) => FLAG_OF[name]!)
+  const phrased = PHRASES.reduce((text, [pattern, replacement]) => text.replace(pattern, replacement), message)
+  return phrased.replace(NAMES, (name) => FLAG_OF[name]!)
 }
