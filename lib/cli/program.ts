@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { Command, Option } from 'commander'
 import { inspect, type InspectFlags } from './inspect.js'
-import { collect, UsageError, type RunFlags } from './options.js'
+import { collect, type RunFlags } from './options.js'
 import { run } from './run.js'
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -152,4 +152,3 @@ export function buildProgram(programArgs: () => string[] | undefined, exit: (sta
   return program
 }
 
-export { UsageError }

@@ -78,6 +78,8 @@ export async function run({ module, input: inputArg, flags, programArgs }: RunRe
   resolveOptions(options)
   const checkpoint = checkpointOptions(flags)
   if (output === '') throw new UsageError('-o needs a file name')
+  if (checkpoint && input === undefined) throw new UsageError('--checkpoint-dir needs an input file: a resumed run reads it again from the checkpoint')
+  if (checkpoint && output === undefined) throw new UsageError('--checkpoint-dir needs -o naming a file: a resumed run appends to it')
   if (input !== undefined && output !== undefined && (await sameFile(input, output))) {
     throw new UsageError(`-o ${output} is the input file ${input}; write to another file, then rename it over the input if that is what you want`)
   }
@@ -105,9 +107,7 @@ export async function run({ module, input: inputArg, flags, programArgs }: RunRe
   }
   try {
     if (checkpoint) {
-      if (input === undefined) throw new UsageError('--checkpoint-dir needs an input file: a resumed run reads it again from the checkpoint')
-      if (output === undefined) throw new UsageError('--checkpoint-dir needs -o naming a file: a resumed run appends to it')
-      await runCheckpointed(module, input, output, checkpoint, options, attach)
+      await runCheckpointed(module, input!, output!, checkpoint, options, attach)
     } else {
       await runStream(module, input, output, options, attach)
     }
