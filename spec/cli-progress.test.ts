@@ -84,6 +84,14 @@ describe('progress line on a terminal', { skip: noPty }, () => {
     assert.equal(screen.replace(/\r\n/g, '\n'), upperRef(readFileSync(example('demo-input.txt'))).toString())
   })
 
+  it("a WASI program's stderr is not drawn over", () => {
+    const dir = dirs.dir('progress-')
+    const { status, screen } = underTerminal([example('wasi/fail.wasm'), example('demo-input.txt'), '-o', join(dir, 'out.txt')])
+    assert.equal(status, 3, screen)
+    const lines = screen.split(/\r?\n/)
+    assert.ok(lines.includes('fail: deliberate failure (exit status 3)'), JSON.stringify(screen))
+  })
+
   it('a failure wipes the line and prints the error on a line of its own', () => {
     const dir = dirs.dir('progress-')
     const input = slowInput(dir, 120)

@@ -167,6 +167,25 @@ describe('run: --checkpoint-dir', () => {
     assert.ok((stats(resumed.stderr).chunks as number) < Math.ceil(lines.length / 1024), 'resumed from the checkpoint')
   })
 
+  it('SIGINT before any checkpoint: dies of it, the partial output removed, -o untouched', { skip: process.platform === 'win32' }, async () => {
+    const w = workdir(slowInput(200))
+    const child = spawnWasmSandbox([fixture('slow.wasm'), w.input, '-o', w.output, '-b', '1024', '--checkpoint-dir', w.ck, '--checkpoint-every', String(1 << 30)])
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)))
+    const partial = join(w.dir, '.out.bin.partial')
+    const deadline = Date.now() + 20_000
+    while (!(existsSync(partial) && statSync(partial).size > 0)) {
+      if (Date.now() > deadline || child.exitCode !== null) {
+        child.kill('SIGKILL')
+        assert.fail('the run never started writing')
+      }
+      await delay(10)
+    }
+    child.kill('SIGINT')
+    assert.equal(await exited, 'SIGINT')
+    assert.deepEqual(readFileSync(w.output), PRECIOUS)
+    assert.ok(!existsSync(partial), 'nothing to resume from, so nothing left behind')
+  })
+
   it('a failure before any checkpoint leaves no partial output behind', () => {
     const w = workdir(Buffer.from('abcd\nef!g\nhijk\n'))
     const result = wasmSandbox([fixture('fail-on-bang.wasm'), w.input, '-o', w.output, '-b', '5', '--checkpoint-dir', w.ck])
