@@ -134,6 +134,13 @@ describe('command line: mistakes exit 2 and touch nothing', () => {
     assertUntouched(dir, output)
   })
 
+  it('inspect without a module names what is missing', () => {
+    const result = wasmSandbox(['inspect'])
+    assert.equal(result.status, 2, result.stderr)
+    assert.match(result.stderr, /^wasm-sandbox: missing required argument 'module'\n/)
+    assert.equal(result.stdout.length, 0)
+  })
+
   it('inspect refuses program arguments after --', () => {
     const result = wasmSandbox(['inspect', example('upper.wasm'), '--', 'x'])
     assert.equal(result.status, 2, result.stderr)
