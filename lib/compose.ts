@@ -173,6 +173,7 @@ export function createSandboxStream(module: ModuleSource | LoadedGuest, options:
     isolation: options.isolation,
     recovery: options.recoveryStrategy,
     stateless: options.stateless,
+    concurrency: options.maxConcurrency,
     deadline: options.limits.deadline,
     snapshots: checkpoint && {
       interval: checkpoint.interval,

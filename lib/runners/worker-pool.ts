@@ -71,8 +71,11 @@ export class WorkerPool {
     return this.waiting.length
   }
 
-  /** Calls back with a worker now, or once one is free. Returns a function that withdraws the request. */
-  acquire(callback: WorkerCallback): () => void {
+  /**
+   * Calls back with a worker now, or once one is free; with `wait` false, with neither when none
+   * is free now. Returns a function that withdraws the request.
+   */
+  acquire(callback: WorkerCallback, wait = true): () => void {
     const worker = this.idle.pop()
     if (worker) {
       this.idleSince.delete(worker)
@@ -81,6 +84,10 @@ export class WorkerPool {
     }
     if (this.live < this.maxWorkers) {
       this.spawn(callback)
+      return noop
+    }
+    if (!wait) {
+      callback(null)
       return noop
     }
     this.waiting.push(callback)

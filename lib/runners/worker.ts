@@ -158,8 +158,9 @@ export class WorkerRunner implements GuestRunner {
     this.cancelWait = this.pool.acquire((err, worker) => {
       this.cancelWait = undefined
       if (err) this.finishStart(errors.workerDied(this.site(), err))
-      else this.begin(worker!, data)
-    })
+      else if (!worker) this.finishStart(errors.noInstance(this.site()))
+      else this.begin(worker, data)
+    }, !this.options.spareWorker)
   }
 
   /** A worker is ours: the session starts in it. */

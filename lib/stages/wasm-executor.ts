@@ -116,7 +116,7 @@ export class WasmExecutor extends Transform {
       runnerChain({
         isolation: options.isolation ?? 'worker',
         recovery: options.recoveryStrategy ?? 'fail',
-        stateless: options.stateless ?? false,
+        stateless: options.stateless,
         deadline: this.limits.deadline,
         snapshots: snapshots && { ...snapshots, inputOffset: this.bytesIn, outputOffset: this.bytesOut },
       })
@@ -164,6 +164,7 @@ export class WasmExecutor extends Transform {
       maxInFlight: this.maxInFlight,
       wasi: wasiConfig(this.wasi),
       workers: this.workers,
+      highWaterMark: this.readableHighWaterMark,
     })
     this.starting = true
     this.runner.start((err) => {

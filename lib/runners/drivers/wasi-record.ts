@@ -9,6 +9,7 @@
 import { errors } from '../../errors.js'
 import type { DriverHost } from '../driver.js'
 import { EXPORT_START, EXPORT_WASI_START } from '../protocol.js'
+import { noState } from '../runner.js'
 import type { StandardStreams } from '../../wasi/imports.js'
 import { initWasi, standardWrites, StderrTail, WasiRuntime } from '../../wasi/program.js'
 import { OutputBudget } from '../../wasi/output-budget.js'
@@ -64,6 +65,6 @@ export async function serve(host: DriverHost): Promise<void> {
       }
     },
     flush() {},
-    snapshot: () => ({ memory: new Uint8Array(0), globals: [], region: { ptr: 0, size: 0 } }),
+    snapshot: noState,
   })
 }
