@@ -3,6 +3,8 @@
  * built binary. The JSON report is checked field by field; the text report by its lines.
  */
 import assert from 'node:assert/strict'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { wasmSandbox } from './helpers/cli.js'
@@ -14,7 +16,7 @@ interface Report {
   exports: { name: string; kind: string; type?: string }[]
   memory: { source: string; initialPages: number; maximumPages: number | null; limitBytes: number }
   mutableGlobals: number
-  stateless: { verdict: string; reason: string }
+  stateless: { verdict: string; reason: string; declared: boolean }
   accepted: boolean
   refused?: { code: string; message: string }
 }
@@ -66,11 +68,30 @@ describe('inspect: what a module is', () => {
     }
   })
 
+  it('a wasm-sandbox.stateless section is reported as declared, and a probe that contradicts it is pointed out', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cli-inspect-'))
+    try {
+      const section = Buffer.concat([Buffer.from([0, 23, 22]), Buffer.from('wasm-sandbox.stateless')])
+      writeFileSync(join(dir, 'upper.wasm'), Buffer.concat([readFileSync(example('upper.wasm')), section]))
+      writeFileSync(join(dir, 'numberer.wasm'), Buffer.concat([readFileSync(example('numberer.wasm')), section]))
+      assert.deepEqual(
+        { ...inspect(join(dir, 'upper.wasm')).report.stateless, reason: undefined },
+        { verdict: 'yes', declared: true, reason: undefined },
+      )
+      const liar = wasmSandbox(['inspect', join(dir, 'numberer.wasm')])
+      assert.equal(liar.status, 0)
+      assert.match(liar.stdout.toString(), /^stateless {2}no: [^\n]*\n {11}declared stateless \(wasm-sandbox\.stateless section\), which the probe contradicts: run it with --no-stateless$/m)
+      assert.equal(inspect(example('upper.wasm')).report.stateless.declared, false)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   it('--no-probe reads the module without running it: a guest whose init loops is not started', () => {
     const { status, report } = inspect(fixture('loop-init.wasm'), '--no-probe')
     assert.equal(status, 0)
     assert.equal(report.accepted, true)
-    assert.deepEqual(report.stateless, { verdict: 'unknown', reason: 'not probed (--no-probe)' })
+    assert.deepEqual(report.stateless, { verdict: 'unknown', reason: 'not probed (--no-probe)', declared: false })
   })
 
   it('the probe runs in the sandbox: a guest that loops is stopped by the time limit', () => {

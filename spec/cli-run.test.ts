@@ -85,9 +85,10 @@ describe('run: --stats', () => {
 })
 
 describe('run: concurrency, backpressure and limits', () => {
-  it('--max-concurrency, --backpressure block, --high-water-mark and --max-output-per-chunk reach the stream', () => {
-    const input = readFileSync(example('demo-input.txt'))
-    const args = ['-b', '128', '--max-concurrency', '8', '--backpressure', 'block', '--high-water-mark', '4096', '--max-output-per-chunk', '128']
+  const input = readFileSync(example('demo-input.txt'))
+
+  it('--max-in-flight, --backpressure block, --high-water-mark and --max-output-per-chunk reach the stream', () => {
+    const args = ['-b', '128', '--max-in-flight', '8', '--backpressure', 'block', '--high-water-mark', '4096', '--max-output-per-chunk', '128']
     const result = wasmSandbox([example('upper.wasm'), example('demo-input.txt'), ...args])
     assert.equal(result.status, 0, result.stderr)
     assert.deepEqual(result.stdout, upperRef(input))
@@ -95,6 +96,30 @@ describe('run: concurrency, backpressure and limits', () => {
     const tight = wasmSandbox([example('upper.wasm'), example('demo-input.txt'), ...args.slice(0, -1), '127'])
     assert.equal(tight.status, 1)
     assert.match(tight.stderr, /ERR_WASM_OUTPUT_LIMIT/)
+  })
+
+  it('--max-concurrency pools a guest said to be stateless, by --stateless or by the module, output in order', () => {
+    const dir = dirs.dir('pool-')
+    const declared = join(dir, 'upper-declared.wasm')
+    writeFileSync(declared, Buffer.concat([readFileSync(example('upper.wasm')), Buffer.from([0, 23, 22]), Buffer.from('wasm-sandbox.stateless')]))
+    for (const args of [[example('upper.wasm'), '--stateless'], [declared]]) {
+      const result = wasmSandbox([...args, example('demo-input.txt'), '-b', '64', '--max-concurrency', '3', '--stats'])
+      assert.equal(result.status, 0, result.stderr)
+      assert.deepEqual(result.stdout, upperRef(input))
+      assert.equal(stats(result.stderr).chunks, Math.ceil(input.length / 64))
+    }
+    // --no-stateless overrides the module's word: no pool then.
+    const refused = wasmSandbox([declared, example('demo-input.txt'), '--max-concurrency', '3', '--no-stateless'])
+    assert.equal(refused.status, 2, refused.stderr)
+  })
+
+  it('--max-concurrency on a guest not said to be stateless is a usage error saying how to say it', () => {
+    const result = wasmSandbox([example('numberer.wasm'), example('demo-input.txt'), '--max-concurrency', '2'])
+    assert.equal(result.status, 2, result.stderr)
+    assert.match(result.stderr, /^wasm-sandbox: --max-concurrency 2 [^\n]* is not stateless[^\n]*say so with --stateless[^\n]*\n$/)
+    const inline = wasmSandbox([example('upper.wasm'), example('demo-input.txt'), '--max-concurrency', '2', '--stateless', '--inline'])
+    assert.equal(inline.status, 2, inline.stderr)
+    assert.match(inline.stderr, /^wasm-sandbox: --max-concurrency 2 [^\n]*cannot go with --inline/)
   })
 
   it('--deadline bounds the whole run', () => {

@@ -103,6 +103,7 @@ describe('command line: mistakes exit 2 and touch nothing', () => {
     ['--backpressure', 'fast'],
     ['--max-concurrency', '0'],
     ['--max-concurrency', '2x'],
+    ['--max-in-flight', '0'],
     ['--deadline', '0'],
     ['--high-water-mark', '-5'],
     ['--sample-rate', '0'],

@@ -40,7 +40,13 @@ export interface InspectReport {
   }
   mutableGlobals: number
   startFunction: boolean
-  stateless: { verdict: 'yes' | 'no' | 'unknown' | 'not applicable'; reason: string }
+  stateless: {
+    /** What a probe run found (or why there is no answer). */
+    verdict: 'yes' | 'no' | 'unknown' | 'not applicable'
+    reason: string
+    /** The module carries a `wasm-sandbox.stateless` custom section (docs/abi.md). */
+    declared: boolean
+  }
   accepted: boolean
   refused?: { code: string; message: string }
 }
@@ -93,7 +99,7 @@ async function runProbe(module: string, chunks: Buffer[], memory: number, timeou
  * P = i·f(A)·f(B)·fl. If no split of E into i and fl explains P from Q and R, the output for B
  * depended on A. A probe that passes is evidence, not proof: other input may tell otherwise.
  */
-async function probeStateless(module: string, memory: number, timeout: number): Promise<InspectReport['stateless']> {
+async function probeStateless(module: string, memory: number, timeout: number): Promise<Omit<InspectReport['stateless'], 'declared'>> {
   let e: Buffer, q: Buffer, r: Buffer, p: Buffer
   try {
     e = await runProbe(module, [], memory, timeout)
@@ -144,7 +150,7 @@ export async function inspectModule(path: string, flags: InspectFlags): Promise<
     memory: memoryOf(undefined, memoryLimit),
     mutableGlobals: 0,
     startFunction: false,
-    stateless: { verdict: 'unknown', reason: 'the module was refused' },
+    stateless: { verdict: 'unknown', reason: 'the module was refused', declared: false },
     accepted: false,
   }
   try {
@@ -157,22 +163,25 @@ export async function inspectModule(path: string, flags: InspectFlags): Promise<
     const abi = validateAbi(info, path)
     report.kind = kindOf(abi)
     // What the loader does on top: the memory cap written into the binary, and compilation.
-    await loadGuest(path, { memoryLimit })
+    const guest = await loadGuest(path, { memoryLimit })
+    report.stateless.declared = guest.stateless
     report.accepted = true
   } catch (err) {
     if (!isWasmSandboxError(err)) throw err
     report.refused = { code: err.code, message: err.message }
     return report
   }
+  const { declared } = report.stateless
   if (report.kind === 'wasi-command') {
     report.stateless = {
       verdict: 'not applicable',
       reason: 'a WASI command runs once over the whole stream (with --per-record, a fresh run per record)',
+      declared,
     }
   } else if (!flags.probe) {
-    report.stateless = { verdict: 'unknown', reason: 'not probed (--no-probe)' }
+    report.stateless = { verdict: 'unknown', reason: 'not probed (--no-probe)', declared }
   } else {
-    report.stateless = await probeStateless(path, memoryLimit, timeout)
+    report.stateless = { ...(await probeStateless(path, memoryLimit, timeout)), declared }
   }
   return report
 }
@@ -185,6 +194,20 @@ const KIND_TEXT: Record<Kind, string> = {
 
 function pages(n: number): string {
   return `${n} page${n === 1 ? '' : 's'} (${formatBytes(n * PAGE_SIZE)})`
+}
+
+/** What the module says of itself, and what that means for a run. */
+function declaration(r: InspectReport): string[] {
+  const { declared, verdict } = r.stateless
+  if (r.kind === 'wasi-command' || !r.accepted) return []
+  return [declarationLine(declared, verdict)]
+}
+
+function declarationLine(declared: boolean, verdict: InspectReport['stateless']['verdict']): string {
+  if (declared && verdict === 'no') return 'declared stateless (wasm-sandbox.stateless section), which the probe contradicts: run it with --no-stateless'
+  if (declared) return 'declared stateless (wasm-sandbox.stateless section): --max-concurrency may pool it'
+  if (verdict === 'yes') return 'not declared: --stateless lets --max-concurrency pool it and recovery restart it from init'
+  return 'not declared'
 }
 
 /** The report as a person reads it: one field a line, continued lines indented. */
@@ -208,7 +231,7 @@ export function formatReport(r: InspectReport): string {
   field('globals', [
     `${r.mutableGlobals} mutable${r.mutableGlobals && r.kind !== 'wasi-command' ? ' (captured with the memory in checkpoints)' : ''}${r.startFunction ? '; a start function runs when it is instantiated' : ''}`,
   ])
-  field('stateless', [`${r.stateless.verdict}: ${r.stateless.reason}`])
+  field('stateless', [`${r.stateless.verdict}: ${r.stateless.reason}`, ...declaration(r)])
   field('verdict', [r.accepted ? 'accepted' : `refused: ${r.refused!.code}: ${inFlags(r.refused!.message)}`])
   return lines.join('\n') + '\n'
 }

@@ -22,6 +22,7 @@ export interface RunFlags {
   recovery?: string
   stateless?: boolean
   maxConcurrency?: string
+  maxInFlight?: string
   backpressure?: string
   sampleRate?: string
   maxDelay?: string
@@ -89,7 +90,8 @@ export function sandboxOptions(flags: RunFlags): SandboxOptions {
     maxConcurrency: integer('--max-concurrency', flags.maxConcurrency),
     backpressure: oneOf('--backpressure', flags.backpressure, ['block', 'drop', 'sample', 'adaptive'] as const),
     recoveryStrategy: recovery(flags.recovery),
-    stateless: flags.stateless ? true : undefined,
+    // --stateless / --no-stateless; neither: as the guest declares.
+    stateless: flags.stateless,
     checkpointInterval: integer('--checkpoint-interval', flags.checkpointInterval),
   })
   options.limits = defined({
@@ -102,6 +104,7 @@ export function sandboxOptions(flags: RunFlags): SandboxOptions {
   const flowControl = defined({
     sampleRate: integer('--sample-rate', flags.sampleRate),
     maxDelay: integer('--max-delay', flags.maxDelay),
+    maxInFlight: integer('--max-in-flight', flags.maxInFlight),
   })
   if (Object.keys(flowControl).length > 0) options.flowControl = flowControl
   options.wasi = wasiOptions(flags)
@@ -166,7 +169,7 @@ const FLAG_OF: Record<string, string> = {
   'limits.maxOutput': '--max-output',
   'flowControl.sampleRate': '--sample-rate',
   'flowControl.maxDelay': '--max-delay',
-  'flowControl.maxInFlight': '--max-concurrency',
+  'flowControl.maxInFlight': '--max-in-flight',
 }
 
 /** Whole phrases first: a WASI grant is one flag or another depending on the message. */
@@ -174,6 +177,9 @@ const PHRASES: [RegExp, string][] = [
   [/wasi\.preopens: a writable grant needs wasi\.mode 'stream' \(([^)]*)\)/g, '--dir-rw cannot go with --per-record ($1)'],
   [/wasi\.preopens\['([^']*)'\]/g, '--dir (guest path $1)'],
   [/wasi\.preopens\b/g, '--dir'],
+  [/\bstateless: true\b/g, '--stateless'],
+  [/\bstateless: false\b/g, '--no-stateless'],
+  [/it needs isolation 'worker'/g, 'it cannot go with --inline'],
 ]
 
 /** The names, longest first, as whole words only (not the 'delimiter' inside '--delimiter'). */
