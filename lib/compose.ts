@@ -11,7 +11,7 @@ import { BackpressureGate } from './stages/backpressure-gate.js'
 import { CheckpointTap } from './stages/checkpoint-tap.js'
 import { WasmExecutor } from './stages/wasm-executor.js'
 import { runnerChain } from './runners/chain.js'
-import type { Snapshot } from './runners/runner.js'
+import type { ConcurrencyReport, Snapshot } from './runners/runner.js'
 import type { WorkerPool } from './runners/worker-pool.js'
 
 const log = logger('compose')
@@ -36,6 +36,8 @@ export interface StreamMetrics {
   checkpointsSaved: number
   /** Offsets of the last checkpoint saved. */
   lastCheckpoint: { sequence: number; inputOffset: number; outputOffset: number } | undefined
+  /** With `maxConcurrency` past 1 or 'auto': instances running, whether chosen, why, what was measured. */
+  concurrency?: ConcurrencyReport | undefined
 }
 
 /** The duplex a user gets: write input bytes, read guest output. */
@@ -62,6 +64,7 @@ function collectMetrics(stages: readonly Stream[]): StreamMetrics {
     chunksSkipped: executor?.chunksSkipped ?? 0,
     checkpointsSaved: tap?.checkpointsSaved ?? 0,
     lastCheckpoint: last && { sequence: last.sequence, inputOffset: last.inputOffset, outputOffset: last.outputOffset },
+    ...(executor?.concurrency() ? { concurrency: executor.concurrency() } : {}),
   }
 }
 

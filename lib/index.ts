@@ -15,13 +15,15 @@ export { kOffset, offsetOf } from './stages/offset.js'
 export { loadGuest, type GuestGlobal, type LoadedGuest, type LoadOptions, type ModuleSource } from './guest/load.js'
 export { GuestInstance, bufferSink, type InstanceLimits, type OutputSink } from './guest/instance.js'
 export type { GuestAbi } from './guest/abi.js'
-export { endOfInput, type GuestRunner, type Job, type RunnerCallback, type RunnerFactory, type RunnerHooks, type RunnerOptions, type Snapshot } from './runners/runner.js'
+export { endOfInput, type ConcurrencyReport, type GuestRunner, type Job, type RunnerCallback, type RunnerFactory, type RunnerHooks, type RunnerOptions, type Snapshot } from './runners/runner.js'
 export { runnerChain, type RunnerChainOptions } from './runners/chain.js'
 export { RecoveringRunner, type RecoveryOptions } from './runners/recovering.js'
 export { SnapshottingRunner, type SnapshotSchedule } from './runners/snapshotting.js'
 export { DeadlineRunner } from './runners/deadline.js'
 export { InlineRunner } from './runners/inline.js'
 export { WorkerRunner } from './runners/worker.js'
+export { PoolRunner } from './runners/pool.js'
+export { WorkerPool, type WorkerPoolOptions } from './runners/worker-pool.js'
 export {
   WasmSandboxError,
   isWasmSandboxError,

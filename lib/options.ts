@@ -81,8 +81,11 @@ export interface SandboxOptions {
    * Instances of a stateless guest one stream runs at once, each in its own worker, on
    * different chunks; output stays in input order. Default 1. Refused for a guest that keeps
    * state (see `stateless`). Chunks queued to each worker: `flowControl.maxInFlight`.
+   * `'auto'`: start with one and add instances while each added one raises throughput by 10 %
+   * or more, up to the machine's cores (one for a guest that keeps state, or inline);
+   * `metrics().concurrency` says what was chosen and why.
    */
-  maxConcurrency?: number
+  maxConcurrency?: number | 'auto'
   /** What to do when downstream is slower than the source: `'block'` (default) pauses the source; `'drop'`, `'sample'` and `'adaptive'` shed whole chunks (for live sources). */
   backpressure?: BackpressureStrategy
   /** Milliseconds between checkpoints (the default for `checkpoint.interval`). Default 5000. */
@@ -128,7 +131,7 @@ export interface ResolvedOptions {
    * Refusing a checkpoint over it would refuse resumes that are as valid as any run.
    */
   maxLatency: number
-  maxConcurrency: number
+  maxConcurrency: number | 'auto'
   backpressure: BackpressureStrategy
   checkpointInterval: number
   recoveryStrategy: RecoveryStrategy
@@ -365,9 +368,9 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
   rejectUnknown('option', options, KNOWN_KEYS)
   const { bufferSize, delimiter, maxRecordSize } = resolveChunking(options.bufferSize, options.delimiter, options.maxRecordSize)
   const highWaterMark = positiveInt('highWaterMark', options.highWaterMark, bufferSize)
-  const maxConcurrency = positiveInt('maxConcurrency', options.maxConcurrency, 1, 1024)
   const isolation = resolveIsolation(options.isolation)
-  if (maxConcurrency > 1 && isolation === 'inline') {
+  const maxConcurrency = options.maxConcurrency === 'auto' ? (isolation === 'inline' ? 1 : 'auto') : positiveInt('maxConcurrency', options.maxConcurrency, 1, 1024)
+  if (maxConcurrency !== 'auto' && maxConcurrency > 1 && isolation === 'inline') {
     throw errors.invalidOption(`maxConcurrency ${maxConcurrency} runs instances in parallel worker threads: it needs isolation 'worker' (inline instances would share this thread)`)
   }
   const checkpointInterval = positiveInt('checkpointInterval', options.checkpointInterval, 5000)

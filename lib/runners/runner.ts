@@ -82,6 +82,19 @@ export interface GuestRunner {
   restart(callback: RunnerCallback, restore?: GuestState): void
   /** Releases the instance (and any worker) at once. Idempotent. */
   destroy(): void
+  /** How many instances run and why, for a runner that chooses (`maxConcurrency: 'auto'`, a pool). */
+  concurrency?(): ConcurrencyReport | undefined
+}
+
+/** What `metrics().concurrency` reports. */
+export interface ConcurrencyReport {
+  /** Instances taking chunks now. */
+  instances: number
+  /** Chosen while the stream ran (`'auto'`), or as configured. */
+  auto: boolean
+  reason: string
+  /** Throughput measured with each number of instances tried, in MB/s. */
+  samples: Array<{ instances: number; mbps: number }>
 }
 
 export type RunnerFactory = (guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions) => GuestRunner

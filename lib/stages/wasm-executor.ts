@@ -7,7 +7,7 @@ import { logger } from '../log.js'
 import { DEFAULT_LIMITS, DEFAULT_BUFFER_SIZE, type Isolation, type Limits, type RecoveryStrategy } from '../options.js'
 import { runnerChain } from '../runners/chain.js'
 import type { WorkerPool } from '../runners/worker-pool.js'
-import { endOfInput, type GuestRunner, type Job, type RunnerFactory, type RunnerHooks, type Snapshot } from '../runners/runner.js'
+import { endOfInput, type ConcurrencyReport, type GuestRunner, type Job, type RunnerFactory, type RunnerHooks, type Snapshot } from '../runners/runner.js'
 import { emitSafely } from './emit-safely.js'
 import { resolveWasi, wasiConfig, type ResolvedWasi, type WasiOptions } from '../wasi/options.js'
 import { offsetOf } from './offset.js'
@@ -96,6 +96,7 @@ export class WasmExecutor extends Transform {
   private guestName = '<module>'
   private lastGuestMs = 0
   private starting = false
+  private lastConcurrency: ConcurrencyReport | undefined
 
   constructor(module: ModuleSource | LoadedGuest, options: WasmExecutorOptions = {}) {
     const bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE
@@ -204,6 +205,11 @@ export class WasmExecutor extends Transform {
   /** Milliseconds spent inside guest calls. */
   guestTimeMs(): number {
     return this.runner?.guestTimeMs() ?? this.lastGuestMs
+  }
+
+  /** Instances running and why (a pool, `maxConcurrency: 'auto'`); undefined for one plain instance. */
+  concurrency(): ConcurrencyReport | undefined {
+    return this.runner?.concurrency?.() ?? this.lastConcurrency
   }
 
   override _flush(callback: TransformCallback): void {
@@ -324,6 +330,7 @@ export class WasmExecutor extends Transform {
   override _destroy(err: Error | null, callback: (error: Error | null) => void): void {
     if (err) log('destroyed: %s', err.message)
     this.lastGuestMs = this.guestTimeMs()
+    this.lastConcurrency = this.concurrency()
     this.runner?.destroy()
     this.runner = undefined
     this.queue.length = 0
