@@ -113,6 +113,18 @@ describe('run: concurrency, backpressure and limits', () => {
     assert.equal(refused.status, 2, refused.stderr)
   })
 
+  it("--max-concurrency auto: a pool that grows while it pays, one instance for a guest that keeps state", () => {
+    const result = wasmSandbox([example('numberer.wasm'), example('demo-input.txt'), '-b', '64', '--max-concurrency', 'auto', '--stats'])
+    assert.equal(result.status, 0, result.stderr)
+    assert.deepEqual(result.stdout, numbererRef(input))
+    const concurrency = stats(result.stderr).concurrency as { instances: number; auto: boolean }
+    assert.equal(concurrency.auto, true)
+    assert.equal(concurrency.instances, 1)
+    const bad = wasmSandbox([example('upper.wasm'), example('demo-input.txt'), '--max-concurrency', 'many'])
+    assert.equal(bad.status, 2)
+    assert.equal(bad.stderr, 'wasm-sandbox: --max-concurrency takes a whole number or auto, got "many"\n')
+  })
+
   it('--max-concurrency on a guest not said to be stateless is a usage error saying how to say it', () => {
     const result = wasmSandbox([example('numberer.wasm'), example('demo-input.txt'), '--max-concurrency', '2'])
     assert.equal(result.status, 2, result.stderr)

@@ -63,6 +63,12 @@ function recovery(value: string | undefined): RecoveryStrategy | undefined {
   throw new UsageError(`--recovery takes fail, skip or retry=N (N from 1 to 100), got ${JSON.stringify(value)}`)
 }
 
+function concurrency(value: string | undefined): number | 'auto' | undefined {
+  if (value === 'auto') return value
+  if (value !== undefined && !/^[0-9]+$/.test(value)) throw new UsageError(`--max-concurrency takes a whole number or auto, got ${JSON.stringify(value)}`)
+  return integer('--max-concurrency', value)
+}
+
 function oneOf<T extends string>(flag: string, value: string | undefined, allowed: readonly T[]): T | undefined {
   if (value === undefined) return undefined
   if ((allowed as readonly string[]).includes(value)) return value as T
@@ -87,7 +93,7 @@ export function sandboxOptions(flags: RunFlags): SandboxOptions {
     maxLatency: integer('--max-latency', flags.maxLatency),
     highWaterMark: integer('--high-water-mark', flags.highWaterMark),
     isolation: flags.inline ? ('inline' as const) : undefined,
-    maxConcurrency: integer('--max-concurrency', flags.maxConcurrency),
+    maxConcurrency: concurrency(flags.maxConcurrency),
     backpressure: oneOf('--backpressure', flags.backpressure, ['block', 'drop', 'sample', 'adaptive'] as const),
     recoveryStrategy: recovery(flags.recovery),
     // --stateless / --no-stateless; neither: as the guest declares.
