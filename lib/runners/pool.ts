@@ -232,6 +232,8 @@ export class PoolRunner implements GuestRunner {
           if (found) this.onSkipped(found.instance, found.entry, err)
         },
         stderr: (chunk) => this.hooks.stderr?.(chunk),
+        // Messages come as each instance runs, so chunks' messages may interleave; each has its offset.
+        guestLog: (entry) => this.hooks.guestLog?.(entry),
       },
       options,
     )
