@@ -268,3 +268,61 @@ describe('run: --checkpoint-dir', () => {
     })
   }
 })
+
+describe('run: guest configuration, logs and automatic chunk size', () => {
+  it('--config and --config-file hand the guest its configuration bytes (ABI v1.1)', () => {
+    const dir = dirs.dir('config-')
+    // v11-config passes its input through, then emits the configuration and three u32 sizes.
+    const text = wasmSandbox([fixture('v11-config.wasm'), '--config', 'PATTERN'], { input: Buffer.from('ab') })
+    assert.equal(text.status, 0, text.stderr)
+    assert.equal(text.stdout.subarray(0, 9).toString(), 'abPATTERN')
+    assert.equal(text.stdout.readUInt32LE(9), 7, 'config_size')
+    const bytes = Buffer.from([0, 1, 2, 255])
+    writeFileSync(join(dir, 'config.bin'), bytes)
+    writeFileSync(join(dir, 'big.bin'), Buffer.alloc(1024 * 1024 + 1))
+    const file = wasmSandbox([fixture('v11-config.wasm'), '--config-file', join(dir, 'config.bin')])
+    assert.equal(file.status, 0, file.stderr)
+    assert.deepEqual(file.stdout.subarray(0, 4), bytes)
+    for (const [args, message] of [
+      [['--config', 'a', '--config-file', join(dir, 'config.bin')], /^wasm-sandbox: --config and --config-file name the same thing: give one\n$/],
+      [['--config-file', join(dir, 'missing.bin')], /^wasm-sandbox: --config-file \S+missing\.bin: cannot read it \(ENOENT\)\n$/],
+      [['--config-file', join(dir, 'big.bin')], /^wasm-sandbox: --config must be at most 1048576 bytes/],
+    ] as const) {
+      const result = wasmSandbox([fixture('v11-config.wasm'), ...args])
+      assert.equal(result.status, 2, result.stderr)
+      assert.match(result.stderr, message)
+    }
+  })
+
+  it('guest log messages go to standard error from warn up by default, --log picks the level', () => {
+    // v11-log logs each chunk at the level its first byte names ('0' error .. '3' debug).
+    const input = Buffer.from('0err\n1wrn\n2inf\n3dbg\n')
+    const args = [fixture('v11-log.wasm'), '-d', '\\n', '-b', '5', '--max-latency', '100000']
+    const shown = (log?: string): string[] =>
+      wasmSandbox([...args, ...(log ? ['--log', log] : [])], { input })
+        .stderr.split('\n')
+        .filter(Boolean)
+    assert.deepEqual(shown(), [
+      'wasm-sandbox: guest error: 0err (process_chunk at input offset 0)',
+      'wasm-sandbox: guest warn: 1wrn (process_chunk at input offset 5)',
+    ])
+    assert.deepEqual(shown('none'), [])
+    assert.deepEqual(shown('error'), ['wasm-sandbox: guest error: 0err (process_chunk at input offset 0)'])
+    assert.equal(shown('debug').length, 6, 'init and flush log at info too')
+    assert.equal(wasmSandbox([...args, '--log', 'loud'], { input }).status, 2)
+  })
+
+  it('a guest cannot send control characters to the terminal through its log', () => {
+    const result = wasmSandbox([fixture('v11-log.wasm'), '--log', 'warn'], { input: Buffer.from('1\x1b]0;pwned\x07\x1b[2J\n') })
+    assert.equal(result.status, 0, result.stderr)
+    assert.equal(result.stderr, 'wasm-sandbox: guest warn: 1\\x1b]0;pwned\\x07\\x1b[2J (process_chunk at input offset 0)\n')
+  })
+
+  it('--buffer-size auto tunes the chunk size as it runs (metrics().chunking)', () => {
+    const input = readFileSync(example('demo-input.txt'))
+    const result = wasmSandbox([example('upper.wasm'), example('demo-input.txt'), '--buffer-size', 'auto', '--stats'])
+    assert.equal(result.status, 0, result.stderr)
+    assert.deepEqual(result.stdout, upperRef(input))
+    assert.equal((stats(result.stderr).chunking as { auto: boolean }).auto, true)
+  })
+})

@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
+import { LOG_LEVELS } from '../guest/instance.js'
 import type { RecoveryStrategy, SandboxOptions } from '../options.js'
 import type { ProcessFileOptions } from '../api/process-file.js'
 
@@ -34,6 +36,9 @@ export interface RunFlags {
   dir?: string[]
   dirRw?: string[]
   perRecord?: boolean
+  config?: string
+  configFile?: string
+  log?: string
   quiet?: boolean
   stats?: boolean
 }
@@ -63,6 +68,26 @@ function recovery(value: string | undefined): RecoveryStrategy | undefined {
   throw new UsageError(`--recovery takes fail, skip or retry=N (N from 1 to 100), got ${JSON.stringify(value)}`)
 }
 
+/** `--config text` or `--config-file path`: the bytes a v1.1 guest reads with `sandbox.config_read`. */
+function guestConfig(flags: RunFlags): string | Uint8Array | undefined {
+  if (flags.config !== undefined && flags.configFile !== undefined) throw new UsageError('--config and --config-file name the same thing: give one')
+  if (flags.configFile === undefined) return flags.config
+  try {
+    return readFileSync(flags.configFile)
+  } catch (err) {
+    throw new UsageError(`--config-file ${flags.configFile}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
+  }
+}
+
+/** `--log`: the most verbose level shown (an index in `LOG_LEVELS`), -1 for none. */
+export function logLevel(value: string | undefined): number {
+  if (value === undefined) return LOG_LEVELS.indexOf('warn')
+  if (value === 'none') return -1
+  const level = (LOG_LEVELS as readonly string[]).indexOf(value)
+  if (level < 0) throw new UsageError(`--log takes none, ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(value)}`)
+  return level
+}
+
 function concurrency(value: string | undefined): number | 'auto' | undefined {
   if (value === 'auto') return value
   if (value !== undefined && !/^[0-9]+$/.test(value)) throw new UsageError(`--max-concurrency takes a whole number or auto, got ${JSON.stringify(value)}`)
@@ -87,7 +112,8 @@ function defined<T extends object>(object: T): T {
 export function sandboxOptions(flags: RunFlags): SandboxOptions {
   if (flags.delimiter === '') throw new UsageError('--delimiter must not be empty')
   const options: SandboxOptions = defined({
-    bufferSize: integer('--buffer-size', flags.bufferSize),
+    bufferSize: flags.bufferSize === 'auto' ? ('auto' as const) : integer('--buffer-size', flags.bufferSize),
+    guestConfig: guestConfig(flags),
     delimiter: flags.delimiter === undefined ? undefined : unescape(flags.delimiter),
     maxRecordSize: integer('--max-record-size', flags.maxRecordSize),
     maxLatency: integer('--max-latency', flags.maxLatency),
@@ -176,6 +202,7 @@ const FLAG_OF: Record<string, string> = {
   'flowControl.sampleRate': '--sample-rate',
   'flowControl.maxDelay': '--max-delay',
   'flowControl.maxInFlight': '--max-in-flight',
+  guestConfig: '--config',
 }
 
 /** Whole phrases first: a WASI grant is one flag or another depending on the message. */

@@ -61,7 +61,7 @@ function runCommand(programArgs: () => string[] | undefined, exit: (status: numb
       new Option('--stats', "print the stream's metrics() as one line of JSON on standard error at the end"),
     ]),
     ...group('Chunking:', [
-      new Option('-b, --buffer-size <bytes>', 'chunk size (default 65536)'),
+      new Option('-b, --buffer-size <bytes|auto>', "chunk size (default 65536; 'auto': tuned from 16 KiB to 1 MiB while it runs)"),
       new Option('-d, --delimiter <s>', "cut only after this delimiter, e.g. '\\n' (escapes \\n \\r \\t \\0 \\\\)"),
       new Option('--max-record-size <bytes>', 'longest record with --delimiter (default max(16 x buffer size, 1 MiB))'),
       new Option('--max-latency <ms>', 'hand held input to the guest after this long (default 10 for standard input; a file waits for full chunks)'),
@@ -84,6 +84,11 @@ function runCommand(programArgs: () => string[] | undefined, exit: (status: numb
       new Option('--sample-rate <n>', 'with --backpressure sample: pass one chunk in n under pressure (default 10)'),
       new Option('--max-delay <ms>', 'with --backpressure adaptive: the longest delay (default 50)'),
       new Option('--inline', 'run the guest on the main thread (trusted guests only: no time limit)'),
+    ]),
+    ...group('Guest configuration and logs (ABI v1.1):', [
+      new Option('--config <text>', 'bytes the guest reads with sandbox.config_read, e.g. a pattern (at most 1 MiB)'),
+      new Option('--config-file <file>', 'the same, from a file'),
+      new Option('--log <level>', "guest log messages shown on standard error: none, error, warn (default), info or debug"),
     ]),
     ...group('Checkpoints (input and -o must be files):', [
       new Option('--checkpoint-dir <dir>', 'save checkpoints here as the run goes; the same command run again resumes from the newest'),

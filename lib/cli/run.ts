@@ -7,8 +7,9 @@ import { wasmTransform } from '../api/wasm-transform.js'
 import { FileCheckpointStorage } from '../checkpoint/file-storage.js'
 import type { SandboxStream } from '../compose.js'
 import { isWasmSandboxError } from '../errors.js'
+import { LOG_LEVELS, type GuestLogEntry } from '../guest/instance.js'
 import { resolveOptions, type SandboxOptions } from '../options.js'
-import { checkpointOptions, sandboxOptions, UsageError, type RunFlags } from './options.js'
+import { checkpointOptions, logLevel, sandboxOptions, UsageError, type RunFlags } from './options.js'
 import { openOutput, outputTarget, sameFile, standardOutput, type Output } from './output.js'
 import { ProgressLine } from './progress.js'
 import { addHint, EXIT, report } from './report.js'
@@ -64,6 +65,16 @@ function onInterrupt(cleanup: () => void, outputName: string): () => void {
   return remove
 }
 
+/**
+ * A guest's log message on one line, with no control characters: an untrusted guest must not
+ * move the cursor, recolour or retitle the user's terminal. A trailing newline is dropped.
+ */
+export function printable(message: string): string {
+  return message
+    .replace(/[\r\n]+$/, '')
+    .replace(/[\x00-\x08\x0a-\x1f\x7f-\x9f]/g, (c) => (c === '\n' ? '\\n' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`))
+}
+
 /** The `run` command: pipes the input through the guest. Resolves to the exit status. */
 export async function run({ module, input: inputArg, flags, programArgs }: RunRequest): Promise<number> {
   const input = inputArg === '-' ? undefined : inputArg
@@ -98,11 +109,18 @@ export async function run({ module, input: inputArg, flags, programArgs }: RunRe
   // output goes elsewhere.
   const showProgress = !flags.quiet && process.stderr.isTTY === true && !(output === undefined && process.stdout.isTTY)
   const progress = showProgress ? new ProgressLine(process.stderr, await inputSize(input)) : undefined
-  if (progress && options.wasi) options.wasi = { ...options.wasi, stderr: progress.passthrough() }
+  // What else goes to the terminal (a WASI program's stderr, guest logs) steps around the line.
+  const diagnostics = progress ? progress.passthrough() : process.stderr
+  options.wasi = { ...options.wasi, stderr: diagnostics }
+  const showLog = logLevel(flags.log)
 
   let stream: SandboxStream | undefined
   const attach = (created: SandboxStream): void => {
     stream = created
+    created.on('log', (entry: GuestLogEntry) => {
+      if (LOG_LEVELS.indexOf(entry.level) > showLog) return
+      diagnostics.write(`wasm-sandbox: guest ${entry.level}: ${printable(entry.message)} (${entry.exportName} at input offset ${entry.offset})\n`)
+    })
     progress?.track(() => created.metrics().bytesIn)
   }
   try {
