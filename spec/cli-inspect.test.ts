@@ -12,6 +12,7 @@ import { example, fixture, repoRoot } from './helpers/reference.js'
 
 interface Report {
   kind: string | undefined
+  abi: string | undefined
   imports: { module: string; name: string; kind: string; type?: string }[]
   exports: { name: string; kind: string; type?: string }[]
   memory: { source: string; initialPages: number; maximumPages: number | null; limitBytes: number }
@@ -40,6 +41,16 @@ describe('inspect: what a module is', () => {
     assert.deepEqual(report.memory, { source: 'exported', initialPages: 2, maximumPages: null, shared: false, limitBytes: 256 * 1024 * 1024 })
     assert.equal(report.accepted, true)
     assert.equal(report.refused, undefined)
+  })
+
+  it('an ABI v1.1 guest: one that imports config or log', () => {
+    for (const name of ['v11-config.wasm', 'v11-log.wasm']) {
+      const { status, report } = inspect(fixture(name))
+      assert.equal(status, 0)
+      assert.equal(report.abi, 'v1.1', name)
+    }
+    assert.equal(inspect(example('upper.wasm')).report.abi, 'v1')
+    assert.match(wasmSandbox(['inspect', fixture('v11-log.wasm'), '--no-probe']).stdout.toString(), /^kind {7}ABI v1\.1 guest: /m)
   })
 
   it('a WASI command, and an ABI v1 guest built as a WASI reactor', () => {

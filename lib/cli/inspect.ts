@@ -27,6 +27,8 @@ export interface InspectReport {
   sha256: string
   /** Undefined when the module was refused before its kind could be told. */
   kind: Kind | undefined
+  /** For a guest driven through process_chunk: 'v1.1' when it imports config or log (docs/abi.md). */
+  abi: 'v1' | 'v1.1' | undefined
   imports: { module: string; name: string; kind: string; type?: string }[]
   exports: { name: string; kind: string; type?: string }[]
   memory: {
@@ -145,6 +147,7 @@ export async function inspectModule(path: string, flags: InspectFlags): Promise<
     size: bytes.length,
     sha256: createHash('sha256').update(bytes).digest('hex'),
     kind: undefined,
+    abi: undefined,
     imports: [],
     exports: [],
     memory: memoryOf(undefined, memoryLimit),
@@ -162,6 +165,9 @@ export async function inspectModule(path: string, flags: InspectFlags): Promise<
     report.startFunction = info.hasStart
     const abi = validateAbi(info, path)
     report.kind = kindOf(abi)
+    if (report.kind !== 'wasi-command') {
+      report.abi = info.imports.some((i) => i.module === 'sandbox' && V11_IMPORTS.has(i.name)) ? 'v1.1' : 'v1'
+    }
     // What the loader does on top: the memory cap written into the binary, and compilation.
     const guest = await loadGuest(path, { memoryLimit })
     report.stateless.declared = guest.stateless
@@ -185,6 +191,9 @@ export async function inspectModule(path: string, flags: InspectFlags): Promise<
   }
   return report
 }
+
+/** The imports ABI v1.1 added (docs/abi.md#abi-v11-configuration-logging-backtraces). */
+const V11_IMPORTS = new Set(['config_size', 'config_read', 'log'])
 
 const KIND_TEXT: Record<Kind, string> = {
   'abi-v1': 'ABI v1 guest: the host calls process_chunk on each chunk (docs/abi.md)',
@@ -217,7 +226,8 @@ export function formatReport(r: InspectReport): string {
     values.forEach((value, i) => lines.push(`${i === 0 ? name.padEnd(11) : ' '.repeat(11)}${value}`))
   }
   field('module', [`${r.module} (${formatBytes(r.size)}, sha256 ${r.sha256.slice(0, 16)}…)`])
-  field('kind', [r.kind ? KIND_TEXT[r.kind] : 'unknown (refused before it could be told)'])
+  const kind = r.kind ? KIND_TEXT[r.kind] : 'unknown (refused before it could be told)'
+  field('kind', [r.abi === 'v1.1' ? kind.replace('ABI v1 guest', 'ABI v1.1 guest') : kind])
   field('imports', r.imports.length ? r.imports.map((i) => `${i.module}.${i.name}: ${i.kind}${i.type ? ` ${i.type}` : ''}`) : ['none'])
   field('exports', r.exports.length ? r.exports.map((x) => `${x.name}: ${x.kind}${x.type ? ` ${x.type}` : ''}`) : ['none'])
   const m = r.memory
