@@ -174,6 +174,9 @@ export class WorkerRunner implements GuestRunner {
     worker.on('message', this.onWorkerMessage)
     worker.on('error', this.onWorkerError)
     worker.on('exit', this.onWorkerExit)
+    // Asleep from the start: output written during start-up (a reactor's _initialize writing
+    // to stderr) must wake us, or a worker that fills the ring before MSG_READY waits forever.
+    this.output!.sleep()
     worker.postMessage({ kind: MSG_SESSION, data })
     const every = Math.min(100, Math.max(5, Math.floor(this.options.timeout / 20)))
     this.watchdog = setInterval(() => this.checkTime(), every)
