@@ -1,0 +1,188 @@
+/**
+ * The gulp plugin, `wasm-sandbox/gulp`: an object stream of Vinyl files, each file's contents
+ * piped through its own instance of the guest. A thin layer on the public API: it only uses
+ * what `wasm-sandbox` exports, and nothing in the library imports it.
+ */
+import path from 'node:path'
+import { PassThrough, Transform, pipeline, type Readable, type TransformCallback } from 'node:stream'
+import PluginError from 'plugin-error'
+import {
+  createSandbox,
+  createSandboxStream,
+  loadGuest,
+  type LoadedGuest,
+  type ModuleSource,
+  type Sandbox,
+  type SandboxOptions,
+  type SandboxStream,
+} from '../index.js'
+
+export const PLUGIN_NAME = 'wasm-sandbox/gulp'
+
+/**
+ * The part of a Vinyl file the plugin uses. gulp hands it Vinyl objects; declared here so the
+ * package's types do not depend on `@types/vinyl`.
+ */
+export interface VinylFile {
+  path: string
+  readonly base: string
+  readonly relative: string
+  contents: Buffer | NodeJS.ReadableStream | null
+  isBuffer(): boolean
+  isStream(): boolean
+  isNull(): boolean
+}
+
+/** A file's path relative to its base, in parts, as gulp-rename passes it. */
+export interface PathParts {
+  /** Directory relative to the file's base (`.` for none). */
+  dirname: string
+  /** File name without its extension. */
+  basename: string
+  /** Extension with its dot (`.txt`), or `''`. */
+  extname: string
+}
+
+export interface WasmGulpOptions extends Omit<SandboxOptions, 'checkpoint' | 'resumeFrom'> {
+  /** New extension for every file the guest processed, with its dot (`'.upper.txt'`), or `''` to drop it. */
+  extname?: string
+  /**
+   * Renames every file the guest processed, after `extname`: change the parts in place or return
+   * new ones (the convention of gulp-rename).
+   */
+  rename?: (parts: PathParts, file: VinylFile) => PathParts | void
+}
+
+/** A `PluginError` that keeps the typed error's properties (`code`, `offset`, `module`, ...). */
+export type WasmPluginError = PluginError<Error & { code?: string; offset?: number }>
+
+/**
+ * A gulp plugin that pipes every file through the guest.
+ *
+ * - Buffer files (`gulp.src(glob)`) go through whole: one stream per file, so the guest starts
+ *   with fresh state for each file; the module is compiled once for all of them.
+ * - Streaming files (`gulp.src(glob, { buffer: false })`) get a `wasmTransform` stream as their
+ *   new contents: nothing is buffered, output flows while the file is read.
+ * - Null files (directories, `read: false`) pass through unchanged.
+ * - A failure is a `PluginError` naming the file and keeping the `WasmSandboxError`'s `code` and
+ *   `offset`: the plugin stream's error for a buffer file, the contents stream's error (what
+ *   `gulp.dest` reads, so the task fails with it) for a streaming file.
+ */
+export default function wasmGulp(module: ModuleSource, options: WasmGulpOptions = {}): Transform {
+  const { extname, rename, ...sandboxOptions } = options
+  const renameFile = renamer(extname, rename)
+  const sandbox = sandboxFor(sandboxOptions)
+  let guest: Promise<LoadedGuest> | undefined
+  // Loaded on the first file, not at creation: a task that matches no file reads nothing.
+  const loaded = (): Promise<LoadedGuest> => (guest ??= loadGuest(module, { memoryLimit: sandbox.options.limits.memory }))
+  let current: SandboxStream | undefined
+
+  async function transformFile(file: VinylFile): Promise<void> {
+    const stream = createSandboxStream(await loaded(), sandbox.options)
+    if (file.isStream()) {
+      file.contents = pipeContents(file, stream)
+    } else {
+      current = stream
+      try {
+        file.contents = await runWhole(stream, file.contents as Buffer)
+      } finally {
+        current = undefined
+      }
+    }
+    renameFile(file)
+  }
+
+  return new Transform({
+    objectMode: true,
+    transform(file: VinylFile, _encoding: BufferEncoding, callback: TransformCallback): void {
+      if (file.isNull()) {
+        callback(null, file)
+        return
+      }
+      // Leave the promise chain before calling back, so a throwing listener is not a rejection.
+      transformFile(file).then(
+        () => process.nextTick(callback, null, file),
+        (err: unknown) => process.nextTick(callback, toPluginError(err, file)),
+      )
+    },
+    destroy(err: Error | null, callback: (error: Error | null) => void): void {
+      // The file in flight stops with the plugin: its guest is terminated, not left running.
+      current?.destroy()
+      callback(err)
+    },
+  })
+}
+
+function sandboxFor(options: SandboxOptions): Sandbox {
+  const refused = (['checkpoint', 'resumeFrom'] as const).filter((key) => options[key] !== undefined)
+  if (refused.length > 0) {
+    // One checkpoint storage shared by many files would mix their checkpoints.
+    throw new PluginError(PLUGIN_NAME, `${refused.join(' and ')} cannot apply to many files; use processFile for a long job that must resume`)
+  }
+  try {
+    return createSandbox(options)
+  } catch (err) {
+    throw new PluginError(PLUGIN_NAME, err as Error)
+  }
+}
+
+/** Ends the stream with `contents` and collects everything the guest outputs. */
+async function runWhole(stream: SandboxStream, contents: Buffer): Promise<Buffer> {
+  // An empty file still gets init and flush (a counter outputs its zero); no empty chunk is written.
+  if (contents.length === 0) stream.end()
+  else stream.end(contents)
+  const outputs: Buffer[] = []
+  for await (const chunk of stream as AsyncIterable<Buffer>) outputs.push(chunk)
+  return outputs.length === 1 ? outputs[0]! : Buffer.concat(outputs)
+}
+
+/**
+ * The file's new contents: its old contents through `stream`. A read or guest error reaches
+ * whoever reads the contents as a PluginError; a reader that stops early ends the guest.
+ */
+function pipeContents(file: VinylFile, stream: SandboxStream): Readable {
+  const source = file.contents as unknown as Readable
+  const contents = new PassThrough({ highWaterMark: stream.readableHighWaterMark })
+  // Registered before pipeline()'s own listeners, so `contents` is destroyed with the
+  // PluginError before pipeline() destroys it with the bare error.
+  const fail = (err: Error): void => {
+    if (!contents.destroyed) contents.destroy(toPluginError(err, file))
+  }
+  source.on('error', fail)
+  stream.on('error', fail)
+  pipeline(source, stream, contents, () => {
+    // Every outcome already reached `contents`: its end, or its error through `fail`.
+  })
+  return contents
+}
+
+function toPluginError(err: unknown, file: VinylFile): WasmPluginError {
+  if (err instanceof PluginError) return err as WasmPluginError
+  const cause = err instanceof Error ? err : new Error(String(err))
+  const error = new PluginError(PLUGIN_NAME, cause, { fileName: file.path, message: `${file.relative}: ${cause.message}` })
+  // Not enumerable, so gulp's report lists the error's fields, not the whole error again.
+  Object.defineProperty(error, 'cause', { value: cause, configurable: true, writable: true })
+  return error as WasmPluginError
+}
+
+function renamer(extname: unknown, rename: unknown): (file: VinylFile) => void {
+  if (extname !== undefined && (typeof extname !== 'string' || (extname !== '' && !extname.startsWith('.')))) {
+    throw new PluginError(PLUGIN_NAME, `extname must be a string starting with '.', or '' to drop the extension, got ${JSON.stringify(extname)}`)
+  }
+  if (rename !== undefined && typeof rename !== 'function') {
+    throw new PluginError(PLUGIN_NAME, 'rename must be a function (parts, file) => parts | void')
+  }
+  const fn = rename as WasmGulpOptions['rename']
+  return (file) => {
+    if (extname === undefined && fn === undefined) return
+    const relative = file.relative
+    let parts: PathParts = {
+      dirname: path.dirname(relative),
+      basename: path.basename(relative, path.extname(relative)),
+      extname: path.extname(relative),
+    }
+    if (extname !== undefined) parts.extname = extname
+    if (fn) parts = fn(parts, file) ?? parts
+    file.path = path.join(file.base, parts.dirname, parts.basename + parts.extname)
+  }
+}
