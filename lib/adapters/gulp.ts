@@ -4,8 +4,9 @@
  * what `wasm-sandbox` exports, and nothing in the library imports it.
  */
 import path from 'node:path'
-import { PassThrough, Transform, pipeline, type Readable, type TransformCallback } from 'node:stream'
+import { PassThrough, pipeline, type Readable } from 'node:stream'
 import PluginError from 'plugin-error'
+import { Transform } from 'streamx'
 import {
   createSandbox,
   createSandboxStream,
@@ -53,6 +54,16 @@ export interface WasmGulpOptions extends Omit<SandboxOptions, 'checkpoint' | 're
   rename?: (parts: PathParts, file: VinylFile) => PathParts | void
 }
 
+/**
+ * The plugin's object stream, typed as gulp plugins are (`NodeJS.ReadWriteStream`), plus the
+ * Vinyl writes and `destroy()` it has (it is a streamx Transform, as gulp 5's own streams are).
+ */
+export type WasmGulpStream = NodeJS.ReadWriteStream & {
+  write(file: VinylFile, callback?: (err?: Error | null) => void): boolean
+  end(file?: VinylFile): WasmGulpStream
+  destroy(err?: Error): void
+}
+
 /** A `PluginError` that keeps the typed error's properties (`code`, `offset`, `module`, ...). */
 export type WasmPluginError = PluginError<Error & { code?: string; offset?: number }>
 
@@ -68,7 +79,7 @@ export type WasmPluginError = PluginError<Error & { code?: string; offset?: numb
  *   `offset`: the plugin stream's error for a buffer file, the contents stream's error (what
  *   `gulp.dest` reads, so the task fails with it) for a streaming file.
  */
-export default function wasmGulp(module: ModuleSource, options: WasmGulpOptions = {}): Transform {
+export default function wasmGulp(module: ModuleSource, options: WasmGulpOptions = {}): WasmGulpStream {
   const { extname, rename, ...sandboxOptions } = options
   const renameFile = renamer(extname, rename)
   const sandbox = sandboxFor(sandboxOptions)
@@ -92,9 +103,13 @@ export default function wasmGulp(module: ModuleSource, options: WasmGulpOptions 
     renameFile(file)
   }
 
+  // streamx, the stream library of gulp 5 itself: gulp.src(...).pipe(plugin) attaches no error
+  // listener to a streamx destination, so a failure reaches gulp and fails the task. A Node
+  // Transform's error there is swallowed by streamx's pipe and the task never ends
+  // (gulpjs/gulp#2812).
   return new Transform({
-    objectMode: true,
-    transform(file: VinylFile, _encoding: BufferEncoding, callback: TransformCallback): void {
+    transform(data, callback): void {
+      const file = data as VinylFile
       if (file.isNull()) {
         callback(null, file)
         return
@@ -105,12 +120,11 @@ export default function wasmGulp(module: ModuleSource, options: WasmGulpOptions 
         (err: unknown) => process.nextTick(callback, toPluginError(err, file)),
       )
     },
-    destroy(err: Error | null, callback: (error: Error | null) => void): void {
+    predestroy(): void {
       // The file in flight stops with the plugin: its guest is terminated, not left running.
       current?.destroy()
-      callback(err)
     },
-  })
+  }) as unknown as WasmGulpStream
 }
 
 function sandboxFor(options: SandboxOptions): Sandbox {
@@ -142,11 +156,14 @@ async function runWhole(stream: SandboxStream, contents: Buffer): Promise<Buffer
  */
 function pipeContents(file: VinylFile, stream: SandboxStream): Readable {
   const source = file.contents as unknown as Readable
+  // The error names the file as it was read: by the time it comes, the file may have been
+  // renamed, and gulp.dest moves file.path to the destination.
+  const named = { path: file.path, relative: file.relative }
   const contents = new PassThrough({ highWaterMark: stream.readableHighWaterMark })
   // Registered before pipeline()'s own listeners, so `contents` is destroyed with the
   // PluginError before pipeline() destroys it with the bare error.
   const fail = (err: Error): void => {
-    if (!contents.destroyed) contents.destroy(toPluginError(err, file))
+    if (!contents.destroyed) contents.destroy(toPluginError(err, named))
   }
   source.on('error', fail)
   stream.on('error', fail)
@@ -156,10 +173,12 @@ function pipeContents(file: VinylFile, stream: SandboxStream): Readable {
   return contents
 }
 
-function toPluginError(err: unknown, file: VinylFile): WasmPluginError {
+function toPluginError(err: unknown, file: Pick<VinylFile, 'path' | 'relative'>): WasmPluginError {
   if (err instanceof PluginError) return err as WasmPluginError
   const cause = err instanceof Error ? err : new Error(String(err))
   const error = new PluginError(PLUGIN_NAME, cause, { fileName: file.path, message: `${file.relative}: ${cause.message}` })
+  // Fields the error does not have (a guest error has no exitCode) would only clutter the report.
+  for (const key of Object.keys(error) as (keyof typeof error)[]) if (error[key] === undefined) delete error[key]
   // Not enumerable, so gulp's report lists the error's fields, not the whole error again.
   Object.defineProperty(error, 'cause', { value: cause, configurable: true, writable: true })
   return error as WasmPluginError
