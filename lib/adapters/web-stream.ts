@@ -3,13 +3,9 @@
  * any other WHATWG streams code. A thin layer on `wasmTransform`: same options, limits and typed
  * errors; nothing in the library below the API imports it.
  */
-import {
-  ReadableStream,
-  WritableStream,
-  type ReadableStreamDefaultController,
-  type ReadableWritablePair,
-  type WritableStreamDefaultController,
-} from 'node:stream/web'
+// The global Web Streams, not node:stream/web's: in a program that also loads TypeScript's DOM
+// library the globals are the DOM's types, and fetch bodies (DOM types) pipe through this only
+// if it is typed with those same ones.
 import { wasmTransform } from '../api/wasm-transform.js'
 import type { SandboxStream, StreamMetrics } from '../compose.js'
 import type { ModuleSource } from '../guest/load.js'
@@ -20,7 +16,7 @@ import type { SandboxOptions } from '../options.js'
  * the guest's output from `readable`. Cancelling `readable` or aborting `writable` terminates the
  * guest; a guest failure errors both sides with the `WasmSandboxError`.
  */
-export class WasmTransformStream implements ReadableWritablePair<Uint8Array, Uint8Array> {
+export class WasmTransformStream {
   readonly readable: ReadableStream<Uint8Array>
   readonly writable: WritableStream<Uint8Array>
   /** The Node duplex underneath, for its events (`'chunk-error'`, `'checkpoint'`, `'drop'`, `'stderr'`). */
