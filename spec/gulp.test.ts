@@ -231,6 +231,57 @@ describe('wasm-sandbox/gulp, streaming mode', () => {
   })
 })
 
+describe('wasm-sandbox/gulp, several buffer files at once', () => {
+  /** Writes `files` to a plugin and collects what it passes on, and its errors. */
+  async function through(plugin: ReturnType<typeof wasmGulp>, files: Vinyl[]): Promise<{ out: Vinyl[]; errors: unknown[] }> {
+    const out: Vinyl[] = []
+    const errors: unknown[] = []
+    plugin.on('data', (file: Vinyl) => out.push(file))
+    plugin.on('error', (err: unknown) => errors.push(err))
+    const closed = new Promise((resolve) => plugin.on('close', resolve))
+    for (const file of files) plugin.write(file)
+    plugin.end()
+    await closed
+    return { out, errors }
+  }
+  const vinyl = (name: string, contents: Buffer): Vinyl => new Vinyl({ cwd: '/', base: '/src', path: `/src/${name}`, contents })
+
+  it('passes files on in the order they came, however long each takes', async () => {
+    // slow.wasm busy-loops (first byte x 10 million) iterations: the first file is the slowest.
+    const files = [0x30, 0x01, 0x08, 0x01, 0x01, 0x10, 0x01].map((first, i) => vinyl(`f${i}.bin`, Buffer.from([first, 0x61 + i])))
+    const expected = files.map((f) => Buffer.from(f.contents as Buffer))
+    const { out, errors } = await through(wasmGulp(fixture('slow.wasm'), { concurrency: 4 }), files)
+    assert.deepEqual(errors, [])
+    assert.deepEqual(
+      out.map((f) => f.basename),
+      files.map((f) => f.basename),
+    )
+    out.forEach((f, i) => assert.ok((f.contents as Buffer).equals(expected[i]!)))
+  })
+
+  it('stops at the first failing file in order: the files before it pass, none after', async () => {
+    const names = ['a', 'b', 'c', 'bad', 'd', 'e', 'f']
+    const files = names.map((n) => vinyl(`${n}.txt`, Buffer.from(n === 'bad' ? 'b!d' : n)))
+    const { out, errors } = await through(wasmGulp(fixture('fail-on-bang.wasm'), { concurrency: 3 }), files)
+    assert.deepEqual(
+      out.map((f) => f.basename),
+      ['a.txt', 'b.txt', 'c.txt'],
+    )
+    assert.equal(errors.length, 1)
+    assert.equal((errors[0] as WasmPluginError).fileName, '/src/bad.txt')
+  })
+
+  it('concurrency: 1 runs one file at a time, with the same result', async () => {
+    const files = ['x', 'y', 'z'].map((n) => vinyl(`${n}.txt`, Buffer.from(`${n} file\n`)))
+    const { out, errors } = await through(wasmGulp(upper, { concurrency: 1 }), files)
+    assert.deepEqual(errors, [])
+    assert.deepEqual(
+      out.map((f) => String(f.contents)),
+      ['X FILE\n', 'Y FILE\n', 'Z FILE\n'],
+    )
+  })
+})
+
 describe('wasm-sandbox/gulp, null files and options', () => {
   it('passes null files through untouched, without loading the guest', async () => {
     const src = tree({ 'a.txt': 'x', 'sub/b.txt': 'y' })
@@ -288,6 +339,8 @@ describe('wasm-sandbox/gulp, null files and options', () => {
     refused({ bufferSize: -1 }, 'ERR_WASM_INVALID_OPTION')
     refused({ limits: { memory: 1 } }, 'ERR_WASM_INVALID_OPTION')
     refused({ checkpoint: {} } as never)
+    refused({ concurrency: 0 })
+    refused({ concurrency: 1.5 })
   })
 })
 
@@ -299,6 +352,7 @@ describe('wasm-sandbox/gulp, stopping', () => {
       assert.equal(code, 0, stderr)
       const lines = stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
       assert.equal(lines[0]!.destroyed, true)
+      if (mode === 'buffer') assert.equal(lines[lines.length - 1]!.closed, true, "the plugin emits 'close' with files still queued")
       if (mode === 'stream') {
         assert.equal(lines[0]!.first, 'running')
         assert.equal(lines[lines.length - 1]!.sourceDestroyed, true, 'the file source is torn down too')

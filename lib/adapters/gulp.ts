@@ -3,6 +3,7 @@
  * piped through its own instance of the guest. A thin layer on the public API: it only uses
  * what `wasm-sandbox` exports, and nothing in the library imports it.
  */
+import { availableParallelism } from 'node:os'
 import path from 'node:path'
 import { PassThrough, pipeline, type Readable } from 'node:stream'
 import PluginError from 'plugin-error'
@@ -52,6 +53,11 @@ export interface WasmGulpOptions extends Omit<SandboxOptions, 'checkpoint' | 're
    * new ones (the convention of gulp-rename).
    */
   rename?: (parts: PathParts, file: VinylFile) => PathParts | void
+  /**
+   * Buffer files processed at once, each by its own guest instance; they are passed on in the
+   * order they came. Default: the number of CPUs, at most 4.
+   */
+  concurrency?: number
 }
 
 /**
@@ -80,24 +86,25 @@ export type WasmPluginError = PluginError<Error & { code?: string; offset?: numb
  *   `gulp.dest` reads, so the task fails with it) for a streaming file.
  */
 export default function wasmGulp(module: ModuleSource, options: WasmGulpOptions = {}): WasmGulpStream {
-  const { extname, rename, ...sandboxOptions } = options
+  const { extname, rename, concurrency, ...sandboxOptions } = options
   const renameFile = renamer(extname, rename)
+  const maxInFlight = resolveConcurrency(concurrency)
   const sandbox = sandboxFor(sandboxOptions)
   let guest: Promise<LoadedGuest> | undefined
   // Loaded on the first file, not at creation: a task that matches no file reads nothing.
   const loaded = (): Promise<LoadedGuest> => (guest ??= loadGuest(module, { memoryLimit: sandbox.options.limits.memory }))
-  let current: SandboxStream | undefined
+  const running = new Set<SandboxStream>()
 
   async function transformFile(file: VinylFile): Promise<void> {
     const stream = createSandboxStream(await loaded(), sandbox.options)
     if (file.isStream()) {
       file.contents = pipeContents(file, stream)
     } else {
-      current = stream
+      running.add(stream)
       try {
         file.contents = await runWhole(stream, file.contents as Buffer)
       } finally {
-        current = undefined
+        running.delete(stream)
       }
     }
     renameFile(file)
@@ -107,24 +114,115 @@ export default function wasmGulp(module: ModuleSource, options: WasmGulpOptions 
   // listener to a streamx destination, so a failure reaches gulp and fails the task. A Node
   // Transform's error there is swallowed by streamx's pipe and the task never ends
   // (gulpjs/gulp#2812).
-  return new Transform({
+  const plugin: Transform = new Transform({
     transform(data, callback): void {
-      const file = data as VinylFile
-      if (file.isNull()) {
-        callback(null, file)
-        return
-      }
-      // Leave the promise chain before calling back, so a throwing listener is not a rejection.
-      transformFile(file).then(
-        () => process.nextTick(callback, null, file),
-        (err: unknown) => process.nextTick(callback, toPluginError(err, file)),
-      )
+      queue.add(data as VinylFile, () => callback(null, undefined))
+    },
+    flush(callback): void {
+      queue.whenEmpty(() => callback(null))
     },
     predestroy(): void {
-      // The file in flight stops with the plugin: its guest is terminated, not left running.
-      current?.destroy()
+      // Files in flight stop with the plugin: their guests are terminated, not left running.
+      queue.stop()
+      for (const stream of running) stream.destroy()
     },
-  }) as unknown as WasmGulpStream
+  })
+  const queue = new OrderedQueue(maxInFlight, transformFile, plugin)
+  return plugin as unknown as WasmGulpStream
+}
+
+/**
+ * Runs up to `limit` files at once (a worker starts per file, so one at a time leaves the
+ * machine idle while each starts) and passes them on in the order they came. The first failure,
+ * in that order, destroys the plugin with its PluginError.
+ */
+class OrderedQueue {
+  /** Taken and not yet passed on, oldest first. */
+  private readonly files: { file: VinylFile; done: Promise<void> }[] = []
+  /** The transform callback waiting for room. */
+  private waiting: (() => void) | undefined
+  private emptied: (() => void) | undefined
+  private draining = false
+  private failed = false
+
+  constructor(
+    private readonly limit: number,
+    private readonly run: (file: VinylFile) => Promise<void>,
+    private readonly stream: Transform,
+  ) {}
+
+  add(file: VinylFile, callback: () => void): void {
+    if (this.failed) {
+      callback()
+      return
+    }
+    const done = file.isNull() ? Promise.resolve() : this.run(file)
+    done.catch(noop) // looked at in order, by drain(); not an unhandled rejection meanwhile
+    this.files.push({ file, done })
+    if (this.files.length < this.limit) callback()
+    else this.waiting = callback
+    void this.drain()
+  }
+
+  /** Destroys the plugin with `error`. */
+  private fail(error: WasmPluginError): void {
+    this.stop()
+    // Out of the promise chain: with nobody listening, the 'error' event throws, and gulp
+    // (async-done's domain) must see that throw, not a rejected promise.
+    process.nextTick(() => this.stream.destroy(error))
+  }
+
+  /**
+   * Takes no more files and lets go of the callbacks streamx waits on: it finishes a destroy
+   * only once the transform or flush in progress has called back.
+   */
+  stop(): void {
+    this.failed = true
+    this.files.length = 0
+    const callbacks = [this.waiting, this.emptied]
+    this.waiting = this.emptied = undefined
+    process.nextTick(() => {
+      for (const callback of callbacks) callback?.()
+    })
+  }
+
+  whenEmpty(callback: () => void): void {
+    if (this.files.length === 0 || this.failed) callback()
+    else this.emptied = callback
+  }
+
+  /** Passes on every finished file at the head, in order. */
+  private async drain(): Promise<void> {
+    if (this.draining) return
+    this.draining = true
+    while (this.files.length > 0 && !this.stream.destroying) {
+      const { file, done } = this.files[0]!
+      try {
+        await done
+      } catch (err) {
+        this.fail(toPluginError(err, file))
+        return
+      }
+      this.files.shift()
+      this.stream.push(file)
+      // Out of the promise chain, so a throwing listener is not a rejection.
+      const waiting = this.waiting
+      this.waiting = undefined
+      if (waiting) process.nextTick(waiting)
+    }
+    this.draining = false
+    const emptied = this.emptied
+    this.emptied = undefined
+    if (emptied && this.files.length === 0) process.nextTick(emptied)
+  }
+}
+
+function noop(): void {}
+
+function resolveConcurrency(value: unknown): number {
+  if (value === undefined) return Math.min(4, availableParallelism())
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= 64) return value
+  throw new PluginError(PLUGIN_NAME, `concurrency must be an integer from 1 to 64, got ${JSON.stringify(value)}`)
 }
 
 function sandboxFor(options: SandboxOptions): Sandbox {

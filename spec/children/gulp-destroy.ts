@@ -11,13 +11,17 @@ import wasmGulp from '../../lib/adapters/gulp.js'
 import { fixture } from '../helpers/reference.js'
 
 const mode = process.argv[2] ?? 'buffer'
-const plugin = wasmGulp(fixture('loop-process.wasm'), { limits: { timeout: 600_000 } })
+const plugin = wasmGulp(fixture('loop-process.wasm'), { limits: { timeout: 600_000 }, concurrency: 2 })
 const report = (what: Record<string, unknown>): void => void process.stdout.write(JSON.stringify(what) + '\n')
 plugin.on('error', (err) => report({ pluginError: err.message }))
 
 if (mode === 'buffer') {
-  plugin.write(new Vinyl({ cwd: '/', base: '/src', path: '/src/a.txt', contents: Buffer.from('input') }))
-  // The file is in the guest's hands (buffer mode shows no output until the file is done).
+  // Two files run at once; the third waits for room (its transform callback is held).
+  for (const name of ['a', 'b', 'c']) {
+    plugin.write(new Vinyl({ cwd: '/', base: '/src', path: `/src/${name}.txt`, contents: Buffer.from('input') }))
+  }
+  plugin.on('close', () => report({ closed: true }))
+  // The files are in the guests' hands (buffer mode shows no output until a file is done).
   setTimeout(() => {
     plugin.destroy()
     report({ destroyed: true })
