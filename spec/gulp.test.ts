@@ -48,6 +48,15 @@ function readTree(dir: string): Map<string, Buffer> {
 // gulp reports a failed task as an 'error' event on itself too; the CLI listens, so do we.
 gulp.on('error', () => {})
 
+/** Waits until `condition()` holds, failing instead of hanging. */
+async function until(condition: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms
+  while (!condition()) {
+    if (Date.now() > end) assert.fail('timed out')
+    await delay(5)
+  }
+}
+
 /** Runs a task the way gulp runs it (series → async-done), resolving or rejecting with its outcome. */
 function runTask(task: () => NodeJS.ReadableStream | NodeJS.WritableStream | Promise<unknown>): Promise<void> {
   return new Promise((resolve, reject) => gulp.series(task)((err) => (err ? reject(err) : resolve())))
@@ -212,6 +221,33 @@ describe('wasm-sandbox/gulp, streaming mode', () => {
     source.end('second\n')
     await ended
     assert.equal(chunks.join(''), 'FIRST LINE\nSECOND\n')
+  })
+
+  it('starts the guest when the contents are first read, not while the file waits in a queue', async () => {
+    // init-fails.wasm fails as soon as an instance starts: a guest started early would error the
+    // contents before anyone read them.
+    const source = new PassThrough()
+    const plugin = wasmGulp(fixture('init-fails.wasm'))
+    plugin.write(new Vinyl({ cwd: '/', base: '/src', path: '/src/waiting.txt', contents: source }))
+    const file = (await new Promise((resolve) => plugin.once('data', resolve))) as Vinyl
+    const contents = errorCounter(file.contents as NodeJS.ReadableStream & { destroyed: boolean })
+    await delay(300)
+    assert.deepEqual(contents.errors, [], 'no guest ran while nobody read')
+    contents.resume()
+    source.end('x')
+    await new Promise((resolve) => contents.once('close', resolve))
+    assert.equal(contents.errors.length, 1)
+    assert.equal((contents.errors[0] as WasmPluginError).code, 'ERR_WASM_GUEST_ERROR')
+    assert.match((contents.errors[0] as Error).message, /^waiting\.txt: .*init refused/)
+  })
+
+  it('contents dropped without being read close the file source', async () => {
+    const source = new PassThrough()
+    const plugin = wasmGulp(upper)
+    plugin.write(new Vinyl({ cwd: '/', base: '/src', path: '/src/dropped.txt', contents: source }))
+    const file = (await new Promise((resolve) => plugin.once('data', resolve))) as Vinyl
+    ;(file.contents as PassThrough).destroy()
+    await until(() => source.destroyed)
   })
 
   it('a read error of the file reaches its reader as a PluginError that keeps the code', async () => {

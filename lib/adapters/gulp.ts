@@ -96,10 +96,11 @@ export default function wasmGulp(module: ModuleSource, options: WasmGulpOptions 
   const running = new Set<SandboxStream>()
 
   async function transformFile(file: VinylFile): Promise<void> {
-    const stream = createSandboxStream(await loaded(), sandbox.options)
+    const guest = await loaded()
     if (file.isStream()) {
-      file.contents = pipeContents(file, stream)
+      file.contents = pipeContents(file, () => createSandboxStream(guest, sandbox.options), sandbox.options.highWaterMark)
     } else {
+      const stream = createSandboxStream(guest, sandbox.options)
       running.add(stream)
       try {
         file.contents = await runWhole(stream, file.contents as Buffer)
@@ -249,26 +250,54 @@ async function runWhole(stream: SandboxStream, contents: Buffer): Promise<Buffer
 }
 
 /**
- * The file's new contents: its old contents through `stream`. A read or guest error reaches
- * whoever reads the contents as a PluginError; a reader that stops early ends the guest.
+ * The file's new contents: its old contents through a stream of the guest's. A read or guest
+ * error reaches whoever reads the contents as a PluginError; a reader that stops early ends the
+ * guest. The guest starts when the contents are first read: gulp.dest writes one file at a time
+ * while dozens wait in its queue, and each waiting file would otherwise hold a worker.
  */
-function pipeContents(file: VinylFile, stream: SandboxStream): Readable {
+function pipeContents(file: VinylFile, create: () => SandboxStream, highWaterMark: number): Readable {
   const source = file.contents as unknown as Readable
   // The error names the file as it was read: by the time it comes, the file may have been
   // renamed, and gulp.dest moves file.path to the destination.
   const named = { path: file.path, relative: file.relative }
-  const contents = new PassThrough({ highWaterMark: stream.readableHighWaterMark })
-  // Registered before pipeline()'s own listeners, so `contents` is destroyed with the
-  // PluginError before pipeline() destroys it with the bare error.
-  const fail = (err: Error): void => {
-    if (!contents.destroyed) contents.destroy(toPluginError(err, named))
-  }
-  source.on('error', fail)
-  stream.on('error', fail)
-  pipeline(source, stream, contents, () => {
-    // Every outcome already reached `contents`: its end, or its error through `fail`.
+  const contents: LazyContents = new LazyContents({ highWaterMark }, () => {
+    const stream = create()
+    // Registered before pipeline()'s own listeners, so `contents` is destroyed with the
+    // PluginError before pipeline() destroys it with the bare error.
+    const fail = (err: Error): void => {
+      if (!contents.destroyed) contents.destroy(toPluginError(err, named))
+    }
+    source.on('error', fail)
+    stream.on('error', fail)
+    pipeline(source, stream, contents, () => {
+      // Every outcome already reached `contents`: its end, or its error through `fail`.
+    })
+  })
+  // Never read, then dropped: the file's source is closed; no guest was started.
+  contents.once('close', () => {
+    if (!contents.started) source.destroy()
   })
   return contents
+}
+
+/** A PassThrough that runs `start` when it is first read. */
+class LazyContents extends PassThrough {
+  started = false
+
+  constructor(
+    options: { highWaterMark: number },
+    private readonly start: () => void,
+  ) {
+    super(options)
+  }
+
+  override _read(size: number): void {
+    if (!this.started) {
+      this.started = true
+      this.start()
+    }
+    super._read(size)
+  }
 }
 
 function toPluginError(err: unknown, file: Pick<VinylFile, 'path' | 'relative'>): WasmPluginError {
