@@ -201,11 +201,20 @@ class OrderedQueue {
       try {
         await done
       } catch (err) {
-        this.fail(toPluginError(err, file))
+        if (!this.failed) this.fail(toPluginError(err, file))
         return
       }
+      if (this.failed) return // stopped meanwhile: the plugin is being destroyed
       this.files.shift()
-      this.stream.push(file)
+      try {
+        this.stream.push(file)
+      } catch (err) {
+        // A 'data' listener threw: that is the listener's failure, thrown as it would be from a
+        // Node stream's push, not turned into a rejection of this loop.
+        process.nextTick(() => {
+          throw err
+        })
+      }
       // Out of the promise chain, so a throwing listener is not a rejection.
       const waiting = this.waiting
       this.waiting = undefined
