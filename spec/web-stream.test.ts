@@ -84,6 +84,20 @@ describe('wasmTransformStream: data', () => {
     })
   }
 
+  it('takes any ArrayBufferView or ArrayBuffer, empty ones included', async () => {
+    const ts = wasmTransformStream(upper)
+    const writer = ts.writable.getWriter()
+    const reading = drain(ts.readable)
+    const bytes = new TextEncoder().encode('abcdef')
+    await writer.write(new Uint8Array(0))
+    await writer.write(bytes.subarray(0, 2))
+    await writer.write(new DataView(bytes.buffer, 2, 2) as never)
+    await writer.write(bytes.slice(4).buffer as never)
+    await writer.write(Buffer.from('gh'))
+    await writer.close()
+    assert.equal((await reading).toString(), 'ABCDEFGH')
+  })
+
   it('hands out chunks that own their memory, as a fetch body does (chunk.buffer is just the chunk)', async () => {
     // Small emits (16 bytes per call) come out of the sandbox as small Buffers, the kind Node
     // carves out of a shared 8 KiB pool: code that reads chunk.buffer (a digest, a decoder, a

@@ -121,7 +121,8 @@ function writableSide(duplex: SandboxStream, sides: Sides): WritableStream<Uint8
           return Promise.reject(err)
         }
         if (sides.failed) return Promise.reject(sides.failure)
-        if (duplex.write(bytes)) return Promise.resolve()
+        // An empty chunk carries nothing; the stages never see zero-length input.
+        if (bytes.length === 0 || duplex.write(bytes)) return Promise.resolve()
         return settled(duplex, 'drain', sides)
       },
       close() {
