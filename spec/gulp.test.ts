@@ -10,6 +10,7 @@ import { dirname, join, relative } from 'node:path'
 import { PassThrough, Transform, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { after, describe, it } from 'node:test'
+import { pathToFileURL } from 'node:url'
 import gulp from 'gulp'
 import PluginError from 'plugin-error'
 import Vinyl from 'vinyl'
@@ -396,6 +397,19 @@ describe('wasm-sandbox/gulp, stopping', () => {
       assert.equal(lines.some((l) => 'pluginError' in l), false, 'a destroy without an error reports none')
     })
   }
+})
+
+describe('wasm-sandbox/gulp, the package subpath', () => {
+  it("resolves through package.json's exports, with its types", async () => {
+    const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { exports: Record<string, Record<string, string>> }
+    const entry = pkg.exports['./gulp']!
+    assert.deepEqual(Object.keys(entry), ['types', 'import'], 'types first, as TypeScript reads conditions in order')
+    assert.match(readFileSync(join(repoRoot, entry.types!), 'utf8'), /export default function wasmGulp/)
+    // Self-reference: the package's own name resolves through its exports from inside it.
+    const loaded = (await import('wasm-sandbox/gulp' as string)) as { default: unknown }
+    assert.equal(typeof loaded.default, 'function')
+    assert.equal(import.meta.resolve('wasm-sandbox/gulp'), pathToFileURL(join(repoRoot, entry.import!)).href)
+  })
 })
 
 describe('examples/gulpfile.mjs with the gulp CLI', () => {
