@@ -125,7 +125,8 @@ export default function wasmGulp(module: ModuleSource, options: WasmGulpOptions 
     predestroy(): void {
       // Files in flight stop with the plugin: their guests are terminated, not left running.
       queue.stop()
-      for (const stream of running) stream.destroy()
+      // With an error: a bare destroy() of the bundle is a clean close, read as a short file.
+      for (const stream of running) stream.destroy(new Error(`${PLUGIN_NAME}: the plugin was destroyed`))
     },
   })
   const queue = new OrderedQueue(maxInFlight, transformFile, plugin)
@@ -253,8 +254,12 @@ async function runWhole(stream: SandboxStream, contents: Buffer): Promise<Buffer
   // An empty file still gets init and flush (a counter outputs its zero); no empty chunk is written.
   if (contents.length === 0) stream.end()
   else stream.end(contents)
+  let ended = false
+  stream.once('end', () => (ended = true))
   const outputs: Buffer[] = []
   for await (const chunk of stream as AsyncIterable<Buffer>) outputs.push(chunk)
+  // A stream destroyed without an error closes cleanly; its output would be a truncated file.
+  if (!ended) throw Object.assign(new Error('the sandbox stream closed before its end'), { code: 'ERR_STREAM_PREMATURE_CLOSE' })
   return outputs.length === 1 ? outputs[0]! : Buffer.concat(outputs)
 }
 
