@@ -364,6 +364,23 @@ describe('wasm-sandbox/gulp, null files and options', () => {
     assert.equal(await run({ extname: '', rename: (p) => void (p.basename = p.basename.toUpperCase()) }), 'sub/PAGE')
   })
 
+  it('a rename function that throws fails that file with a PluginError naming it', async () => {
+    const plugin = errorCounter(
+      wasmGulp(upper, {
+        rename: () => {
+          throw new Error('no name for you')
+        },
+      }),
+    )
+    plugin.end(new Vinyl({ cwd: '/', base: '/src', path: '/src/a.txt', contents: Buffer.from('a') }))
+    await new Promise((resolve) => plugin.once('close', resolve))
+    assert.equal(plugin.errors.length, 1)
+    const err = plugin.errors[0] as WasmPluginError
+    assert.ok(err instanceof PluginError)
+    assert.equal(err.fileName, '/src/a.txt')
+    assert.match(err.message, /^a\.txt: no name for you$/)
+  })
+
   it('refuses bad options when the plugin is created, with PluginErrors', () => {
     const refused = (options: Parameters<typeof wasmGulp>[1], code?: string): void => {
       assert.throws(

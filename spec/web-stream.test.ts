@@ -245,6 +245,24 @@ describe('wasmTransformStream: cancel and abort', () => {
     await until(() => ts.duplex.destroyed, 'the duplex to be destroyed')
   })
 
+  it("pipeThrough's AbortSignal stops the pipe and the guest, and the source is cancelled", async () => {
+    const source = endlessSource()
+    const ts = wasmTransformStream(upper)
+    const controller = new AbortController()
+    const reader = source.pipeThrough(ts, { signal: controller.signal }).getReader()
+    for (let i = 0; i < 3; i++) await reader.read()
+    const reason = new Error('user pressed stop')
+    controller.abort(reason)
+    await assert.rejects(
+      (async () => {
+        for (;;) if ((await reader.read()).done) return
+      })(),
+      (err) => err === reason,
+    )
+    await until(() => ts.duplex.destroyed, 'the duplex to be destroyed')
+    await until(() => source.cancelReason === reason, 'the source to be cancelled with the reason')
+  })
+
   for (const mode of ['cancel', 'abort']) {
     it(`${mode === 'cancel' ? 'cancel' : 'abort'} while the guest runs terminates it: the process exits by itself`, async () => {
       const { code, stdout, stderr, timedOut } = await runChild('web-cancel', [mode], 20_000)
