@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { errors } from '../errors.js'
 import { logger } from '../log.js'
 import { validateAbi, validateCompiledAbi, type GuestAbi } from './abi.js'
-import { exportMutableGlobals, limitMemory, parseModule, PAGE_SIZE, type ValType } from './binary.js'
+import { codeSectionStart, exportMutableGlobals, limitMemory, parseModule, PAGE_SIZE, type ValType } from './binary.js'
 
 const log = logger('loader')
 
@@ -27,6 +27,25 @@ export interface LoadedGuest {
    * precompiled module, which cannot be rewritten and so cannot be checkpointed.
    */
   readonly globals: readonly GuestGlobal[] | undefined
+  /**
+   * `[name, function index]` of each exported function: names for a trap's backtrace when the
+   * module has no `name` section. `undefined` for a precompiled module (V8 does not give indices).
+   */
+  readonly functionExports?: readonly (readonly [string, number])[] | undefined
+  /**
+   * Bytes the rewrites moved the code section by: a code offset in the compiled module minus
+   * this is the offset in the guest's own file. 0 or `undefined` when nothing moved.
+   */
+  readonly codeShift?: number | undefined
+  /** The guest declares that it keeps no state between chunks (a `wasm-sandbox.stateless` custom section). */
+  readonly stateless: boolean
+}
+
+/** The custom section by which a guest declares itself stateless (docs/abi.md). */
+export const STATELESS_SECTION = 'wasm-sandbox.stateless'
+
+function declaresStateless(module: WebAssembly.Module): boolean {
+  return WebAssembly.Module.customSections(module, STATELESS_SECTION).length > 0
 }
 
 export interface GuestGlobal {
@@ -63,6 +82,8 @@ async function readSource(source: string | URL, name: string): Promise<Uint8Arra
 
 async function compile(bytes: Uint8Array, name: string, options: LoadOptions, hash: string): Promise<LoadedGuest> {
   const info = parseModule(bytes, name)
+  const codeStart = codeSectionStart(bytes)
+  const functionExports = info.exports.filter((e) => e.kind === 'function').map((e) => [e.name, e.index] as const)
   let abi = validateAbi(info, name)
   let memoryLimit: number | undefined
   if (options.memoryLimit !== undefined) {
@@ -76,10 +97,11 @@ async function compile(bytes: Uint8Array, name: string, options: LoadOptions, ha
   const exported = exportMutableGlobals(bytes, undefined, name)
   bytes = exported.bytes
   const globals = exported.globals.map(({ exportName, valType }) => ({ exportName, valType }))
+  const codeShift = codeStart === undefined ? 0 : (codeSectionStart(bytes) ?? codeStart) - codeStart
   try {
     const module = await WebAssembly.compile(bytes)
     log('compiled %s (%d bytes, sha256 %s)', name, bytes.length, hash.slice(0, 12))
-    return { name, module, abi, hash, memoryLimit, globals }
+    return { name, module, abi, hash, memoryLimit, globals, stateless: declaresStateless(module), functionExports, codeShift }
   } catch (err) {
     throw errors.invalidModule(name, (err as Error).message, err)
   }
@@ -93,7 +115,7 @@ export async function loadGuest(source: ModuleSource, options: LoadOptions = {})
   const name = nameOf(source)
   if (source instanceof WebAssembly.Module) {
     const abi = validateCompiledAbi(source, name)
-    return { name, module: source, abi, hash: undefined, memoryLimit: undefined, globals: undefined }
+    return { name, module: source, abi, hash: undefined, memoryLimit: undefined, globals: undefined, stateless: declaresStateless(source) }
   }
   let bytes: Uint8Array
   if (typeof source === 'string' || source instanceof URL) bytes = await readSource(source, name)

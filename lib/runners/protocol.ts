@@ -1,4 +1,5 @@
 /** The wire protocol between WorkerRunner and its worker; nothing else uses it. */
+import type { WasmFrame } from '../errors.js'
 
 /** Frames main → worker, in the input ring. */
 export const IN_CHUNK = 1
@@ -14,6 +15,12 @@ export const OUT_ERROR = 13
 export const OUT_PART = 14
 /** Bytes a WASI program wrote to stderr: diagnostics, never output. */
 export const OUT_STDERR = 15
+/**
+ * A `sandbox.log` message (ABI v1.1): H_ARG the level (-1: the host's report of dropped
+ * messages), H_SEQ the export (EXPORT_NAMES), H_TOTAL the length before a cut (or the number
+ * dropped), the offset slots the input offset; the payload is the message.
+ */
+export const OUT_LOG = 16
 
 /** Messages worker → main on the port (only to wake a sleeping main thread, and start-up). */
 export const MSG_READY = 1
@@ -22,6 +29,8 @@ export const MSG_SPACE = 3
 export const MSG_START_FAILED = 4
 /** The guest's state, posted (memory transferred) in answer to IN_SNAPSHOT. */
 export const MSG_SNAPSHOT = 5
+/** Main → worker: run a session (`{ kind, data: WorkerData }`), one stream's guest instance. */
+export const MSG_SESSION = 6
 
 /** The watchdog's view of the worker, in a small SharedArrayBuffer: Int32 slots, then a Float64. */
 export const CTL_STATE = 0
@@ -37,7 +46,7 @@ export const CTL_GUEST_MS_F64 = 3
 export const STATE_IDLE = 0
 export const STATE_RUNNING = 1
 
-export const EXPORT_NAMES = ['start', 'init', 'process_chunk', 'flush', '_start'] as const
+export const EXPORT_NAMES = ['start', 'init', 'process_chunk', 'flush', '_start', 'alloc', '_initialize'] as const
 export const EXPORT_START = 0
 export const EXPORT_INIT = 1
 export const EXPORT_PROCESS = 2
@@ -59,4 +68,5 @@ export interface ErrorRecord {
   exportName?: string | undefined
   status?: number | undefined
   exitCode?: number | undefined
+  backtrace?: WasmFrame[] | undefined
 }

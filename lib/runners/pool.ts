@@ -1,0 +1,425 @@
+import type { GuestState } from '../checkpoint/types.js'
+import { errors, type WasmSandboxError } from '../errors.js'
+import type { LoadedGuest } from '../guest/load.js'
+import { availableParallelism } from 'node:os'
+import { noState, type ConcurrencyReport, type GuestRunner, type Job, type RunnerCallback, type RunnerFactory, type RunnerHooks, type RunnerOptions } from './runner.js'
+import { WrappingRunner } from './wrapping.js'
+
+/** 'auto' measures throughput over windows of at least this long and this many chunks. */
+const WINDOW_MS = 200
+const WINDOW_JOBS = 8
+/** An added instance stays only if it raised throughput by this much. */
+const MIN_GAIN = 1.1
+
+
+interface Instance {
+  readonly runner: GuestRunner
+  /** Jobs handed to it and not yet done. */
+  queued: number
+  /** It was asked to hold its output (returned false) and waits for `resume()`. */
+  paused: boolean
+  /** 'auto' found it did not help: it takes no new chunks (it is still flushed at the end). */
+  retired: boolean
+}
+
+interface Entry {
+  readonly job: Job
+  instance: Instance | undefined
+  /** Output that arrived before every earlier job was delivered. */
+  held: Buffer[]
+  done: boolean
+  skipped: WasmSandboxError | undefined
+}
+
+/**
+ * Runs a stateless guest on up to `size` instances at once, each in its own worker, and
+ * delivers output in input order: a runner that drives runners. Each job goes to the instance
+ * with the fewest queued; the oldest job's output passes straight through and a later job's is
+ * held until every job before it is delivered, at most `holdLimit` bytes before the instance
+ * that produces it is paused (the instance running the oldest job never is). The end of input
+ * flushes each instance in turn. Instances past the first take a worker only if one is free at
+ * once, so pooled streams never wait on each other for their extra instances.
+ *
+ * With `size` 'auto' it starts with one instance and, every window of chunks, adds one while the
+ * last one added raised throughput by 10 % or more, up to the machine's cores; one that did not
+ * is retired (no new chunks). Output never depends on the choice: order is kept either way.
+ */
+export class PoolRunner implements GuestRunner {
+  private readonly factory: RunnerFactory
+  private readonly guest: LoadedGuest
+  private readonly hooks: RunnerHooks
+  private readonly options: RunnerOptions
+  private readonly size: number
+  private readonly auto: boolean
+  private readonly stateless: boolean
+  private readonly holdLimit: number
+  private instances: Instance[] = []
+  /** Extra instances still starting. */
+  private readonly starting = new Set<GuestRunner>()
+  /** Jobs not yet delivered, in input order. */
+  private readonly order: Entry[] = []
+  private readonly entries = new Map<Job, Entry>()
+  private heldBytes = 0
+  /** Downstream is full: deliver nothing until `resume()`. */
+  private blocked = false
+  /** The caller's callback for a job, held while every instance is full. */
+  private accepting: RunnerCallback | undefined
+  private flushing = 0
+  private pastGuestMs = 0
+  private failed = false
+  private destroyed = false
+  /** 'auto': still trying more instances, the window being measured, and what was measured. */
+  private growing: boolean
+  private windowStart = 0
+  private windowBytes = 0
+  private windowJobs = 0
+  private readonly samples: Array<{ instances: number; mbps: number }> = []
+  private reason: string
+  /** Instances taking chunks when the pool stopped, for the report after the end. */
+  private lastActive = 0
+
+  constructor(factory: RunnerFactory, guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions, size: number | 'auto', stateless: boolean) {
+    this.factory = factory
+    this.guest = guest
+    this.hooks = hooks
+    this.options = options
+    this.auto = size === 'auto'
+    this.size = size === 'auto' ? availableParallelism() : size
+    this.growing = this.auto && this.size > 1
+    this.reason = this.auto ? (this.size > 1 ? 'measuring' : 'one core') : 'maxConcurrency as given'
+    this.stateless = stateless
+    this.holdLimit = Math.max(options.highWaterMark ?? options.bufferSize, 1)
+  }
+
+  /** A stateless guest starts fresh: a restored state has nothing to give it. */
+  start(callback: RunnerCallback): void {
+    if (!this.stateless) {
+      callback(statefulPoolError(this.guest, this.size))
+      return
+    }
+    this.failed = false
+    const first = this.spawn(this.options)
+    first.start((err) => {
+      if (err) {
+        first.destroy()
+        callback(err)
+        return
+      }
+      this.instances.push(this.instanceOf(first))
+      this.windowStart = performance.now()
+      callback(null)
+    })
+    if (!this.auto) for (let i = 1; i < this.size; i++) this.startSpare()
+  }
+
+  concurrency(): ConcurrencyReport {
+    const instances = this.instances.length > 0 ? this.active() : this.lastActive
+    return { instances, auto: this.auto, reason: this.reason, samples: this.samples }
+  }
+
+  private active(): number {
+    let n = 0
+    for (const instance of this.instances) if (!instance.retired) n++
+    return n
+  }
+
+  process(job: Job, callback: RunnerCallback): void {
+    const entry: Entry = { job, instance: undefined, held: [], done: false, skipped: undefined }
+    this.order.push(entry)
+    this.entries.set(job, entry)
+    if (!job.input) {
+      callback(null)
+      this.advance()
+      return
+    }
+    let instance: Instance | undefined
+    for (const candidate of this.instances) {
+      if (!candidate.retired && (instance === undefined || candidate.queued < instance.queued)) instance = candidate
+    }
+    if (instance === undefined) {
+      callback(errors.noInstance({ module: this.guest.name, exportName: 'process_chunk', offset: job.offset }))
+      return
+    }
+    entry.instance = instance
+    instance.queued++
+    instance.runner.process(job, () => this.accept(callback))
+  }
+
+  snapshot(callback: (err: Error | null, state?: GuestState) => void): void {
+    callback(null, noState())
+  }
+
+  guestTimeMs(): number {
+    let total = this.pastGuestMs
+    for (const instance of this.instances) total += instance.runner.guestTimeMs()
+    return total
+  }
+
+  resume(): void {
+    this.blocked = false
+    this.advance()
+  }
+
+  restart(callback: RunnerCallback): void {
+    this.stopAll()
+    this.order.length = 0
+    this.entries.clear()
+    this.heldBytes = 0
+    this.blocked = false
+    this.flushing = 0
+    this.start(callback)
+  }
+
+  destroy(): void {
+    this.destroyed = true
+    this.stopAll()
+  }
+
+  private stopAll(): void {
+    if (this.instances.length > 0) this.lastActive = this.active()
+    for (const instance of this.instances) {
+      this.pastGuestMs += instance.runner.guestTimeMs()
+      instance.runner.destroy()
+    }
+    for (const runner of this.starting) runner.destroy()
+    this.starting.clear()
+    this.instances = []
+    this.accepting = undefined
+  }
+
+  /** An extra instance, if a worker is free now; without one the pool runs with fewer. */
+  private startSpare(): void {
+    const runner = this.spawn({ ...this.options, spareWorker: true })
+    this.starting.add(runner)
+    runner.start((err) => {
+      if (!this.starting.delete(runner)) return
+      // Too late to help once the end of input is being flushed.
+      if (err || this.flushing > 0 || this.destroyed || this.failed) {
+        runner.destroy()
+        if (err && this.growing) this.settle(`no worker free for instance ${this.active() + 1}`)
+        return
+      }
+      this.instances.push(this.instanceOf(runner))
+      this.release()
+    })
+  }
+
+  private instanceOf(runner: GuestRunner): Instance {
+    return { runner, queued: 0, paused: false, retired: false }
+  }
+
+  private spawn(options: RunnerOptions): GuestRunner {
+    // A runner reports about its own jobs only; one stopped (restart, destroy) is not ours any more.
+    const ours = (job: Job): { instance: Instance; entry: Entry } | undefined => {
+      const instance = this.instances.find((i) => i.runner === runner)
+      const entry = this.entries.get(job)
+      return instance && entry ? { instance, entry } : undefined
+    }
+    const runner = this.factory(
+      this.guest,
+      {
+        output: (job, chunk) => {
+          const found = ours(job)
+          return found ? this.onOutput(found.instance, found.entry, chunk) : false
+        },
+        done: (job) => {
+          const found = ours(job)
+          if (found) this.onDone(found.instance, found.entry)
+        },
+        failed: (job, err) => this.onFailed(job, err),
+        skipped: (job, err) => {
+          const found = ours(job)
+          if (found) this.onSkipped(found.instance, found.entry, err)
+        },
+        stderr: (chunk) => this.hooks.stderr?.(chunk),
+        // Messages come as each instance runs, so chunks' messages may interleave; each has its offset.
+        guestLog: (entry) => this.hooks.guestLog?.(entry),
+      },
+      options,
+    )
+    return runner
+  }
+
+  /** The instance took the job: the caller may send the next once some instance has room. */
+  private accept(callback: RunnerCallback): void {
+    if (this.hasRoom()) callback(null)
+    else this.accepting = callback
+  }
+
+  private hasRoom(): boolean {
+    const limit = this.options.maxInFlight
+    for (const instance of this.instances) if (!instance.retired && instance.queued < limit) return true
+    return false
+  }
+
+  /** 'auto': one window measured; try one more instance, or settle. */
+  private measure(bytes: number): void {
+    this.windowBytes += bytes
+    this.windowJobs++
+    const elapsed = performance.now() - this.windowStart
+    if (this.windowJobs < WINDOW_JOBS || elapsed < WINDOW_MS) return
+    const mbps = this.windowBytes / 1048.576 / elapsed
+    const instances = this.active()
+    this.windowStart = performance.now()
+    this.windowBytes = this.windowJobs = 0
+    // A window still ramping up a new instance is not its measure: wait for it to have started.
+    if (this.starting.size > 0) return
+    const previous = this.samples.at(-1)
+    this.samples.push({ instances, mbps })
+    if (previous && previous.instances < instances && mbps < previous.mbps * MIN_GAIN) {
+      this.settle(`instance ${instances} raised throughput ${Math.round((mbps / previous.mbps - 1) * 100)} %, under ${Math.round((MIN_GAIN - 1) * 100)} %: ${instances - 1} kept`)
+      const last = [...this.instances].reverse().find((i) => !i.retired)
+      if (last && instances > 1) last.retired = true
+    } else if (instances >= this.size) {
+      this.settle(`${instances} instances, one per core`)
+    } else {
+      this.startSpare()
+    }
+  }
+
+  private settle(reason: string): void {
+    this.growing = false
+    this.reason = reason
+  }
+
+  /** Room opened (a job done, an instance joined): hand back a held accept. */
+  private release(): void {
+    const callback = this.accepting
+    if (callback && this.hasRoom()) {
+      this.accepting = undefined
+      callback(null)
+    }
+  }
+
+  private onOutput(instance: Instance, entry: Entry, chunk: Buffer): boolean {
+    if (entry === this.order[0] && entry.held.length === 0 && !this.blocked) {
+      if (this.hooks.output(entry.job, chunk)) return true
+      this.blocked = true
+      instance.paused = true
+      return false
+    }
+    entry.held.push(chunk)
+    this.heldBytes += chunk.length
+    if (this.blocked || (this.heldBytes > this.holdLimit && entry !== this.order[0])) {
+      instance.paused = true
+      return false
+    }
+    return true
+  }
+
+  private onDone(instance: Instance, entry: Entry): void {
+    if (!entry.job.input) {
+      this.flushNext()
+      return
+    }
+    instance.queued--
+    entry.done = true
+    if (this.growing) this.measure(entry.job.input.length)
+    this.release()
+    this.advance()
+  }
+
+  private onSkipped(instance: Instance, entry: Entry, err: WasmSandboxError): void {
+    const job = entry.job
+    if (job.input) instance.queued--
+    entry.done = true
+    entry.skipped = err
+    for (const chunk of entry.held) this.heldBytes -= chunk.length
+    entry.held = []
+    if (!job.input) {
+      this.flushNext()
+      return
+    }
+    this.release()
+    this.advance()
+  }
+
+  private onFailed(job: Job | undefined, err: WasmSandboxError): void {
+    if (this.failed || this.destroyed) return
+    this.failed = true
+    this.stopAll()
+    this.hooks.failed(job, err)
+  }
+
+  /** Delivers, in input order, every job whose turn has come, as far as downstream takes it. */
+  private advance(): void {
+    const order = this.order
+    while (order.length > 0 && !this.blocked) {
+      const head = order[0]!
+      while (head.held.length > 0) {
+        const chunk = head.held.shift()!
+        this.heldBytes -= chunk.length
+        if (!this.hooks.output(head.job, chunk)) {
+          this.blocked = true
+          return
+        }
+      }
+      if (!head.job.input) {
+        if (this.flushing === 0) this.startFlush()
+        break
+      }
+      if (!head.done) break
+      order.shift()
+      this.entries.delete(head.job)
+      if (head.skipped) this.hooks.skipped?.(head.job, head.skipped)
+      else this.hooks.done(head.job)
+    }
+    if (!this.blocked) this.unpause()
+  }
+
+  /** Paused instances go on once there is room again; the oldest job's never waits for room. */
+  private unpause(): void {
+    const head = this.order[0]?.instance
+    const room = this.heldBytes <= this.holdLimit
+    for (const instance of this.instances) {
+      if (instance.paused && (room || instance === head)) {
+        instance.paused = false
+        instance.runner.resume()
+      }
+    }
+  }
+
+  /** Every chunk is delivered: each instance flushes, one after another, in the pool's order. */
+  private startFlush(): void {
+    for (const runner of this.starting) runner.destroy()
+    this.starting.clear()
+    this.flushNext()
+  }
+
+  private flushNext(): void {
+    const head = this.order[0]!
+    if (this.flushing === this.instances.length) {
+      this.order.shift()
+      this.entries.delete(head.job)
+      this.hooks.done(head.job)
+      return
+    }
+    const instance = this.instances[this.flushing++]!
+    instance.runner.process(head.job, noop)
+  }
+}
+
+/** `maxConcurrency: 'auto'` for a guest that keeps state: one instance, and the report says why. */
+export class FixedConcurrency extends WrappingRunner {
+  protected readonly inner: GuestRunner
+  private readonly why: string
+
+  constructor(inner: GuestRunner, why: string) {
+    super()
+    this.inner = inner
+    this.why = why
+  }
+
+  override concurrency(): ConcurrencyReport {
+    return { instances: 1, auto: true, reason: this.why, samples: [] }
+  }
+}
+
+/** The pool refuses a guest that keeps state: its chunks must run in order on one instance. */
+export function statefulPoolError(guest: LoadedGuest, size: number): WasmSandboxError {
+  return errors.invalidOption(
+    `maxConcurrency ${size} runs chunks of one stream on several instances at once, but ${guest.name} is not stateless: each chunk's output could depend on the chunks before it, which another instance never saw. Use maxConcurrency 1, or, if the guest keeps nothing between chunks, say so with stateless: true (or a "wasm-sandbox.stateless" custom section in the module)`,
+  )
+}
+
+function noop(): void {}
