@@ -19,7 +19,7 @@ import type { SandboxOptions } from '../options.js'
 export class WasmTransformStream {
   readonly readable: ReadableStream<Uint8Array>
   readonly writable: WritableStream<Uint8Array>
-  /** The Node duplex underneath, for its events (`'chunk-error'`, `'checkpoint'`, `'drop'`, `'stderr'`). */
+  /** The Node duplex underneath, for its events (`'chunk-error'`, `'checkpoint'`, `'drop'`, `'stderr'`, `'log'`). */
   readonly duplex: SandboxStream
 
   constructor(module: ModuleSource, options?: SandboxOptions) {
