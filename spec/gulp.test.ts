@@ -308,6 +308,16 @@ describe('wasm-sandbox/gulp, several buffer files at once', () => {
     assert.equal((errors[0] as WasmPluginError).fileName, '/src/bad.txt')
   })
 
+  it("runs on one sandbox's workers: maxWorkers bounds them (1 worker, 4 files at once)", async () => {
+    const files = Array.from({ length: 6 }, (_, i) => vinyl(`w${i}.txt`, Buffer.from(`worker ${i}\n`)))
+    const { out, errors } = await through(wasmGulp(upper, { maxWorkers: 1, concurrency: 4 }), files)
+    assert.deepEqual(errors, [])
+    assert.deepEqual(
+      out.map((f) => String(f.contents)),
+      files.map((_, i) => `WORKER ${i}\n`),
+    )
+  })
+
   it('concurrency: 1 runs one file at a time, with the same result', async () => {
     const files = ['x', 'y', 'z'].map((n) => vinyl(`${n}.txt`, Buffer.from(`${n} file\n`)))
     const { out, errors } = await through(wasmGulp(upper, { concurrency: 1 }), files)

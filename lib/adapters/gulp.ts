@@ -55,7 +55,7 @@ export interface WasmGulpOptions extends Omit<SandboxOptions, 'checkpoint' | 're
   rename?: (parts: PathParts, file: VinylFile) => PathParts | void
   /**
    * Buffer files processed at once, each by its own guest instance; they are passed on in the
-   * order they came. Default: the number of CPUs, at most 4.
+   * order they came. Default: the number of CPUs, at most 4. (`maxWorkers` bounds the threads.)
    */
   concurrency?: number
 }
@@ -89,6 +89,8 @@ export default function wasmGulp(module: ModuleSource, options: WasmGulpOptions 
   const { extname, rename, concurrency, ...sandboxOptions } = options
   const renameFile = renamer(extname, rename)
   const maxInFlight = resolveConcurrency(concurrency)
+  // One sandbox for all the files: its warm workers are reused from file to file, at most
+  // `maxWorkers` at once.
   const sandbox = sandboxFor(sandboxOptions)
   let guest: Promise<LoadedGuest> | undefined
   // Loaded on the first file, not at creation: a task that matches no file reads nothing.
@@ -98,9 +100,9 @@ export default function wasmGulp(module: ModuleSource, options: WasmGulpOptions 
   async function transformFile(file: VinylFile): Promise<void> {
     const guest = await loaded()
     if (file.isStream()) {
-      file.contents = pipeContents(file, () => createSandboxStream(guest, sandbox.options), sandbox.options.highWaterMark)
+      file.contents = pipeContents(file, () => createSandboxStream(guest, sandbox.options, sandbox.pool), sandbox.options.highWaterMark)
     } else {
-      const stream = createSandboxStream(guest, sandbox.options)
+      const stream = createSandboxStream(guest, sandbox.options, sandbox.pool)
       running.add(stream)
       try {
         file.contents = await runWhole(stream, file.contents as Buffer)
@@ -134,9 +136,9 @@ export default function wasmGulp(module: ModuleSource, options: WasmGulpOptions 
 }
 
 /**
- * Runs up to `limit` files at once (a worker starts per file, so one at a time leaves the
- * machine idle while each starts) and passes them on in the order they came. The first failure,
- * in that order, destroys the plugin with its PluginError.
+ * Runs up to `limit` files at once (each on its own guest instance, so several cores work) and
+ * passes them on in the order they came. The first failure, in that order, destroys the plugin
+ * with its PluginError.
  */
 class OrderedQueue {
   /** Taken and not yet passed on, oldest first. */
