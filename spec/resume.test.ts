@@ -151,4 +151,22 @@ describe('crash and resume (processFile)', () => {
       { code: 'ERR_WASM_CHECKPOINT_MISMATCH' },
     )
   })
+
+  it('a checkpoint over an input that changed since is refused, not resumed into mixed output', async () => {
+    const changed = join(work, 'changed.txt')
+    writeFileSync(changed, inputBytes.subarray(0, 8 * 1024 * 1024))
+    const out = join(work, 'changed.out')
+    const dir = join(work, 'changed.ck')
+    await runChild([changed, out, dir, 'numberer', 'worker', String(EVERY)], { afterCheckpoint: 2 })
+    assert.ok(readdirSync(dir).some((f) => f.endsWith('.wsck')), 'the first run left a checkpoint')
+    // Same size, other bytes, later modification: only the time tells; then another size.
+    const edited = Buffer.from(inputBytes.subarray(0, 8 * 1024 * 1024))
+    edited[100] ^= 1
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    writeFileSync(changed, edited)
+    const options = { bufferSize: 16 * 1024, checkpoint: { dir, every: EVERY } }
+    await assert.rejects(processFile(changed, out, example('numberer.wasm'), options), { code: 'ERR_WASM_CHECKPOINT_MISMATCH', message: /input file changed/ })
+    writeFileSync(changed, inputBytes.subarray(0, 4 * 1024 * 1024))
+    await assert.rejects(processFile(changed, out, example('numberer.wasm'), options), { code: 'ERR_WASM_CHECKPOINT_MISMATCH', message: /input file changed/ })
+  })
 })

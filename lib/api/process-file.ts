@@ -64,7 +64,17 @@ export async function processFile(
     ? (checkpoint.storage ?? new FileCheckpointStorage(checkpoint.dir, { keep: checkpoint.keep ?? 3 }))
     : undefined
   const latest = await storage?.loadLatest()
+  // What the input was, so a resume can tell it has not changed since (size and modification time).
+  const inputStat = storage ? await stat(input).catch(() => undefined) : undefined
+  const inputIdentity = inputStat && { inputSize: inputStat.size, inputMtimeMs: inputStat.mtimeMs }
   if (latest) {
+    const was = latest.metadata as { inputSize?: unknown; inputMtimeMs?: unknown } | undefined
+    if (inputIdentity && typeof was?.inputSize === 'number' && (was.inputSize !== inputIdentity.inputSize || was.inputMtimeMs !== inputIdentity.inputMtimeMs)) {
+      throw errors.checkpointMismatch(
+        input,
+        `the input file changed since the checkpoint was taken (${was.inputSize} bytes then, ${inputIdentity.inputSize} now, or modified since): resuming would mix two inputs. Delete the checkpoints to start over`,
+      )
+    }
     const size = await stat(output).then((s) => s.size, () => -1)
     if (size < latest.outputOffset) {
       throw errors.checkpointMismatch(
@@ -90,7 +100,7 @@ export async function processFile(
               storage,
               ...(checkpoint!.interval !== undefined ? { interval: checkpoint!.interval } : {}),
               ...(checkpoint!.every !== undefined ? { every: checkpoint!.every } : {}),
-              metadata: { input, output, ...checkpoint!.metadata },
+              metadata: { input, output, ...inputIdentity, ...checkpoint!.metadata },
               commit: (offset: number) => sink.durable(offset),
             },
           }
