@@ -2,6 +2,7 @@ import { createReadStream, fstatSync, unlinkSync } from 'node:fs'
 import { chmod, rename, stat, unlink } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 import { pipeline } from 'node:stream/promises'
+import { Writable } from 'node:stream'
 import { processFile } from '../api/process-file.js'
 import { wasmTransform } from '../api/wasm-transform.js'
 import { FileCheckpointStorage } from '../checkpoint/file-storage.js'
@@ -75,6 +76,26 @@ export function printable(message: string): string {
     .replace(/[\x00-\x08\x0a-\x1f\x7f-\x9f]/g, (c) => (c === '\n' ? '\\n' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`))
 }
 
+/**
+ * A WASI program's stderr bytes as they may reach a terminal: control bytes other than newline
+ * and tab (ESC above all, and carriage return) written as `\xNN`, for the same reason as
+ * `printable`. Only for a terminal: redirected to a file, stderr stays byte for byte.
+ */
+export function terminalSafe(chunk: Buffer): Buffer {
+  let unsafe = false
+  for (const byte of chunk) if ((byte < 0x20 && byte !== 0x0a && byte !== 0x09) || byte === 0x7f) unsafe = true
+  if (!unsafe) return chunk
+  const parts: string[] = []
+  for (const byte of chunk) {
+    parts.push((byte < 0x20 && byte !== 0x0a && byte !== 0x09) || byte === 0x7f ? `\\x${byte.toString(16).padStart(2, '0')}` : String.fromCharCode(byte))
+  }
+  return Buffer.from(parts.join(''), 'latin1')
+}
+
+function terminalSafeStream(to: NodeJS.WritableStream): Writable {
+  return new Writable({ write: (chunk: Buffer, _encoding, callback) => void to.write(terminalSafe(chunk), callback) })
+}
+
 /** The `run` command: pipes the input through the guest. Resolves to the exit status. */
 export async function run({ module, input: inputArg, flags, programArgs }: RunRequest): Promise<number> {
   const input = inputArg === '-' ? undefined : inputArg
@@ -111,7 +132,7 @@ export async function run({ module, input: inputArg, flags, programArgs }: RunRe
   const progress = showProgress ? new ProgressLine(process.stderr, await inputSize(input)) : undefined
   // What else goes to the terminal (a WASI program's stderr, guest logs) steps around the line.
   const diagnostics = progress ? progress.passthrough() : process.stderr
-  options.wasi = { ...options.wasi, stderr: diagnostics }
+  options.wasi = { ...options.wasi, stderr: process.stderr.isTTY === true ? terminalSafeStream(diagnostics) : diagnostics }
   const showLog = logLevel(flags.log)
 
   let stream: SandboxStream | undefined
