@@ -40,6 +40,21 @@ const ENTRY = new URL('./worker-entry.js', import.meta.url)
 /** JS heap of the worker (the guest's linear memory is capped separately, by limits.memory). */
 const RESOURCE_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 }
 
+/**
+ * The host's Node options for the worker, as Node would pass them, but `--input-type`: a worker
+ * inherits it, and its file entry then fails to load (`node --input-type=module -e '...'` could
+ * not run a guest in a worker: ERR_INPUT_TYPE_NOT_ALLOWED).
+ */
+function workerExecArgv(): string[] {
+  const argv: string[] = []
+  for (let i = 0; i < process.execArgv.length; i++) {
+    const arg = process.execArgv[i]!
+    if (arg === '--input-type') i++
+    else if (!arg.startsWith('--input-type=')) argv.push(arg)
+  }
+  return argv
+}
+
 /** The smallest output frame a ring is sized for. */
 const MIN_OUTPUT_FRAME = 16 * 1024
 
@@ -142,7 +157,7 @@ export class WorkerRunner implements GuestRunner {
         ctlSab,
       }
       // A restored memory is copied for the worker: the caller's checkpoint stays intact.
-      worker = new Worker(ENTRY, { workerData, resourceLimits: RESOURCE_LIMITS })
+      worker = new Worker(ENTRY, { workerData, resourceLimits: RESOURCE_LIMITS, execArgv: workerExecArgv() })
     } catch (err) {
       this.kill()
       callback(errors.workerDied(this.site(), err))
