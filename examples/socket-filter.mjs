@@ -6,6 +6,7 @@
 //
 //   node examples/socket-filter.mjs [module.wasm] [--port 7000] [--host 127.0.0.1]
 //                                   [--backpressure block|drop|sample|adaptive] [--inline]
+//                                   [--max-connections 200]
 //   printf 'alpha\nbeta\n' | nc -N 127.0.0.1 7000      # 1<TAB>alpha, 2<TAB>beta
 //
 // Each guest runs in its own worker thread (unless --inline) with the default limits; a client
@@ -25,6 +26,7 @@ const { values, positionals } = parseArgs({
     host: { type: 'string', default: '127.0.0.1' },
     backpressure: { type: 'string', default: 'block' },
     inline: { type: 'boolean', default: false },
+    'max-connections': { type: 'string', default: '200' },
   },
 })
 const modulePath = positionals[0] ?? new URL('./numberer.wasm', import.meta.url)
@@ -72,6 +74,10 @@ const server = net.createServer({ allowHalfOpen: true }, async (socket) => {
   }
 })
 
+// Each open connection holds a guest (in a worker: a thread and a few MiB), so bound them: a
+// connection past the limit is closed at once.
+server.maxConnections = Number(values['max-connections'])
+server.on('drop', (info) => console.error(`refused ${info.remoteAddress}:${info.remotePort}: ${server.maxConnections} connections open`))
 server.on('error', (err) => {
   console.error(`server: ${err.message}`)
   process.exitCode = 1

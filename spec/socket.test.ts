@@ -303,6 +303,34 @@ describe('sockets: a second signal closes open connections', { skip: !hasProc &&
   })
 })
 
+describe('sockets: the connection limit', { skip: !hasProc && 'reads /proc (Linux)' }, () => {
+  it('--max-connections: a connection past the limit is closed at once, with no guest; the open one is unaffected', async () => {
+    const server = await startServer(['--max-connections', '1'])
+    try {
+      const pid = server.child.pid!
+      const base = status(pid).threads
+      const a = await connect(server.port)
+      const aReply = replyOf(a)
+      a.write('one\n')
+      await threadsUntil(pid, (n) => n === base + 1, "A's guest starts")
+      const b = await connect(server.port)
+      const bData: Buffer[] = []
+      b.on('data', (d: Buffer) => bData.push(d))
+      b.on('error', () => {})
+      b.write('two\n')
+      await new Promise((resolve) => b.on('close', resolve))
+      assert.equal(Buffer.concat(bData).length, 0, 'the refused connection got nothing')
+      await server.waitFor(/^refused 127\.0\.0\.1:\d+: 1 connections open$/)
+      assert.equal(status(pid).threads, base + 1, 'no guest was started for it')
+      a.end('three\n')
+      assert.equal(await aReply, '1\tone\n2\tthree\n')
+    } finally {
+      server.child.kill('SIGKILL')
+      await server.exited
+    }
+  })
+})
+
 describe('sockets: lossy flow control', { skip: !hasProc && 'reads /proc (Linux)' }, () => {
   it("--backpressure drop: a client that does not read is never paused; whole lines are dropped and counted", async () => {
     const server = await startServer(['--backpressure', 'drop'])
