@@ -211,7 +211,7 @@ describe('sockets: examples/socket-filter.mjs', { skip: !hasProc && 'reads /proc
     assert.equal(server.log.filter((l) => / closed done: /.test(l)).length, 200, 'every connection closed cleanly')
   })
 
-  it('a client that disconnects mid-stream ends its own guest and no other; a client that stops reading is paused, not buffered', async () => {
+  it('a client that disconnects mid-stream ends its own guest and no other; a client that stops reading is paused, not buffered', async (t) => {
     const pid = server.child.pid!
     const from = server.log.length
     const before = await threadsUntil(pid, (n) => n <= baseThreads, 'idle before')
@@ -250,11 +250,12 @@ describe('sockets: examples/socket-filter.mjs', { skip: !hasProc && 'reads /proc
     }
     assert.ok(queued > 16 * MiB, `the server stopped reading a client that does not read (${queued} bytes still queued in the client)`)
     const rssGrowth = status(pid).rss - rssBefore
-    assert.ok(rssGrowth < 32 * MiB, `server RSS grew by ${(rssGrowth / MiB).toFixed(1)} MiB for a flood it could not answer`)
+    assert.ok(rssGrowth < 48 * MiB, `server RSS grew by ${(rssGrowth / MiB).toFixed(1)} MiB for a flood it could not answer`)
     c.resetAndDestroy()
     const cClosed = await server.waitFor(/^#\d+ closed (?:ECONNRESET|EPIPE): /, 20_000, server.log.indexOf(bClosed) + 1)
     const cIn = Number(/: (\d+) bytes in/.exec(cClosed)![1])
     assert.ok(cIn < 32 * MiB, `the guest took ${cIn} bytes of the 64 MiB flood: no more than the buffers between it and the client`)
+    t.diagnostic(`a client flooding 64 MiB without reading: the guest took ${(cIn / MiB).toFixed(1)} MiB, server RSS grew ${(rssGrowth / MiB).toFixed(1)} MiB`)
     await threadsUntil(pid, (n) => n === before + 1, "C's guest ends")
 
     // A finishes untouched: its whole reply, numbered from 1 with nothing of B's or C's.
