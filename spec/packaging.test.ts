@@ -13,8 +13,9 @@
  * compiled with this repository's TypeScript.
  */
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -262,7 +263,7 @@ describe('packaging: the packed package, installed and used', () => {
     assert.equal(failures.join('\n'), '', 'tsc --noEmit reports no error')
   })
 
-  it('runs from the installed package: import, require() and the binary', async (t) => {
+  it('runs from the installed package: import, require(), the binary and the socket example', async (t) => {
     const upper = join(installed, 'examples', 'upper.wasm')
     const input = readFileSync(join(installed, 'examples', 'demo-input.txt'))
     const expected = input.toString('latin1').toUpperCase()
@@ -289,6 +290,39 @@ describe('packaging: the packed package, installed and used', () => {
     const bin = join(consumer, 'node_modules', '.bin', process.platform === 'win32' ? 'wasm-sandbox.cmd' : 'wasm-sandbox')
     const cli = await exec(bin, [upper, join(installed, 'examples', 'demo-input.txt')], { cwd: consumer, encoding: 'latin1', maxBuffer: 16 << 20 })
     assert.equal(cli.stdout, expected)
+
+    // The socket example, run from the installed package (it imports 'wasm-sandbox' by name).
+    const server = spawn(process.execPath, [join(installed, 'examples', 'socket-filter.mjs'), '--port', '0'], {
+      cwd: consumer,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    try {
+      let stderr = ''
+      server.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
+      const port = await new Promise<number>((resolve, reject) => {
+        let out = ''
+        server.stdout!.on('data', (d: Buffer) => {
+          out += d.toString()
+          const match = /listening on 127\.0\.0\.1:(\d+)/.exec(out)
+          if (match) resolve(Number(match[1]))
+        })
+        server.on('exit', (code) => reject(new Error(`the socket example exited (${code}): ${stderr}`)))
+      })
+      const reply = await new Promise<string>((resolve, reject) => {
+        const socket = connect({ port, host: '127.0.0.1' })
+        const chunks: Buffer[] = []
+        socket.on('data', (d: Buffer) => chunks.push(d))
+        socket.on('end', () => resolve(Buffer.concat(chunks).toString()))
+        socket.on('error', reject)
+        socket.end('alpha\nbeta\n')
+      })
+      assert.equal(reply, '1\talpha\n2\tbeta\n')
+      const exited = new Promise<number | null>((resolve) => server.on('exit', resolve))
+      server.kill('SIGTERM')
+      assert.equal(await exited, 0)
+    } finally {
+      server.kill('SIGKILL')
+    }
   })
 
   it("every source map's sources are shipped", () => {
