@@ -4,7 +4,8 @@
  * Throughput of wasmTransform against the bare wasm loop and plain Node streams, at several
  * chunk sizes, what checkpoints cost (numberer, wc; see checkpointScenarios), then the fixed
  * per-chunk cost split by layer, then WASI programs against @wasmer/wasi and node:wasi (wasi.ts;
- * `--filter wasi` for those alone). Each cell is warmed up once, then
+ * `--filter wasi` for those alone), then start-up, pools and many streams (scale.ts; `--filter
+ * scale`). Each cell is warmed up once, then
  * run REPS times interleaved with all other cells; the median is reported. Ends with one
  * `BENCH_JSON {...}` line for machines.
  */
@@ -32,6 +33,7 @@ import {
   type Result,
 } from './report.js'
 import { runWasiBench, wasiCellsSelected, type WasiReport } from './wasi.js'
+import { runScaleBench, type ScaleReport } from './scale.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -106,7 +108,8 @@ async function main(): Promise<void> {
   // into the cells run after them (bare(pass) at 64 KiB scattered ±113% instead of ±6%).
   throughputCells(checkpointScenarios(guests))
   const wasiCells = wasiCellsSelected(filter, repoRoot())
-  if (cells.length === 0 && wasiCells.length === 0) throw new Error(`no scenario matches --filter ${JSON.stringify(filter)}`)
+  const scaleSelected = filter === undefined || filter.startsWith('scale')
+  if (cells.length === 0 && wasiCells.length === 0 && !scaleSelected) throw new Error(`no scenario matches --filter ${JSON.stringify(filter)}`)
 
   console.log(
     `wasm-sandbox bench: node ${process.version}, ${values.quick ? 'quick (1/8 volume)' : 'full'}, ` +
@@ -163,6 +166,9 @@ async function main(): Promise<void> {
   // WASI programs against @wasmer/wasi and node:wasi: their own cells, interleaved among themselves (bench/wasi.ts).
   let wasi: WasiReport | undefined
   if (wasiCells.length > 0) wasi = await runWasiBench(wasiCells, { quick: values.quick })
+  // Start-up, pools and many streams (bench/scale.ts): after the rest, since it leaves threads behind for a moment.
+  let scaleReport: ScaleReport | undefined
+  if (scaleSelected) scaleReport = await runScaleBench(repoRoot(), values.quick)
   console.log(`\ntotal ${((Date.now() - started) / 1000).toFixed(1)} s`)
   const json = {
     node: process.version,
@@ -175,6 +181,7 @@ async function main(): Promise<void> {
     ratios: ratioRows,
     verdicts: aims,
     wasi: wasi ?? null,
+    scale: scaleReport ?? null,
   }
   console.log(`BENCH_JSON ${JSON.stringify(json)}`)
 }

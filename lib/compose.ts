@@ -12,6 +12,7 @@ import { CheckpointTap } from './stages/checkpoint-tap.js'
 import { WasmExecutor } from './stages/wasm-executor.js'
 import { runnerChain } from './runners/chain.js'
 import type { Snapshot } from './runners/runner.js'
+import type { WorkerPool } from './runners/worker-pool.js'
 
 const log = logger('compose')
 
@@ -148,8 +149,11 @@ export function outputOptionsHash(options: ResolvedOptions): string {
  * out while the strategy is `'block'` (Node's own backpressure already is that strategy) and the
  * tap while checkpoints are off: a stage with nothing to do still costs a hop per chunk.
  */
-export function createSandboxStream(module: ModuleSource | LoadedGuest, options: ResolvedOptions): SandboxStream {
+export function createSandboxStream(module: ModuleSource | LoadedGuest, options: ResolvedOptions, workers?: WorkerPool): SandboxStream {
   const { bufferSize, highWaterMark, checkpoint, resumeFrom } = options
+  if (options.maxWorkers !== undefined && !workers) {
+    throw errors.invalidOption('maxWorkers bounds the workers of all the streams of a sandbox: give it to createSandbox, not to one stream')
+  }
   const optionsHash = outputOptionsHash(options)
   if (resumeFrom && resumeFrom.optionsHash !== optionsHash) {
     throw errors.checkpointMismatch(
@@ -169,6 +173,7 @@ export function createSandboxStream(module: ModuleSource | LoadedGuest, options:
     isolation: options.isolation,
     recovery: options.recoveryStrategy,
     stateless: options.stateless,
+    concurrency: options.maxConcurrency,
     deadline: options.limits.deadline,
     snapshots: checkpoint && {
       interval: checkpoint.interval,
@@ -185,6 +190,7 @@ export function createSandboxStream(module: ModuleSource | LoadedGuest, options:
     runner,
     wasi: options.wasi,
     ...(resumeFrom ? { resumeFrom } : {}),
+    ...(workers ? { workers } : {}),
   })
   const stages: Stream[] = [chunker as unknown as Stream]
   if (options.backpressure !== 'block') {

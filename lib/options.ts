@@ -77,7 +77,11 @@ export interface SandboxOptions {
    * `Infinity`: wait for a full `bufferSize` or the end of input.
    */
   maxLatency?: number
-  /** Chunks queued to one worker at once, so reading and the guest overlap. Default 2. */
+  /**
+   * Instances of a stateless guest one stream runs at once, each in its own worker, on
+   * different chunks; output stays in input order. Default 1. Refused for a guest that keeps
+   * state (see `stateless`). Chunks queued to each worker: `flowControl.maxInFlight`.
+   */
   maxConcurrency?: number
   /** What to do when downstream is slower than the source: `'block'` (default) pauses the source; `'drop'`, `'sample'` and `'adaptive'` shed whole chunks (for live sources). */
   backpressure?: BackpressureStrategy
@@ -91,12 +95,20 @@ export interface SandboxOptions {
   recoveryStrategy?: RecoveryStrategy
   /**
    * The guest keeps nothing from one chunk to the next (each chunk's output depends on that
-   * chunk alone), so recovery may restart it from `init`: cheaper, no snapshots. Default false.
+   * chunk alone), so recovery may restart it from `init` (cheaper, no snapshots) and
+   * `maxConcurrency` may run several instances. Default: what the guest declares (a
+   * `wasm-sandbox.stateless` custom section, docs/abi.md); per-record WASI runs always are.
    */
   stateless?: boolean
   flowControl?: FlowControlOptions
   /** For a WASI program (or a guest built with wasi-libc): what it may see, and how it runs. */
   wasi?: WasiOptions
+  /**
+   * `createSandbox` only: worker threads its streams may run at once (an integer, or
+   * `Infinity`); a stream wanting one past that waits, its source held by backpressure. Default:
+   * 4 per core of this machine (`os.availableParallelism()`).
+   */
+  maxWorkers?: number
 }
 
 export interface ResolvedOptions {
@@ -120,13 +132,18 @@ export interface ResolvedOptions {
   backpressure: BackpressureStrategy
   checkpointInterval: number
   recoveryStrategy: RecoveryStrategy
-  stateless: boolean
+  /** Unset: as the guest declares. */
+  stateless: boolean | undefined
   flowControl: Required<FlowControlOptions>
   wasi: ResolvedWasi
+  /** As given; the sandbox's pool holds the bound. */
+  maxWorkers: number | undefined
 }
 
 export const DEFAULT_BUFFER_SIZE = 64 * 1024
 export const DEFAULT_MAX_LATENCY = 10
+/** Chunks queued to a worker at once: two keep reading and the guest overlapping. */
+export const DEFAULT_MAX_IN_FLIGHT = 2
 /** Node's longest timer: a longer delay would silently fire after 1 ms. */
 const MAX_TIMER_DELAY = 2 ** 31 - 1
 
@@ -145,6 +162,7 @@ const KNOWN_KEYS = new Set<string>([
   'checkpointInterval',
   'recoveryStrategy',
   'stateless',
+  'maxWorkers',
   'flowControl',
   'wasi',
 ])
@@ -273,13 +291,13 @@ export function resolveGateSettings(strategy: unknown, flowControl: unknown, hig
   }
 }
 
-function resolveFlowControl(value: unknown, highWaterMark: number, maxConcurrency: number): Required<FlowControlOptions> {
+function resolveFlowControl(value: unknown, highWaterMark: number): Required<FlowControlOptions> {
   const gate = resolveGateSettings(undefined, value, highWaterMark)
   const flow = (value ?? {}) as FlowControlOptions
   return {
     highWaterMark: gate.high,
     lowWaterMark: gate.low,
-    maxInFlight: positiveInt('flowControl.maxInFlight', flow.maxInFlight, maxConcurrency, 1024),
+    maxInFlight: positiveInt('flowControl.maxInFlight', flow.maxInFlight, DEFAULT_MAX_IN_FLIGHT, 1024),
     sampleRate: gate.sampleRate,
     maxDelay: gate.maxDelay,
   }
@@ -347,7 +365,11 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
   rejectUnknown('option', options, KNOWN_KEYS)
   const { bufferSize, delimiter, maxRecordSize } = resolveChunking(options.bufferSize, options.delimiter, options.maxRecordSize)
   const highWaterMark = positiveInt('highWaterMark', options.highWaterMark, bufferSize)
-  const maxConcurrency = positiveInt('maxConcurrency', options.maxConcurrency, 2, 1024)
+  const maxConcurrency = positiveInt('maxConcurrency', options.maxConcurrency, 1, 1024)
+  const isolation = resolveIsolation(options.isolation)
+  if (maxConcurrency > 1 && isolation === 'inline') {
+    throw errors.invalidOption(`maxConcurrency ${maxConcurrency} runs instances in parallel worker threads: it needs isolation 'worker' (inline instances would share this thread)`)
+  }
   const checkpointInterval = positiveInt('checkpointInterval', options.checkpointInterval, 5000)
   const limits = resolveLimits(options.limits)
   const recoveryStrategy = resolveRecovery(options.recoveryStrategy)
@@ -363,7 +385,7 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
   return {
     checkpoint: resolveCheckpoint(options.checkpoint, checkpointInterval),
     resumeFrom: resolveResume(options.resumeFrom),
-    isolation: resolveIsolation(options.isolation),
+    isolation,
     limits,
     bufferSize,
     delimiter,
@@ -374,8 +396,9 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
     backpressure: resolveBackpressure(options.backpressure),
     checkpointInterval,
     recoveryStrategy,
-    stateless: options.stateless ?? false,
+    stateless: options.stateless,
     wasi: { ...resolveWasiFor(options.wasi), delimiter },
-    flowControl: resolveFlowControl(options.flowControl, highWaterMark, maxConcurrency),
+    flowControl: resolveFlowControl(options.flowControl, highWaterMark),
+    maxWorkers: options.maxWorkers === Infinity ? Infinity : options.maxWorkers === undefined ? undefined : positiveInt('maxWorkers', options.maxWorkers, 1),
   }
 }

@@ -32,9 +32,12 @@ describe('accepted options never crash the host', () => {
   for (const isolation of ['inline', 'worker'] as const) {
     it(`the extremes work (${isolation})`, async () => {
       assert.equal(await outcome({ isolation, bufferSize: GiB, limits: { memory: 4 * GiB } }), 'ok')
-      assert.equal(await outcome({ isolation, bufferSize: 64 * MiB, maxConcurrency: 40 }), 'ok')
-      assert.equal(await outcome({ isolation, bufferSize: 1, maxConcurrency: 1024, highWaterMark: 1 }), 'ok')
-      assert.equal(await outcome({ isolation, bufferSize: GiB, maxConcurrency: 1024, highWaterMark: 2 ** 31 - 1, limits: { memory: 4 * GiB } }), 'ok')
+      assert.equal(await outcome({ isolation, bufferSize: 64 * MiB, flowControl: { maxInFlight: 40 } }), 'ok')
+      assert.equal(await outcome({ isolation, bufferSize: 1, flowControl: { maxInFlight: 1024 }, highWaterMark: 1 }), 'ok')
+      assert.equal(await outcome({ isolation, bufferSize: GiB, flowControl: { maxInFlight: 1024 }, highWaterMark: 2 ** 31 - 1, limits: { memory: 4 * GiB } }), 'ok')
+      if (isolation === 'worker') {
+        assert.equal(await outcome({ isolation, bufferSize: 1, stateless: true, maxConcurrency: 16, flowControl: { maxInFlight: 1024 }, highWaterMark: 1 }), 'ok')
+      }
       // A chunk region larger than the memory limit is the guest's memory error, on the stream.
       assert.match(await outcome({ isolation, bufferSize: GiB }), /^ERR_WASM_(TRAP|MEMORY_LIMIT)$/)
     })
@@ -47,13 +50,21 @@ describe('accepted options never crash the host', () => {
         fc.record({
           isolation: fc.constantFrom('inline' as const, 'worker' as const),
           bufferSize: size,
-          maxConcurrency: fc.integer({ min: 1, max: 1024 }),
+          maxInFlight: fc.integer({ min: 1, max: 1024 }),
+          maxConcurrency: fc.integer({ min: 1, max: 4 }),
           highWaterMark: fc.oneof(fc.constant(undefined), fc.integer({ min: 1, max: 2 ** 31 - 1 })),
           backpressure: fc.constantFrom('block' as const, 'drop' as const, 'sample' as const, 'adaptive' as const),
           memory: fc.constantFrom(undefined, 65536, 4 * GiB),
         }),
-        async ({ memory, highWaterMark, ...rest }) => {
-          const options: SandboxOptions = { ...rest, ...(highWaterMark ? { highWaterMark } : {}), ...(memory ? { limits: { memory } } : {}) }
+        async ({ memory, highWaterMark, maxInFlight, maxConcurrency, ...rest }) => {
+          const options: SandboxOptions = {
+            ...rest,
+            flowControl: { maxInFlight },
+            // A pool needs worker threads and a stateless guest (pass.wasm keeps nothing).
+            ...(rest.isolation === 'worker' ? { maxConcurrency, stateless: true } : {}),
+            ...(highWaterMark ? { highWaterMark } : {}),
+            ...(memory ? { limits: { memory } } : {}),
+          }
           await outcome(options)
         },
       ),

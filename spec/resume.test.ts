@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { after, before, describe, it } from 'node:test'
 import { processFile, type Isolation } from '../lib/index.js'
-import { example, numbererRef, wcRef } from './helpers/reference.js'
+import { example, numbererRef, upperRef, wcRef } from './helpers/reference.js'
 import { randomLines } from './helpers/streams.js'
 
 const CHILD = fileURLToPath(new URL('./children/process-file.js', import.meta.url))
@@ -28,10 +28,11 @@ interface ChildResult {
  * Runs the child; kills it `killAfterMs` after it starts, or `delayMs` after it reports its
  * `afterCheckpoint`-th saved checkpoint (so the kill lands where there is state to resume).
  */
-function runChild(args: string[], kill?: { afterMs?: number; afterCheckpoint?: number; delayMs?: number }): Promise<ChildResult> {
+function runChild(args: string[], kill?: { afterMs?: number; afterCheckpoint?: number; delayMs?: number }, pool?: number): Promise<ChildResult> {
   return new Promise((resolve) => {
     const started = performance.now()
-    const child = spawn(process.execPath, [CHILD, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const env = pool ? { ...process.env, POOL: String(pool) } : process.env
+    const child = spawn(process.execPath, [CHILD, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env })
     let stdout = ''
     let saved = 0
     let timer: NodeJS.Timeout | undefined
@@ -71,17 +72,19 @@ describe('crash and resume (processFile)', () => {
   })
   after(() => rmSync(work, { recursive: true, force: true }))
 
-  const cases: { guest: string; ref: (b: Buffer) => Buffer; isolation: Isolation; kills: number }[] = [
+  const cases: { guest: string; ref: (b: Buffer) => Buffer; isolation: Isolation; kills: number; pool?: number }[] = [
     { guest: 'numberer', ref: numbererRef, isolation: 'worker', kills: 12 },
     { guest: 'wc', ref: wcRef, isolation: 'worker', kills: 5 },
     { guest: 'numberer', ref: numbererRef, isolation: 'inline', kills: 5 },
+    // A pool's checkpoints hold offsets only, cut after the contiguous prefix of finished chunks.
+    { guest: 'upper', ref: upperRef, isolation: 'worker', kills: 5, pool: 2 },
   ]
-  for (const { guest, ref, isolation, kills } of cases) {
-    it(`${guest} (${isolation}): killed at ${kills} points, resumed, output identical to an uninterrupted run`, async (t) => {
+  for (const { guest, ref, isolation, kills, pool } of cases) {
+    it(`${guest} (${isolation}${pool ? `, pool of ${pool}` : ''}): killed at ${kills} points, resumed, output identical to an uninterrupted run`, async (t) => {
       const expected = ref(inputBytes)
       // An uninterrupted run: its output is the reference, its checkpoint count spreads the kills.
-      const cleanOut = join(work, `${guest}-${isolation}-clean.out`)
-      const clean = await runChild([input, cleanOut, join(work, `${guest}-${isolation}-clean.ck`), guest, isolation, String(EVERY)])
+      const cleanOut = join(work, `${guest}-${isolation}${pool ?? ''}-clean.out`)
+      const clean = await runChild([input, cleanOut, join(work, `${guest}-${isolation}${pool ?? ''}-clean.ck`), guest, isolation, String(EVERY)], undefined, pool)
       assert.equal(clean.code, 0)
       assert.ok(readFileSync(cleanOut).equals(expected), 'the uninterrupted run matches the reference')
       const checkpoints = resultOf(clean).saved
@@ -89,16 +92,16 @@ describe('crash and resume (processFile)', () => {
 
       let resumed = 0
       for (let k = 0; k < kills; k++) {
-        const out = join(work, `${guest}-${isolation}-${k}.out`)
-        const dir = join(work, `${guest}-${isolation}-${k}.ck`)
+        const out = join(work, `${guest}-${isolation}${pool ?? ''}-${k}.out`)
+        const dir = join(work, `${guest}-${isolation}${pool ?? ''}-${k}.ck`)
         const args = [input, out, dir, guest, isolation, String(EVERY)]
         // Kill after a checkpoint spread over the run, a few ms later so it lands mid-chunk; half
         // the time kill the resumed run too; then run to the end.
-        const first = await runChild(args, { afterCheckpoint: 1 + Math.floor((k * (checkpoints - 1)) / kills), delayMs: k % 4 })
-        if (k % 2 === 1) await runChild(args, { afterCheckpoint: 1, delayMs: 2 })
+        const first = await runChild(args, { afterCheckpoint: 1 + Math.floor((k * (checkpoints - 1)) / kills), delayMs: k % 4 }, pool)
+        if (k % 2 === 1) await runChild(args, { afterCheckpoint: 1, delayMs: 2 }, pool)
         const interrupted = first.signal === 'SIGKILL'
         const checkpointLeft = existsSync(dir) && readdirSync(dir).some((f) => f.endsWith('.wsck'))
-        const last = await runChild(args)
+        const last = await runChild(args, undefined, pool)
         assert.equal(last.code, 0, 'the final run completed')
         const result = resultOf(last)
         if (checkpointLeft) {

@@ -137,6 +137,13 @@ describe('WASI whole-stream mode', () => {
     assert.deepEqual(out, input)
   })
 
+  for (const mode of ['stream', 'record'] as const) {
+    it(`a start function that never returns is stopped by limits.timeout (${mode} mode)`, async () => {
+      const stream = wasmTransform(fixture('wasi-start-loop.wasm'), { wasi: { mode }, limits: { timeout: 200 } })
+      await assert.rejects(run(stream, Buffer.from('x')), { code: 'ERR_WASM_TIMEOUT', exportName: 'start' })
+    })
+  }
+
   it('a program blocked on a slow consumer is not timed out', async () => {
     const stream = wasmTransform(program('cat.wasm'), { limits: { timeout: 150 }, bufferSize: 16 * 1024, highWaterMark: 16 * 1024 })
     let bytes = 0

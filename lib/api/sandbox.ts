@@ -2,21 +2,24 @@ import { Readable, pipeline } from 'readable-stream'
 import { createSandboxStream, type SandboxStream } from '../compose.js'
 import type { LoadedGuest, ModuleSource } from '../guest/load.js'
 import { resolveOptions, type ResolvedOptions, type SandboxOptions } from '../options.js'
+import { defaultMaxWorkers, WorkerPool } from '../runners/worker-pool.js'
 
 /** One guest, many streams: the module is read and compiled once. */
 export class StreamProcessor {
   private readonly source: ModuleSource
   private readonly options: ResolvedOptions
+  private readonly workers: WorkerPool
 
   /** @internal use `sandbox.createStreamProcessor(module)` */
-  constructor(source: ModuleSource, options: ResolvedOptions) {
+  constructor(source: ModuleSource, options: ResolvedOptions, workers: WorkerPool) {
     this.source = source
     this.options = options
+    this.workers = workers
   }
 
   /** A fresh duplex running its own instance of the guest. */
   stream(): SandboxStream {
-    return createSandboxStream(this.source, this.options)
+    return createSandboxStream(this.source, this.options, this.workers)
   }
 
   /** Runs `input` through a fresh stream and yields the guest's output chunks. */
@@ -31,17 +34,34 @@ export class StreamProcessor {
   }
 }
 
-/** Holds options shared by every processor and call made from it. */
+/**
+ * Holds options shared by every processor and call made from it, and their worker threads: at
+ * most `maxWorkers` at once, reused from one stream to the next (see WorkerPool).
+ */
 export class Sandbox {
   readonly options: ResolvedOptions
+  /** @internal the sandbox's threads; `workers()` reports on them. */
+  readonly pool: WorkerPool
 
   /** @internal use `createSandbox(options)` */
   constructor(options: ResolvedOptions) {
     this.options = options
+    this.pool = new WorkerPool({ maxWorkers: options.maxWorkers ?? defaultMaxWorkers() })
   }
 
   createStreamProcessor(module: ModuleSource): StreamProcessor {
-    return new StreamProcessor(module, this.options)
+    return new StreamProcessor(module, this.options, this.pool)
+  }
+
+  /** Worker threads now: alive (busy or idle), idle (kept for reuse), and streams waiting for one. */
+  workers(): { max: number; live: number; idle: number; waiting: number } {
+    const pool = this.pool
+    return { max: pool.maxWorkers, live: pool.size, idle: pool.idleCount, waiting: pool.waitingCount }
+  }
+
+  /** Ends the idle workers now rather than after their idle time (they never hold the process open). */
+  close(): void {
+    this.pool.close()
   }
 
   /**
@@ -61,7 +81,7 @@ export class Sandbox {
       checkpoint: undefined,
       resumeFrom: undefined,
       backpressure: 'block',
-    })
+    }, this.pool)
     stream.end(bytes)
     const outputs: Buffer[] = []
     for await (const chunk of stream as AsyncIterable<Buffer>) outputs.push(chunk)

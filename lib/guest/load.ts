@@ -28,6 +28,15 @@ export interface LoadedGuest {
    * precompiled module, which cannot be rewritten and so cannot be checkpointed.
    */
   readonly globals: readonly GuestGlobal[] | undefined
+  /** The guest declares that it keeps no state between chunks (a `wasm-sandbox.stateless` custom section). */
+  readonly stateless: boolean
+}
+
+/** The custom section by which a guest declares itself stateless (docs/abi.md). */
+export const STATELESS_SECTION = 'wasm-sandbox.stateless'
+
+function declaresStateless(module: WebAssembly.Module): boolean {
+  return WebAssembly.Module.customSections(module, STATELESS_SECTION).length > 0
 }
 
 export interface GuestGlobal {
@@ -88,7 +97,7 @@ async function compile(bytes: Uint8Array, name: string, options: LoadOptions, ha
   try {
     const module = await WebAssembly.compile(bytes)
     log('compiled %s (%d bytes, sha256 %s)', name, bytes.length, hash.slice(0, 12))
-    return { name, module, abi, hash, memoryLimit, globals }
+    return { name, module, abi, hash, memoryLimit, globals, stateless: declaresStateless(module) }
   } catch (err) {
     throw errors.invalidModule(name, (err as Error).message, err)
   }
@@ -102,7 +111,7 @@ export async function loadGuest(source: ModuleSource, options: LoadOptions = {})
   const name = nameOf(source)
   if (source instanceof WebAssembly.Module) {
     const abi = validateCompiledAbi(source, name)
-    return { name, module: source, abi, hash: undefined, memoryLimit: undefined, globals: undefined }
+    return { name, module: source, abi, hash: undefined, memoryLimit: undefined, globals: undefined, stateless: declaresStateless(source) }
   }
   let bytes: Uint8Array
   if (typeof source === 'string' || source instanceof URL) bytes = await readSource(source, name)

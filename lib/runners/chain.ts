@@ -6,13 +6,19 @@ import type { RunnerFactory, RunnerOptions } from './runner.js'
 import type { DriverName } from './driver.js'
 import type { LoadedGuest } from '../guest/load.js'
 import { SnapshottingRunner, type SnapshotSchedule } from './snapshotting.js'
+import { PoolRunner } from './pool.js'
 import { WorkerRunner } from './worker.js'
 
 export interface RunnerChainOptions {
   isolation: Isolation
   recovery: RecoveryStrategy
-  /** With recovery: restart a failed guest from `init` instead of its last good state. */
-  stateless?: boolean
+  /**
+   * The guest keeps nothing between chunks: recovery restarts it from `init`, and a pool may
+   * run it. Unset: as the guest declares (per-record WASI runs always are).
+   */
+  stateless?: boolean | undefined
+  /** Instances one stream runs at once (a PoolRunner past 1; stateless guests only). */
+  concurrency?: number
   /** `limits.deadline`: ms for the whole stream. */
   deadline?: number | undefined
   /** Checkpoint cuts; off when undefined. */
@@ -30,19 +36,31 @@ function driverFor(guest: LoadedGuest, options: RunnerOptions): DriverName {
   return options.wasi?.mode === 'record' ? 'wasi-record' : 'wasi-stream'
 }
 
+/** Does the guest keep nothing between chunks? The caller's word wins over the guest's. */
+export function isStateless(guest: LoadedGuest, stateless: boolean | undefined, options: RunnerOptions): boolean {
+  if (guest.abi.kind === 'wasi-command') return options.wasi?.mode === 'record'
+  return stateless ?? guest.stateless
+}
+
 /**
- * The runner a stream drives: where the guest runs, wrapped (innermost first) by recovery,
- * checkpoint cuts and the deadline. Cuts sit outside recovery so they see only the output of
- * jobs that succeeded; the deadline sits outermost so nothing recovers from it. A wrapper is
- * left out when its option is off: each costs a call per hook.
+ * The runner a stream drives: where the guest runs, wrapped (innermost first) by recovery (per
+ * instance), a pool of instances, checkpoint cuts and the deadline. Cuts sit outside recovery so
+ * they see only the output of jobs that succeeded; the deadline sits outermost so nothing
+ * recovers from it. A wrapper is left out when its option is off: each costs a call per hook.
  */
 export function runnerChain(options: RunnerChainOptions): RunnerFactory {
   let factory = isolated[options.isolation]
   const { recovery, snapshots, deadline } = options
+  const concurrency = options.concurrency ?? 1
   if (recovery !== 'fail') {
     const inner = factory
-    const recoveryOptions = { strategy: recovery, stateless: options.stateless ?? false }
-    factory = (guest, hooks, runnerOptions) => new RecoveringRunner(inner, guest, hooks, runnerOptions, recoveryOptions)
+    factory = (guest, hooks, runnerOptions) =>
+      new RecoveringRunner(inner, guest, hooks, runnerOptions, { strategy: recovery, stateless: isStateless(guest, options.stateless, runnerOptions) })
+  }
+  if (concurrency > 1) {
+    const inner = factory
+    factory = (guest, hooks, runnerOptions) =>
+      new PoolRunner(inner, guest, hooks, runnerOptions, concurrency, isStateless(guest, options.stateless, runnerOptions))
   }
   if (snapshots) {
     const inner = factory

@@ -2,7 +2,8 @@
  * What a guest kind plugs into the worker thread. The thread's host (worker-entry.ts) owns the
  * rings, the call clock the watchdog reads and error reporting; a driver owns one guest
  * instance and how frames turn into calls on it. ABI v1 is one driver; a WASI program is
- * another. A driver module exports `serve(host)`.
+ * another. A driver module exports `serve(host)`, which returns once the session's end of input
+ * is flushed (the thread may then run another session) and throws the guest's failure.
  */
 import type { GuestState } from '../checkpoint/types.js'
 import type { InstanceLimits, OutputSink } from '../guest/instance.js'
@@ -10,7 +11,7 @@ import type { LoadedGuest } from '../guest/load.js'
 import type { FrameRing } from './ring.js'
 import type { WasiConfig } from '../wasi/options.js'
 
-/** Everything a worker is started with; `driver` names the module that runs the guest. */
+/** Everything a session is started with; `driver` names the module that runs the guest. */
 export interface WorkerData {
   driver: DriverName
   guest: LoadedGuest
@@ -49,8 +50,8 @@ export interface DriverHost {
   nextFrame(): void
   /** Tells a main thread waiting for input room that some was freed. */
   consumed(): void
-  /** Runs the chunk-at-a-time frame loop over `handler`; never returns (a throw is the guest's failure). */
-  serveChunks(handler: ChunkHandler): never
+  /** Runs the chunk-at-a-time frame loop over `handler` until the end of input is flushed (a throw is the guest's failure). */
+  serveChunks(handler: ChunkHandler): void
 }
 
 /** The chunk-at-a-time loop both ABI v1 and per-record guests share. */

@@ -4,7 +4,7 @@ import { bufferSink, GuestInstance, type OutputSink } from '../guest/instance.js
 import type { LoadedGuest } from '../guest/load.js'
 import { initWasi } from '../wasi/program.js'
 import { reactorWasi } from '../wasi/reactor.js'
-import type { GuestRunner, Job, RunnerCallback, RunnerHooks, RunnerOptions } from './runner.js'
+import { hasState, type GuestRunner, type Job, type RunnerCallback, type RunnerHooks, type RunnerOptions } from './runner.js'
 
 /**
  * Runs the guest on the calling thread: the cheapest runner, for trusted guests. It gives up
@@ -54,7 +54,7 @@ export class InlineRunner implements GuestRunner {
     try {
       const wasi = abi.wasiImports.length > 0 ? reactorWasi(this.guest, this.options.wasi!, this.diagnostics) : undefined
       const instance = new GuestInstance(this.guest, this.sink, this.options.limits, wasi)
-      if (restore) instance.restore(restore)
+      if (hasState(restore)) instance.restore(restore)
       else instance.init()
       instance.reserve(this.options.bufferSize)
       this.instance = instance

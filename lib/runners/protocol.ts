@@ -22,6 +22,8 @@ export const MSG_SPACE = 3
 export const MSG_START_FAILED = 4
 /** The guest's state, posted (memory transferred) in answer to IN_SNAPSHOT. */
 export const MSG_SNAPSHOT = 5
+/** Main → worker: run a session (`{ kind, data: WorkerData }`), one stream's guest instance. */
+export const MSG_SESSION = 6
 
 /** The watchdog's view of the worker, in a small SharedArrayBuffer: Int32 slots, then a Float64. */
 export const CTL_STATE = 0

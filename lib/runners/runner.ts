@@ -3,6 +3,7 @@ import type { WasmSandboxError } from '../errors.js'
 import type { InstanceLimits } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
 import type { WasiConfig } from '../wasi/options.js'
+import type { WorkerPool } from './worker-pool.js'
 
 export type RunnerCallback = (err?: Error | null) => void
 
@@ -16,6 +17,12 @@ export interface RunnerOptions {
   maxInFlight: number
   /** What a WASI program may see; unset for ABI v1 guests. */
   wasi?: WasiConfig | undefined
+  /** Where worker runners get their threads; default: the pool shared by streams made outside a sandbox. */
+  workers?: WorkerPool | undefined
+  /** Start only with a worker that is free now, else fail the start (a pool's extra instances). */
+  spareWorker?: boolean | undefined
+  /** Bytes of output a runner may hold back for ordering (a pool), the stream's highWaterMark. */
+  highWaterMark?: number | undefined
 }
 
 /**
@@ -82,4 +89,17 @@ export type RunnerFactory = (guest: LoadedGuest, hooks: RunnerHooks, options: Ru
 /** Where the end-of-input job points: one object per stream is enough. */
 export function endOfInput(offset: number): Job {
   return { offset, input: null }
+}
+
+/**
+ * What a stateless run captures: nothing (a pool, a per-record WASI program). A checkpoint with
+ * it resumes by starting the guest fresh, which for a stateless guest is the same thing.
+ */
+export function noState(): GuestState {
+  return { memory: new Uint8Array(0), globals: [], region: { ptr: 0, size: 0 } }
+}
+
+/** Is there anything to restore in `state`, or does the guest start from `init`? */
+export function hasState(state: GuestState | undefined): state is GuestState {
+  return state !== undefined && (state.memory.length > 0 || state.globals.length > 0)
 }

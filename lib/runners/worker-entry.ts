@@ -3,8 +3,12 @@
  * main thread's watchdog reads, errors, and loading the driver that runs the guest. It blocks
  * in `Atomics.wait` when it has nothing to do or no room for output, so a slow consumer pauses
  * the guest mid-call.
+ *
+ * A thread runs one session (one stream's guest instance) at a time, each posted as a message
+ * with its own rings; when a session ends cleanly the thread waits for the next (WorkerPool).
+ * After a failure it never runs anything again: it parks until it is terminated.
  */
-import { parentPort, workerData } from 'node:worker_threads'
+import { parentPort } from 'node:worker_threads'
 import type { GuestState } from '../checkpoint/types.js'
 import { WasmSandboxError } from '../errors.js'
 import type { OutputSink } from '../guest/instance.js'
@@ -22,6 +26,7 @@ import {
   IN_FLUSH,
   IN_SNAPSHOT,
   MSG_READY,
+  MSG_SESSION,
   MSG_SNAPSHOT,
   MSG_SPACE,
   MSG_START_FAILED,
@@ -45,73 +50,8 @@ const DRIVERS: Record<DriverName, string> = {
   'wasi-record': './drivers/wasi-record.js',
 }
 
-const data = workerData as WorkerData
 const port = parentPort!
-const input = new FrameRing(data.inSab)
-const output = new FrameRing(data.outSab)
-const ctl = new Int32Array(data.ctlSab, 0, 4)
-const clock = new Float64Array(data.ctlSab)
 const IDLE_WAIT_MS = 1000
-let started = false
-
-function enter(exportId: number, offset: number): void {
-  ctl[CTL_EXPORT] = exportId
-  ctl[CTL_OFFSET_LO] = offset % 0x100000000
-  ctl[CTL_OFFSET_HI] = Math.floor(offset / 0x100000000)
-  clock[CTL_STARTED_F64] = now()
-  Atomics.store(ctl, CTL_STATE, STATE_RUNNING)
-}
-
-function leave(): void {
-  if (Atomics.load(ctl, CTL_STATE) === STATE_RUNNING) clock[CTL_GUEST_MS_F64] = clock[CTL_GUEST_MS_F64]! + now() - clock[CTL_STARTED_F64]!
-  Atomics.store(ctl, CTL_STATE, STATE_IDLE)
-}
-
-/** Blocks until the output ring has room; the wait is the consumer's, not the guest's, time. */
-function waitForRoom(payload: number): void {
-  const running = Atomics.load(ctl, CTL_STATE) === STATE_RUNNING
-  const elapsed = now() - clock[CTL_STARTED_F64]!
-  if (running) Atomics.store(ctl, CTL_STATE, STATE_IDLE)
-  while (!output.fits(payload)) {
-    const used = output.used()
-    if (!output.fits(payload)) output.waitWhileUsed(used, IDLE_WAIT_MS)
-  }
-  if (running) {
-    clock[CTL_STARTED_F64] = now() - elapsed
-    Atomics.store(ctl, CTL_STATE, STATE_RUNNING)
-  }
-}
-
-/** Writes a control frame; a payload longer than a frame goes ahead in OUT_PART frames. */
-function writeFrame(kind: number, payload?: Uint8Array): void {
-  const length = payload?.length ?? 0
-  let start = 0
-  for (;;) {
-    const part = Math.min(length - start, output.maxPayload)
-    const last = start + part === length
-    if (!output.fits(part)) waitForRoom(part)
-    output.write(last ? kind : OUT_PART, 0, 0, 0, 0, payload, start, part)
-    if (output.wantWake()) port.postMessage(MSG_WAKE)
-    start += part
-    if (last) return
-  }
-}
-
-function frames(kind: number): OutputSink {
-  return (memory, start, length) => {
-    while (length > 0) {
-      const part = Math.min(length, output.maxPayload)
-      if (!output.fits(part)) waitForRoom(part)
-      output.write(kind, 0, 0, 0, 0, memory, start, part)
-      if (output.wantWake()) port.postMessage(MSG_WAKE)
-      start += part
-      length -= part
-    }
-  }
-}
-
-const sink = frames(OUT_DATA)
-const stderr = frames(OUT_STDERR)
 
 function record(err: unknown): ErrorRecord {
   if (err instanceof WasmSandboxError) {
@@ -128,94 +68,182 @@ function record(err: unknown): ErrorRecord {
   return { code: 'ERR_WASM_WORKER_DIED', message: String((err as Error)?.stack ?? err) }
 }
 
-const host: DriverHost = {
-  data,
-  serveChunks: (handler) => serveChunks(handler),
-  input,
-  sink,
-  stderr,
-  enter,
-  leave,
-  writeFrame,
+/** One stream's guest in this thread: its rings, its call clock and its driver. */
+class Session implements DriverHost {
+  readonly data: WorkerData
+  readonly input: FrameRing
+  private readonly output: FrameRing
+  private readonly ctl: Int32Array
+  private readonly clock: Float64Array
+  started = false
+  readonly sink: OutputSink
+  readonly stderr: OutputSink
+
+  constructor(data: WorkerData) {
+    this.data = data
+    this.input = new FrameRing(data.inSab)
+    this.output = new FrameRing(data.outSab)
+    this.ctl = new Int32Array(data.ctlSab, 0, 4)
+    this.clock = new Float64Array(data.ctlSab)
+    this.sink = this.frames(OUT_DATA)
+    this.stderr = this.frames(OUT_STDERR)
+  }
+
+  enter(exportId: number, offset: number): void {
+    const ctl = this.ctl
+    ctl[CTL_EXPORT] = exportId
+    ctl[CTL_OFFSET_LO] = offset % 0x100000000
+    ctl[CTL_OFFSET_HI] = Math.floor(offset / 0x100000000)
+    this.clock[CTL_STARTED_F64] = now()
+    Atomics.store(ctl, CTL_STATE, STATE_RUNNING)
+  }
+
+  leave(): void {
+    const clock = this.clock
+    if (Atomics.load(this.ctl, CTL_STATE) === STATE_RUNNING) clock[CTL_GUEST_MS_F64] = clock[CTL_GUEST_MS_F64]! + now() - clock[CTL_STARTED_F64]!
+    Atomics.store(this.ctl, CTL_STATE, STATE_IDLE)
+  }
+
   ready(): void {
-    started = true
+    this.started = true
     port.postMessage(MSG_READY)
-  },
+  }
+
   postSnapshot(state: GuestState): void {
     port.postMessage({ kind: MSG_SNAPSHOT, state }, [state.memory.buffer as ArrayBuffer])
-  },
+  }
+
   nextFrame(): void {
+    const input = this.input
     while (!input.peek()) input.waitWhileUsed(0, IDLE_WAIT_MS)
-  },
+  }
+
   consumed(): void {
     // Wake a main thread waiting for room only once half the ring is free, so it refills
     // several chunks per wake-up instead of one.
+    const input = this.input
     if (input.used() * 2 <= input.capacity && input.wantWake()) port.postMessage(MSG_SPACE)
-  },
-}
+  }
 
-/**
- * The frame loop for guests driven a chunk at a time: each chunk's frames are copied straight
- * from the ring into the guest's input region, then one call processes it. Never returns.
- */
-function serveChunks(handler: ChunkHandler): never {
-  const header = input.header
-  let filled = 0
-  let region = 0
-  for (;;) {
-    host.nextFrame()
-    const kind = header[H_KIND]
-    if (kind === IN_CHUNK) {
-      const total = header[H_TOTAL]!
-      const offset = input.offsetOfFrame()
-      if (filled === 0) {
-        enter(EXPORT_PROCESS, offset)
-        region = handler.region(total, offset)
-        leave()
+  /** Writes a control frame; a payload longer than a frame goes ahead in OUT_PART frames. */
+  writeFrame(kind: number, payload?: Uint8Array): void {
+    const output = this.output
+    const length = payload?.length ?? 0
+    let start = 0
+    for (;;) {
+      const part = Math.min(length - start, output.maxPayload)
+      const last = start + part === length
+      if (!output.fits(part)) this.waitForRoom(part)
+      output.write(last ? kind : OUT_PART, 0, 0, 0, 0, payload, start, part)
+      if (output.wantWake()) port.postMessage(MSG_WAKE)
+      start += part
+      if (last) return
+    }
+  }
+
+  /**
+   * The frame loop for guests driven a chunk at a time: each chunk's frames are copied straight
+   * from the ring into the guest's input region, then one call processes it. Returns once the
+   * end of input is flushed.
+   */
+  serveChunks(handler: ChunkHandler): void {
+    const input = this.input
+    const header = input.header
+    let filled = 0
+    let region = 0
+    for (;;) {
+      this.nextFrame()
+      const kind = header[H_KIND]
+      if (kind === IN_CHUNK) {
+        const total = header[H_TOTAL]!
+        const offset = input.offsetOfFrame()
+        if (filled === 0) {
+          this.enter(EXPORT_PROCESS, offset)
+          region = handler.region(total, offset)
+          this.leave()
+        }
+        input.copyPayload(handler.memory(), region + filled)
+        filled += header[H_LENGTH]!
+        input.consume()
+        this.consumed()
+        if (filled === total) {
+          filled = 0
+          this.enter(EXPORT_PROCESS, offset)
+          handler.process(total, offset)
+          this.leave()
+          this.writeFrame(OUT_DONE)
+        }
+      } else if (kind === IN_SNAPSHOT) {
+        input.consume()
+        try {
+          this.postSnapshot(handler.snapshot())
+        } catch (err) {
+          port.postMessage({ kind: MSG_SNAPSHOT, error: record(err) })
+        }
+      } else if (kind === IN_FLUSH) {
+        const offset = input.offsetOfFrame()
+        input.consume()
+        this.enter(EXPORT_FLUSH, offset)
+        handler.flush(offset)
+        this.leave()
+        this.writeFrame(OUT_FLUSHED)
+        return
+      } else {
+        throw new Error(`internal: unknown frame kind ${kind}`)
       }
-      input.copyPayload(handler.memory(), region + filled)
-      filled += header[H_LENGTH]!
-      input.consume()
-      host.consumed()
-      if (filled === total) {
-        filled = 0
-        enter(EXPORT_PROCESS, offset)
-        handler.process(total, offset)
-        leave()
-        writeFrame(OUT_DONE)
+    }
+  }
+
+  /** Blocks until the output ring has room; the wait is the consumer's, not the guest's, time. */
+  private waitForRoom(payload: number): void {
+    const { ctl, clock, output } = this
+    const running = Atomics.load(ctl, CTL_STATE) === STATE_RUNNING
+    const elapsed = now() - clock[CTL_STARTED_F64]!
+    if (running) Atomics.store(ctl, CTL_STATE, STATE_IDLE)
+    while (!output.fits(payload)) {
+      const used = output.used()
+      if (!output.fits(payload)) output.waitWhileUsed(used, IDLE_WAIT_MS)
+    }
+    if (running) {
+      clock[CTL_STARTED_F64] = now() - elapsed
+      Atomics.store(ctl, CTL_STATE, STATE_RUNNING)
+    }
+  }
+
+  private frames(kind: number): OutputSink {
+    const output = this.output
+    return (memory, start, length) => {
+      while (length > 0) {
+        const part = Math.min(length, output.maxPayload)
+        if (!output.fits(part)) this.waitForRoom(part)
+        output.write(kind, 0, 0, 0, 0, memory, start, part)
+        if (output.wantWake()) port.postMessage(MSG_WAKE)
+        start += part
+        length -= part
       }
-    } else if (kind === IN_SNAPSHOT) {
-      input.consume()
-      try {
-        host.postSnapshot(handler.snapshot())
-      } catch (err) {
-        port.postMessage({ kind: MSG_SNAPSHOT, error: record(err) })
-      }
-    } else if (kind === IN_FLUSH) {
-      const offset = input.offsetOfFrame()
-      input.consume()
-      enter(EXPORT_FLUSH, offset)
-      handler.flush(offset)
-      leave()
-      writeFrame(OUT_FLUSHED)
-    } else {
-      throw new Error(`internal: unknown frame kind ${kind}`)
     }
   }
 }
 
-/** After a failure the instance is gone; wait here until the main thread terminates us. */
+/** After a failure the instance is gone: wait here until the main thread terminates us. */
 const parking = new Int32Array(new SharedArrayBuffer(4))
 function idleForever(): never {
   for (;;) Atomics.wait(parking, 0, 0)
 }
 
-try {
-  const driver = (await import(DRIVERS[data.driver])) as { serve(host: DriverHost): never | Promise<never> }
-  await driver.serve(host)
-} catch (err) {
-  leave()
-  if (started) writeFrame(OUT_ERROR, Buffer.from(JSON.stringify(record(err))))
-  else port.postMessage({ kind: MSG_START_FAILED, error: record(err) })
-  idleForever()
+async function runSession(data: WorkerData): Promise<void> {
+  const session = new Session(data)
+  try {
+    const driver = (await import(DRIVERS[data.driver])) as { serve(host: DriverHost): void | Promise<void> }
+    await driver.serve(session)
+  } catch (err) {
+    session.leave()
+    if (session.started) session.writeFrame(OUT_ERROR, Buffer.from(JSON.stringify(record(err))))
+    else port.postMessage({ kind: MSG_START_FAILED, error: record(err) })
+    idleForever()
+  }
 }
+
+port.on('message', (message: { kind?: number; data?: WorkerData }) => {
+  if (message?.kind === MSG_SESSION) void runSession(message.data!)
+})

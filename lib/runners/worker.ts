@@ -1,4 +1,4 @@
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
 import { errors, WasmSandboxError, type GuestSite, type WasmSandboxErrorCode } from '../errors.js'
 import type { GuestState } from '../checkpoint/types.js'
 import type { LoadedGuest } from '../guest/load.js'
@@ -16,6 +16,7 @@ import {
   IN_FLUSH,
   IN_SNAPSHOT,
   MSG_READY,
+  MSG_SESSION,
   MSG_SNAPSHOT,
   MSG_SPACE,
   MSG_START_FAILED,
@@ -33,27 +34,9 @@ import {
 import { FRAME_HEADER, FrameRing, H_KIND, H_LENGTH, MAX_RING_CAPACITY } from './ring.js'
 import type { DriverName, WorkerData } from './driver.js'
 import type { GuestRunner, Job, RunnerCallback, RunnerHooks, RunnerOptions } from './runner.js'
+import { sharedWorkerPool, type WorkerPool } from './worker-pool.js'
 
 const log = logger('worker')
-const ENTRY = new URL('./worker-entry.js', import.meta.url)
-
-/** JS heap of the worker (the guest's linear memory is capped separately, by limits.memory). */
-const RESOURCE_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 }
-
-/**
- * The host's Node options for the worker, as Node would pass them, but `--input-type`: a worker
- * inherits it, and its file entry then fails to load (`node --input-type=module -e '...'` could
- * not run a guest in a worker: ERR_INPUT_TYPE_NOT_ALLOWED).
- */
-function workerExecArgv(): string[] {
-  const argv: string[] = []
-  for (let i = 0; i < process.execArgv.length; i++) {
-    const arg = process.execArgv[i]!
-    if (arg === '--input-type') i++
-    else if (!arg.startsWith('--input-type=')) argv.push(arg)
-  }
-  return argv
-}
 
 /** The smallest output frame a ring is sized for. */
 const MIN_OUTPUT_FRAME = 16 * 1024
@@ -91,15 +74,22 @@ function revive(record: ErrorRecord): WasmSandboxError {
  * bounded SharedArrayBuffer ring and output comes back through another, so nothing is
  * structured-cloned; the worker blocks when the output ring is full, which pauses the guest
  * mid-call while the consumer is slow. A watchdog terminates a call that runs past
- * `options.timeout`. The worker is terminated on flush, on failure and on destroy: none outlives
- * its stream.
+ * `options.timeout`. The worker comes from a WorkerPool: it goes back there once the guest's
+ * flush is done, and is terminated on failure and on destroy, so a thread is reused only after a
+ * clean end, and never with anything of the last guest in it but the compiled module.
  */
 export class WorkerRunner implements GuestRunner {
   private readonly guest: LoadedGuest
   private readonly hooks: RunnerHooks
   private readonly options: RunnerOptions
   private readonly driver: DriverName
+  private readonly pool: WorkerPool
   private worker: Worker | undefined
+  /** Withdraws a start still waiting for a worker. */
+  private cancelWait: (() => void) | undefined
+  private readonly onWorkerMessage = (message: unknown): void => this.onMessage(message)
+  private readonly onWorkerError = (err: Error): void => this.onDeath(err)
+  private readonly onWorkerExit = (code: number): void => this.onDeath(new Error(`worker exited with code ${code}`))
   /** Jobs sent to the worker and not yet done, oldest first: output frames belong to the first. */
   private readonly sent: Job[] = []
   private input: FrameRing | undefined
@@ -126,6 +116,7 @@ export class WorkerRunner implements GuestRunner {
     this.hooks = hooks
     this.options = options
     this.driver = driver
+    this.pool = options.workers ?? sharedWorkerPool()
   }
 
   start(callback: RunnerCallback, restore?: GuestState): void {
@@ -134,7 +125,7 @@ export class WorkerRunner implements GuestRunner {
     this.pending = undefined
     this.parts = []
     this.sent.length = 0
-    let worker: Worker
+    let data: WorkerData
     try {
       this.input = new FrameRing(ringCapacity(maxInFlight, bufferSize))
       // As deep as the input side, so the worker can run ahead by as many chunks as it is given;
@@ -145,7 +136,8 @@ export class WorkerRunner implements GuestRunner {
       const ctlSab = new SharedArrayBuffer(CTL_BYTES)
       this.ctl = new Int32Array(ctlSab, 0, 4)
       this.clock = new Float64Array(ctlSab)
-      const workerData: WorkerData = {
+      // A restored memory is copied for the worker: the caller's checkpoint stays intact.
+      data = {
         driver: this.driver,
         guest: this.guest,
         restore,
@@ -156,24 +148,33 @@ export class WorkerRunner implements GuestRunner {
         outSab: this.output.sab,
         ctlSab,
       }
-      // A restored memory is copied for the worker: the caller's checkpoint stays intact.
-      worker = new Worker(ENTRY, { workerData, resourceLimits: RESOURCE_LIMITS, execArgv: workerExecArgv() })
     } catch (err) {
       this.kill()
       callback(errors.workerDied(this.site(), err))
       return
     }
     this.startCallback = callback
-    this.worker = worker
     this.outstanding = 0
+    this.cancelWait = this.pool.acquire((err, worker) => {
+      this.cancelWait = undefined
+      if (err) this.finishStart(errors.workerDied(this.site(), err))
+      else if (!worker) this.finishStart(errors.noInstance(this.site()))
+      else this.begin(worker, data)
+    }, !this.options.spareWorker)
+  }
+
+  /** A worker is ours: the session starts in it. */
+  private begin(worker: Worker, data: WorkerData): void {
+    this.worker = worker
     this.busy(+1)
-    worker.on('message', (message: unknown) => this.onMessage(worker, message))
-    worker.on('error', (err) => this.onDeath(worker, err))
-    worker.on('exit', (code) => this.onDeath(worker, new Error(`worker exited with code ${code}`)))
+    worker.on('message', this.onWorkerMessage)
+    worker.on('error', this.onWorkerError)
+    worker.on('exit', this.onWorkerExit)
+    worker.postMessage({ kind: MSG_SESSION, data })
     const every = Math.min(100, Math.max(5, Math.floor(this.options.timeout / 20)))
     this.watchdog = setInterval(() => this.checkTime(), every)
     this.watchdog.unref()
-    log('started worker %d for %s', worker.threadId, this.guest.name)
+    log('session in worker %d for %s', worker.threadId, this.guest.name)
   }
 
   process(job: Job, callback: RunnerCallback): void {
@@ -255,8 +256,7 @@ export class WorkerRunner implements GuestRunner {
     p.callback(null)
   }
 
-  private onMessage(worker: Worker, message: unknown): void {
-    if (worker !== this.worker) return
+  private onMessage(message: unknown): void {
     if (message === MSG_WAKE || message === MSG_SPACE) {
       this.writePending()
       this.drain()
@@ -338,8 +338,8 @@ export class WorkerRunner implements GuestRunner {
         this.hooks.done(this.sent.shift()!)
       } else if (kind === OUT_FLUSHED) {
         output.consume()
-        // The guest has ended: nothing more will run in this worker.
-        this.kill()
+        // The guest has ended cleanly: its worker may run the next stream's guest.
+        this.release()
         this.hooks.done(this.sent.shift()!)
       } else if (kind === OUT_PART || kind === OUT_ERROR) {
         const payload = Buffer.allocUnsafe(header[H_LENGTH]!)
@@ -366,8 +366,7 @@ export class WorkerRunner implements GuestRunner {
     this.fail(errors.timeout(site, this.options.timeout))
   }
 
-  private onDeath(worker: Worker, cause: unknown): void {
-    if (worker !== this.worker) return
+  private onDeath(cause: unknown): void {
     this.fail(errors.workerDied(this.site(), cause))
   }
 
@@ -385,8 +384,27 @@ export class WorkerRunner implements GuestRunner {
     else this.hooks.failed(job, err)
   }
 
+  /** Ends the session, terminating its worker: after a failure or a stop nothing may reuse it. */
   private kill(): void {
+    const worker = this.detach()
+    if (worker) {
+      this.input?.wakeAll()
+      this.pool.discard(worker)
+    }
+    this.input = undefined
+  }
+
+  /** Ends a session that finished cleanly: the worker goes back to the pool. */
+  private release(): void {
+    const worker = this.detach()
+    this.input = undefined
+    if (worker) this.pool.release(worker)
+  }
+
+  private detach(): Worker | undefined {
     const worker = this.worker
+    this.cancelWait?.()
+    this.cancelWait = undefined
     this.pastGuestMs += this.clock?.[CTL_GUEST_MS_F64] ?? 0
     this.clock = undefined
     if (this.watchdog) clearInterval(this.watchdog)
@@ -396,9 +414,10 @@ export class WorkerRunner implements GuestRunner {
     this.pending = undefined
     this.outstanding = 0
     if (worker) {
-      this.input?.wakeAll()
-      worker.terminate().catch(() => {})
+      worker.off('message', this.onWorkerMessage)
+      worker.off('error', this.onWorkerError)
+      worker.off('exit', this.onWorkerExit)
     }
-    this.input = undefined
+    return worker
   }
 }

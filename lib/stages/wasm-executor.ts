@@ -6,6 +6,7 @@ import { isLoadedGuest, loadGuest, type LoadedGuest, type ModuleSource } from '.
 import { logger } from '../log.js'
 import { DEFAULT_LIMITS, DEFAULT_BUFFER_SIZE, type Isolation, type Limits, type RecoveryStrategy } from '../options.js'
 import { runnerChain } from '../runners/chain.js'
+import type { WorkerPool } from '../runners/worker-pool.js'
 import { endOfInput, type GuestRunner, type Job, type RunnerFactory, type RunnerHooks, type Snapshot } from '../runners/runner.js'
 import { emitSafely } from './emit-safely.js'
 import { resolveWasi, wasiConfig, type ResolvedWasi, type WasiOptions } from '../wasi/options.js'
@@ -44,6 +45,8 @@ export interface WasmExecutorOptions {
   resumeFrom?: Checkpoint
   /** What a WASI program (or a wasi-libc guest) may see. Default: nothing granted. */
   wasi?: WasiOptions | ResolvedWasi
+  /** Where a worker runner gets its thread (a sandbox's pool). Default: the shared pool. */
+  workers?: WorkerPool
 }
 
 /**
@@ -78,6 +81,7 @@ export class WasmExecutor extends Transform {
   private readonly resumeFrom: Checkpoint | undefined
   private readonly hooks: RunnerHooks
   private readonly wasi: ResolvedWasi
+  private readonly workers: WorkerPool | undefined
 
   private readonly queue: Buffer[] = []
   private queueHead = 0
@@ -91,6 +95,7 @@ export class WasmExecutor extends Transform {
   private flushed = false
   private guestName = '<module>'
   private lastGuestMs = 0
+  private starting = false
 
   constructor(module: ModuleSource | LoadedGuest, options: WasmExecutorOptions = {}) {
     const bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE
@@ -111,10 +116,11 @@ export class WasmExecutor extends Transform {
       runnerChain({
         isolation: options.isolation ?? 'worker',
         recovery: options.recoveryStrategy ?? 'fail',
-        stateless: options.stateless ?? false,
+        stateless: options.stateless,
         deadline: this.limits.deadline,
         snapshots: snapshots && { ...snapshots, inputOffset: this.bytesIn, outputOffset: this.bytesOut },
       })
+    this.workers = options.workers
     const wasi = options.wasi
     this.wasi = wasi && Array.isArray(wasi.preopens) ? (wasi as ResolvedWasi) : resolveWasi(wasi ?? {})!
     this.hooks = {
@@ -157,8 +163,25 @@ export class WasmExecutor extends Transform {
       timeout: limits.timeout,
       maxInFlight: this.maxInFlight,
       wasi: wasiConfig(this.wasi),
+      workers: this.workers,
+      highWaterMark: this.readableHighWaterMark,
     })
-    this.runner.start(callback, resume?.guest)
+    this.starting = true
+    this.runner.start((err) => {
+      this.starting = false
+      // Destroyed while starting: the start's own error (no instance) is not news to anyone.
+      callback(this.destroyed ? null : err)
+    }, resume?.guest)
+  }
+
+  /**
+   * Node holds back `_destroy` until construction ends, and a start may wait for a worker for
+   * as long as another stream holds it: a stream destroyed meanwhile gives up its start at once.
+   */
+  override destroy(error?: Error): this {
+    super.destroy(error)
+    if (this.starting) this.runner?.destroy()
+    return this
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {

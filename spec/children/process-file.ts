@@ -1,6 +1,7 @@
 /**
  * Run as a child process by resume.test.ts: processFile with checkpoints, to be SIGKILLed at
- * random moments and run again. argv: input output dir guest isolation every [kill-in-save-N]
+ * random moments and run again. argv: input output dir guest isolation every [kill-in-save-N];
+ * POOL=n in the environment runs the (stateless) guest on a pool of n instances.
  */
 import { FileCheckpointStorage, processFile, type Checkpoint, type Isolation } from '../../lib/index.js'
 import { example } from '../helpers/reference.js'
@@ -26,6 +27,7 @@ class DyingStorage extends FileCheckpointStorage {
 const result = await processFile(input, output, example(`${guest}.wasm`), {
   isolation,
   bufferSize: 16 * 1024,
+  ...(process.env.POOL ? { maxConcurrency: Number(process.env.POOL), stateless: true } : {}),
   ...(guest === 'numberer' || guest === 'wc' ? {} : { delimiter: '\n' }),
   checkpoint: {
     dir,

@@ -2,8 +2,9 @@
 import { GuestInstance, type GuestWasi } from '../../guest/instance.js'
 import type { DriverHost } from '../driver.js'
 import { EXPORT_INIT, EXPORT_PROCESS, EXPORT_START } from '../protocol.js'
+import { hasState } from '../runner.js'
 
-export async function serve(host: DriverHost): Promise<never> {
+export async function serve(host: DriverHost): Promise<void> {
   const { data } = host
   let wasi: GuestWasi | undefined
   if (data.guest.abi.wasiImports.length > 0) {
@@ -15,7 +16,7 @@ export async function serve(host: DriverHost): Promise<never> {
   host.enter(EXPORT_START, 0)
   const instance = new GuestInstance(data.guest, host.sink, data.limits, wasi)
   host.enter(EXPORT_INIT, 0)
-  if (data.restore) instance.restore(data.restore)
+  if (hasState(data.restore)) instance.restore(data.restore)
   else instance.init()
   host.enter(EXPORT_PROCESS, 0)
   instance.reserve(data.bufferSize)

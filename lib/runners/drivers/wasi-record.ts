@@ -8,12 +8,13 @@
  */
 import { errors } from '../../errors.js'
 import type { DriverHost } from '../driver.js'
-import { EXPORT_WASI_START } from '../protocol.js'
+import { EXPORT_START, EXPORT_WASI_START } from '../protocol.js'
+import { noState } from '../runner.js'
 import type { StandardStreams } from '../../wasi/imports.js'
 import { initWasi, standardWrites, StderrTail, WasiRuntime } from '../../wasi/program.js'
 import { OutputBudget } from '../../wasi/output-budget.js'
 
-export async function serve(host: DriverHost): Promise<never> {
+export async function serve(host: DriverHost): Promise<void> {
   const { data } = host
   const config = data.wasi!
   await initWasi(config)
@@ -34,7 +35,10 @@ export async function serve(host: DriverHost): Promise<never> {
     write: standardWrites(host.sink, host.stderr, tail, budget),
   }
   const runtime = new WasiRuntime(data.guest, config, streams, data.limits.memory)
+  // Instantiating runs the module's start function, which may loop: timed like any call.
+  host.enter(EXPORT_START, 0)
   let next = runtime.prepare()
+  host.leave()
   host.ready()
   return host.serveChunks({
     region(total) {
@@ -61,6 +65,6 @@ export async function serve(host: DriverHost): Promise<never> {
       }
     },
     flush() {},
-    snapshot: () => ({ memory: new Uint8Array(0), globals: [], region: { ptr: 0, size: 0 } }),
+    snapshot: noState,
   })
 }

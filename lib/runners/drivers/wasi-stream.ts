@@ -8,13 +8,13 @@
  */
 import { errors } from '../../errors.js'
 import type { DriverHost } from '../driver.js'
-import { EXPORT_WASI_START, IN_CHUNK, IN_FLUSH, IN_SNAPSHOT, OUT_DONE, OUT_FLUSHED } from '../protocol.js'
+import { EXPORT_START, EXPORT_WASI_START, IN_CHUNK, IN_FLUSH, IN_SNAPSHOT, OUT_DONE, OUT_FLUSHED } from '../protocol.js'
 import { H_KIND, H_LENGTH, H_TOTAL } from '../ring.js'
 import type { StandardStreams } from '../../wasi/imports.js'
 import { initWasi, standardWrites, StderrTail, WasiRuntime } from '../../wasi/program.js'
 import { OutputBudget } from '../../wasi/output-budget.js'
 
-export async function serve(host: DriverHost): Promise<never> {
+export async function serve(host: DriverHost): Promise<void> {
   const { data, input } = host
   const header = input.header
   const config = data.wasi!
@@ -86,7 +86,10 @@ export async function serve(host: DriverHost): Promise<never> {
     },
   }
 
+  // Instantiating runs the module's start function, which may loop: timed like any call.
+  host.enter(EXPORT_START, 0)
   const program = new WasiRuntime(data.guest, config, streams, data.limits.memory).prepare()
+  host.leave()
   host.ready()
   host.enter(EXPORT_WASI_START, 0)
   const code = program.run({ module: data.guest.name, exportName: '_start', offset })
@@ -102,6 +105,7 @@ export async function serve(host: DriverHost): Promise<never> {
     } else if (kind === IN_FLUSH) {
       input.consume()
       host.writeFrame(OUT_FLUSHED)
+      return
     } else if (kind === IN_SNAPSHOT) {
       throw errors.checkpointUnsupported(data.guest.name, 'a WASI program in stream mode cannot be captured in the middle of its run')
     }

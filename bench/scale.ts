@@ -1,0 +1,156 @@
+/**
+ * Scale on one machine (issue 10), `npm run bench -- --filter scale`: what a stream's start
+ * costs under the default isolation with warm workers against a new thread per stream (the old
+ * behaviour, a fresh pool each time) and against inline; a pool of instances against one for a
+ * CPU-heavy stateless guest; many concurrent short streams with and without `maxWorkers`; and
+ * what one worker costs. Ratios are against baselines measured in the same run.
+ */
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { createSandbox, wasmTransform, type SandboxOptions } from '../lib/index.js'
+import { createSandboxStream } from '../lib/compose.js'
+import { resolveOptions } from '../lib/options.js'
+import { WorkerPool } from '../lib/runners/worker-pool.js'
+import { median } from './harness.js'
+
+const KiB = 1024
+const MiB = 1024 * KiB
+
+export interface ScaleReport {
+  startup: Array<{ size: number; mode: string; concurrent: number; msPerStream: number }>
+  pool: Array<{ instances: number; mbps: number; ratio: number }>
+  crowd: Array<{ label: string; streams: number; wallMs: number; peakRssMb: number; maxLive: number }>
+  worker: { startMs: number; rssMb: number }
+}
+
+function sink(): Writable {
+  return new Writable({ write: (_c, _e, cb) => cb() })
+}
+
+type Mode = 'inline' | 'worker (warm)' | 'worker (new thread)'
+
+/** One stream of `input` through upper in `mode`; resolves when its output has all been read. */
+async function oneStream(module: Buffer, input: Buffer, mode: Mode): Promise<void> {
+  const options: SandboxOptions = { isolation: mode === 'inline' ? 'inline' : 'worker' }
+  if (mode === 'worker (new thread)') {
+    const pool = new WorkerPool()
+    await pipeline(Readable.from([input]), createSandboxStream(module, resolveOptions(options), pool) as never, sink())
+    pool.close()
+    return
+  }
+  await pipeline(Readable.from([input]), wasmTransform(module, options), sink())
+}
+
+async function startup(root: string, quick: boolean): Promise<ScaleReport['startup']> {
+  const module = readFileSync(join(root, 'examples', 'upper.wasm'))
+  const rows: ScaleReport['startup'] = []
+  const sizes = quick ? [KiB, MiB] : [KiB, MiB, 8 * MiB]
+  const modes: Mode[] = ['inline', 'worker (warm)', 'worker (new thread)']
+  for (const size of sizes) {
+    const input = Buffer.alloc(size, 'abcdefgh')
+    const sequential = size >= 8 * MiB ? 8 : quick ? 10 : 30
+    for (const mode of modes) {
+      await oneStream(module, input, mode) // warm-up: compile, first thread
+      const times: number[] = []
+      for (let i = 0; i < sequential; i++) {
+        const started = performance.now()
+        await oneStream(module, input, mode)
+        times.push(performance.now() - started)
+      }
+      rows.push({ size, mode, concurrent: 1, msPerStream: median(times) })
+      const together = size >= 8 * MiB ? 10 : 50
+      const started = performance.now()
+      await Promise.all(Array.from({ length: together }, () => oneStream(module, input, mode)))
+      rows.push({ size, mode, concurrent: together, msPerStream: (performance.now() - started) / together })
+    }
+  }
+  return rows
+}
+
+/** A CPU-heavy stateless guest: jitter with every chunk at its longest spin (about 7 M iterations). */
+async function poolScaling(root: string, quick: boolean): Promise<ScaleReport['pool']> {
+  const jitter = readFileSync(join(root, 'spec', 'fixtures', 'jitter.wasm'))
+  const chunk = 4 * KiB
+  const input = Buffer.alloc((quick ? 60 : 200) * chunk, '7')
+  const rows: ScaleReport['pool'] = []
+  let base = 0
+  for (const instances of [1, 2, 4]) {
+    const options: SandboxOptions = { bufferSize: chunk, maxConcurrency: instances, stateless: true, limits: { timeout: 30_000 } }
+    await pipeline(Readable.from([input.subarray(0, 8 * chunk)]), wasmTransform(jitter, options), sink())
+    const times: number[] = []
+    for (let rep = 0; rep < 3; rep++) {
+      const started = performance.now()
+      await pipeline(Readable.from([input]), wasmTransform(jitter, options), sink())
+      times.push(performance.now() - started)
+    }
+    const mbps = input.length / MiB / (median(times) / 1000)
+    if (instances === 1) base = mbps
+    rows.push({ instances, mbps, ratio: mbps / base })
+  }
+  return rows
+}
+
+/** `streams` short calls at once through one sandbox: wall time, peak RSS, most workers alive. */
+async function crowd(root: string, streams: number, maxWorkers: number | undefined, label: string): Promise<ScaleReport['crowd'][number]> {
+  const module = join(root, 'examples', 'upper.wasm')
+  const sandbox = createSandbox(maxWorkers === undefined ? {} : { maxWorkers })
+  let peak = process.memoryUsage().rss
+  let maxLive = 0
+  const sample = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss)
+    maxLive = Math.max(maxLive, sandbox.workers().live)
+  }, 5)
+  const input = Buffer.alloc(KiB, 'x')
+  const started = performance.now()
+  await Promise.all(Array.from({ length: streams }, () => sandbox.call(module, input)))
+  const wallMs = performance.now() - started
+  clearInterval(sample)
+  sandbox.close()
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  return { label, streams, wallMs, peakRssMb: peak / MiB, maxLive }
+}
+
+/** One worker: time from asking to a started guest, and resident memory per idle worker. */
+async function workerCost(root: string): Promise<ScaleReport['worker']> {
+  const module = readFileSync(join(root, 'examples', 'upper.wasm'))
+  const times: number[] = []
+  for (let i = 0; i < 10; i++) {
+    const started = performance.now()
+    await oneStream(module, Buffer.from('x'), 'worker (new thread)')
+    times.push(performance.now() - started)
+  }
+  const sandbox = createSandbox({ maxWorkers: 16 })
+  global.gc?.()
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  const before = process.memoryUsage().rss
+  await Promise.all(Array.from({ length: 16 }, () => sandbox.call(module, 'x')))
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  const rss = (process.memoryUsage().rss - before) / 16 / MiB
+  sandbox.close()
+  return { startMs: median(times), rssMb: rss }
+}
+
+export async function runScaleBench(root: string, quick: boolean): Promise<ScaleReport> {
+  console.log('\nScale: stream start-up (upper), ms per stream; ratios against inline in the same run')
+  const rows = await startup(root, quick)
+  for (const row of rows) {
+    const inline = rows.find((r) => r.size === row.size && r.concurrent === row.concurrent && r.mode === 'inline')!
+    console.log(
+      `  ${String(row.size / KiB).padStart(5)} KiB  ${row.concurrent === 1 ? 'sequential' : `${row.concurrent} at once`.padEnd(10)}  ${row.mode.padEnd(20)} ${row.msPerStream.toFixed(2).padStart(8)} ms  ${(row.msPerStream / inline.msPerStream).toFixed(2)}× inline`,
+    )
+  }
+  console.log('\nScale: a CPU-heavy stateless guest (jitter, ~5 ms a 4 KiB chunk) on a pool of instances')
+  const pool = await poolScaling(root, quick)
+  for (const row of pool) console.log(`  maxConcurrency ${row.instances}: ${row.mbps.toFixed(2)} MB/s, ${row.ratio.toFixed(2)}× one instance`)
+  console.log('\nScale: short streams (1 KiB through upper) all at once through one sandbox')
+  const count = quick ? 200 : 1000
+  const crowdRows = [await crowd(root, count, undefined, 'default maxWorkers'), await crowd(root, count, Infinity, 'maxWorkers: Infinity')]
+  for (const row of crowdRows) {
+    console.log(`  ${row.streams} streams, ${row.label.padEnd(20)} ${row.wallMs.toFixed(0).padStart(6)} ms wall, peak RSS ${row.peakRssMb.toFixed(0)} MB, at most ${row.maxLive} workers`)
+  }
+  const worker = await workerCost(root)
+  console.log(`\nOne worker: ${worker.startMs.toFixed(1)} ms for a 1-byte stream on a new thread (median of 10), about ${worker.rssMb.toFixed(1)} MB RSS each (16 idle)`)
+  return { startup: rows, pool, crowd: crowdRows, worker }
+}

@@ -1,0 +1,197 @@
+import { availableParallelism } from 'node:os'
+import { Worker } from 'node:worker_threads'
+import { logger } from '../log.js'
+
+const log = logger('workers')
+const ENTRY = new URL('./worker-entry.js', import.meta.url)
+
+/** JS heap of a worker (the guest's linear memory is capped separately, by limits.memory). */
+const RESOURCE_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 }
+
+/**
+ * The host's Node options for a worker, as Node would pass them, but `--input-type`: a worker
+ * inherits it, and its file entry then fails to load (`node --input-type=module -e '...'` could
+ * not run a guest in a worker: ERR_INPUT_TYPE_NOT_ALLOWED).
+ */
+function workerExecArgv(): string[] {
+  const argv: string[] = []
+  for (let i = 0; i < process.execArgv.length; i++) {
+    const arg = process.execArgv[i]!
+    if (arg === '--input-type') i++
+    else if (!arg.startsWith('--input-type=')) argv.push(arg)
+  }
+  return argv
+}
+
+/**
+ * Workers per core a sandbox may run at once by default. Most of a stream's life is spent
+ * waiting for input or for its consumer, so a few per core keep the cores busy; each costs
+ * about 9 MB of RSS and 10–25 ms to start (README, "Workers").
+ */
+export const WORKERS_PER_CORE = 4
+
+/** How long an idle worker waits for another stream before it is ended. */
+export const IDLE_MS = 2000
+
+export interface WorkerPoolOptions {
+  /** Workers alive at once (busy or idle); a stream wanting one beyond that waits. */
+  maxWorkers?: number
+  /** Milliseconds an idle worker is kept for reuse. */
+  idleMs?: number
+}
+
+export type WorkerCallback = (err: Error | null, worker?: Worker) => void
+
+/** The default bound of a sandbox: a few workers per core of this machine. */
+export function defaultMaxWorkers(): number {
+  return availableParallelism() * WORKERS_PER_CORE
+}
+
+/**
+ * Threads for guest sessions, reused: a stream that ends cleanly hands its worker back, and the
+ * next stream's guest starts in it with an instantiation instead of a new thread (the compiled
+ * module, and V8's optimised code for it, carry over). A worker whose guest failed, timed out or
+ * was stopped mid-run is never handed back: it is terminated (`discard`). At most `maxWorkers`
+ * live at once; past that `acquire` waits, first come first served, and the waiting stream's
+ * source is held back by ordinary backpressure. Idle workers do not keep the process alive and
+ * end after `idleMs`.
+ */
+export class WorkerPool {
+  readonly maxWorkers: number
+  private readonly idleMs: number
+  /** Idle workers, most recently used last (the warmest is reused first). */
+  private readonly idle: Worker[] = []
+  private readonly idleSince = new Map<Worker, number>()
+  private readonly waiting: WorkerCallback[] = []
+  private live = 0
+  private sweeper: NodeJS.Timeout | undefined
+
+  constructor(options: WorkerPoolOptions = {}) {
+    this.maxWorkers = options.maxWorkers ?? Infinity
+    this.idleMs = options.idleMs ?? IDLE_MS
+  }
+
+  /** Workers alive now, busy or idle. */
+  get size(): number {
+    return this.live
+  }
+
+  /** Idle workers kept for reuse. */
+  get idleCount(): number {
+    return this.idle.length
+  }
+
+  /** Streams waiting for a worker. */
+  get waitingCount(): number {
+    return this.waiting.length
+  }
+
+  /**
+   * Calls back with a worker now, or once one is free; with `wait` false, with neither when none
+   * is free now. Returns a function that withdraws the request.
+   */
+  acquire(callback: WorkerCallback, wait = true): () => void {
+    const worker = this.idle.pop()
+    if (worker) {
+      this.idleSince.delete(worker)
+      callback(null, worker)
+      return noop
+    }
+    if (this.live < this.maxWorkers) {
+      this.spawn(callback)
+      return noop
+    }
+    if (!wait) {
+      callback(null)
+      return noop
+    }
+    this.waiting.push(callback)
+    return () => {
+      const at = this.waiting.indexOf(callback)
+      if (at >= 0) this.waiting.splice(at, 1)
+    }
+  }
+
+  /** The session in `worker` ended cleanly: the worker may run another. */
+  release(worker: Worker): void {
+    worker.unref()
+    const next = this.waiting.shift()
+    if (next) {
+      next(null, worker)
+      return
+    }
+    this.idle.push(worker)
+    this.idleSince.set(worker, Date.now())
+    this.sweepLater()
+  }
+
+  /** The worker's guest failed or was stopped: it is terminated, never reused. */
+  discard(worker: Worker): void {
+    worker.terminate().catch(() => {})
+  }
+
+  /** Ends every idle worker now (busy ones end with their streams). */
+  close(): void {
+    for (const worker of this.idle.splice(0)) this.discard(worker)
+    this.idleSince.clear()
+  }
+
+  private spawn(callback: WorkerCallback): void {
+    let worker: Worker
+    try {
+      worker = new Worker(ENTRY, { resourceLimits: RESOURCE_LIMITS, execArgv: workerExecArgv() })
+    } catch (err) {
+      callback(err as Error)
+      return
+    }
+    this.live++
+    worker.unref()
+    // A pool listener is always there, so an error between sessions is never unhandled.
+    worker.on('error', (err) => log('worker %d: %s', worker.threadId, err.message))
+    worker.once('exit', () => this.gone(worker))
+    log('started worker %d (%d live)', worker.threadId, this.live)
+    callback(null, worker)
+  }
+
+  private gone(worker: Worker): void {
+    this.live--
+    const at = this.idle.indexOf(worker)
+    if (at >= 0) this.idle.splice(at, 1)
+    this.idleSince.delete(worker)
+    // Room for a waiting stream: a new worker, since none is idle (an idle one would have been given).
+    const next = this.waiting.shift()
+    if (next) this.spawn(next)
+  }
+
+  private sweepLater(): void {
+    if (this.sweeper || !Number.isFinite(this.idleMs)) return
+    this.sweeper = setTimeout(() => this.sweep(), this.idleMs)
+    this.sweeper.unref()
+  }
+
+  private sweep(): void {
+    this.sweeper = undefined
+    const cutoff = Date.now() - this.idleMs
+    for (const worker of [...this.idle]) {
+      if (this.idleSince.get(worker)! <= cutoff) {
+        this.idle.splice(this.idle.indexOf(worker), 1)
+        this.idleSince.delete(worker)
+        this.discard(worker)
+      }
+    }
+    if (this.idle.length > 0) this.sweepLater()
+  }
+}
+
+let shared: WorkerPool | undefined
+
+/**
+ * The pool of streams made outside a sandbox (`wasmTransform`, `processFile`): reuse, no bound,
+ * so each such stream still gets a worker at once, as it always has.
+ */
+export function sharedWorkerPool(): WorkerPool {
+  shared ??= new WorkerPool()
+  return shared
+}
+
+function noop(): void {}

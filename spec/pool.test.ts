@@ -1,0 +1,143 @@
+/**
+ * A pool of instances for a stateless guest (`maxConcurrency`): chunks of one stream on several
+ * workers at once, output in input order whatever order they finish in, bounded buffering,
+ * recovery per chunk, refusal for a guest that keeps state.
+ */
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { Writable } from 'node:stream'
+import fc from 'fast-check'
+import { createSandbox, wasmTransform, type SandboxOptions, type WasmSandboxError } from '../lib/index.js'
+import { example, fixture, grepLinesRef, readFixture, upperRef } from './helpers/reference.js'
+import { randomLines, run, sourceOf } from './helpers/streams.js'
+
+/** The module with a custom section `name` appended (how a guest declares itself stateless). */
+function withCustomSection(bytes: Buffer, name: string): Buffer {
+  const nameBytes = Buffer.from(name)
+  const payload = Buffer.concat([Buffer.from([nameBytes.length]), nameBytes])
+  return Buffer.concat([bytes, Buffer.from([0, payload.length]), payload])
+}
+
+const jitter = readFixture('jitter.wasm')
+const declared = withCustomSection(jitter, 'wasm-sandbox.stateless')
+
+/** Chunks whose first bytes make jitter take 0 to 7 units of time: they finish out of order. */
+function jitterInput(chunks: number, size: number, seed: number): Buffer {
+  const out = Buffer.alloc(chunks * size)
+  let x = seed
+  for (let i = 0; i < out.length; i++) {
+    x = (x * 1103515245 + 12345) >>> 0
+    out[i] = 32 + ((x >>> 16) % 90)
+  }
+  return out
+}
+
+describe('pool: maxConcurrency for stateless guests', () => {
+  it('output is byte-identical to one instance, over random inputs, splits and pool sizes', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 2, max: 4 }),
+        fc.integer({ min: 1, max: 3 }),
+        fc.integer({ min: 64, max: 2048 }),
+        fc.integer({ min: 1, max: 2 ** 30 }),
+        fc.array(fc.integer({ min: 1, max: 5000 }), { minLength: 1, maxLength: 8 }),
+        async (size, maxInFlight, bufferSize, seed, splits) => {
+          const input = jitterInput(40, 256, seed)
+          const options: SandboxOptions = { bufferSize, flowControl: { maxInFlight } }
+          const one = await run(wasmTransform(declared, options), input, splits)
+          const pooled = await run(wasmTransform(declared, { ...options, maxConcurrency: size }), input, splits)
+          assert.deepEqual(pooled, one)
+          assert.deepEqual(pooled, input)
+        },
+      ),
+      { numRuns: 12, seed: 20261126 },
+    )
+  })
+
+  it('a guest that says it is stateless is pooled; the caller can say otherwise, and a stateful one is refused', async () => {
+    const input = jitterInput(8, 128, 3)
+    assert.deepEqual(await run(wasmTransform(declared, { bufferSize: 128, maxConcurrency: 2 }), input), input)
+    assert.deepEqual(await run(wasmTransform(jitter, { bufferSize: 128, maxConcurrency: 2, stateless: true }), input), input)
+    for (const [module, options] of [
+      [jitter, {}],
+      [declared, { stateless: false }],
+      [example('numberer.wasm'), {}],
+      [fixture('wasi-cat.wasm'), {}],
+    ] as const) {
+      await assert.rejects(run(wasmTransform(module, { ...options, maxConcurrency: 2 }), input), (err: WasmSandboxError) => {
+        assert.equal(err.code, 'ERR_WASM_INVALID_OPTION')
+        assert.match(err.message, /not stateless.*stateless: true/s)
+        return true
+      })
+    }
+    assert.throws(() => wasmTransform(declared, { isolation: 'inline', maxConcurrency: 2 }), { code: 'ERR_WASM_INVALID_OPTION', message: /isolation 'worker'/ })
+  })
+
+  it('per-record WASI runs are pooled, in input order', async () => {
+    const input = randomLines(64 * 1024, 11)
+    const options: SandboxOptions = { delimiter: '\n', bufferSize: 2048, maxConcurrency: 3, wasi: { mode: 'record', args: ['grep', 'ERROR'] } }
+    assert.deepEqual(await run(wasmTransform(example('wasi/grep.wasm'), options), input, [3000, 7]), Buffer.concat(grepLinesRef(input, 'ERROR')))
+  })
+
+  it('keeps at most maxConcurrency × maxInFlight chunks in the guests while the consumer reads nothing', async () => {
+    const stream = wasmTransform(declared, { bufferSize: 64, highWaterMark: 64, maxConcurrency: 2, flowControl: { maxInFlight: 1 } })
+    const input = jitterInput(200, 64, 5)
+    for (let i = 0; i < 200; i++) stream.write(input.subarray(i * 64, i * 64 + 64))
+    await new Promise((resolve) => setTimeout(resolve, 400))
+    // Two in the guests, one finished and held by the executor, and what the stages buffer: far from 200.
+    const handed = stream.metrics().chunks
+    assert.ok(handed <= 8, `${handed} chunks handed to the guests with nothing read`)
+    stream.destroy()
+  })
+
+  it("'skip' drops a chunk whose worker timed out; the other workers carry on, output in order", async () => {
+    const input = jitterInput(12, 100, 9)
+    input[500] = 0xff // chunk 5 loops forever
+    const stream = wasmTransform(declared, { bufferSize: 100, maxConcurrency: 3, recoveryStrategy: 'skip', limits: { timeout: 200, maxOutputPerChunk: 1000 } })
+    const skipped: number[] = []
+    stream.on('chunk-error', (err: WasmSandboxError) => skipped.push(err.offset!))
+    const out = await run(stream, input)
+    assert.deepEqual(skipped, [500])
+    assert.deepEqual(out, Buffer.concat([input.subarray(0, 500), input.subarray(600)]))
+  })
+
+  it("{ retry } runs the chunk again on a fresh instance, then fails as the strategy says", async () => {
+    const input = jitterInput(12, 100, 9)
+    input[300] = 0xff
+    const stream = wasmTransform(declared, { bufferSize: 100, maxConcurrency: 2, recoveryStrategy: { retry: 1 }, limits: { timeout: 150, maxOutputPerChunk: 1000 } })
+    const started = performance.now()
+    await assert.rejects(run(stream, input), { code: 'ERR_WASM_TIMEOUT', offset: 300 })
+    assert.ok(performance.now() - started >= 300, 'the chunk was not run twice')
+  })
+
+  it("'fail' fails the stream with the typed error, and no worker is left", async () => {
+    const sandbox = createSandbox({ bufferSize: 100, maxConcurrency: 3, limits: { timeout: 150 } })
+    const input = jitterInput(12, 100, 4)
+    input[700] = 0xff
+    const stream = sandbox.createStreamProcessor(declared).stream()
+    let errors = 0
+    stream.on('error', () => errors++)
+    await assert.rejects(run(stream, input), { code: 'ERR_WASM_TIMEOUT', offset: 700 })
+    assert.equal(errors, 1)
+    const end = Date.now() + 5000
+    while (sandbox.workers().live > sandbox.workers().idle && Date.now() < end) await new Promise((r) => setTimeout(r, 10))
+    assert.equal(sandbox.workers().live - sandbox.workers().idle, 0, 'a busy worker outlived the failed stream')
+    sandbox.close()
+  })
+
+  it('a slow consumer paces the pool without losing or reordering output', async () => {
+    const input = Buffer.from(upperRef(randomLines(256 * 1024, 2)))
+    const stream = wasmTransform(example('upper.wasm'), { bufferSize: 4096, highWaterMark: 4096, maxConcurrency: 3, stateless: true })
+    const got: Buffer[] = []
+    const slow = new Writable({
+      highWaterMark: 1024,
+      write(chunk: Buffer, _e, cb) {
+        got.push(chunk)
+        setImmediate(cb)
+      },
+    })
+    const { pipeline } = await import('node:stream/promises')
+    await pipeline(sourceOf(input, [10_000, 333]), stream, slow)
+    assert.deepEqual(Buffer.concat(got), input)
+  })
+})

@@ -1,0 +1,157 @@
+/**
+ * Warm workers: streams of a sandbox reuse idle worker threads, at most `maxWorkers` at once,
+ * and a thread is reused only after a clean end, with a fresh guest instance every time.
+ */
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { describe, it } from 'node:test'
+import { createSandbox, wasmTransform, type Sandbox } from '../lib/index.js'
+import { WorkerPool } from '../lib/runners/worker-pool.js'
+import { example, fixture, upperRef } from './helpers/reference.js'
+import { run } from './helpers/streams.js'
+
+const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Waits until `test` holds, checking every few milliseconds, for at most `ms`. */
+async function until(test: () => boolean, ms = 5000): Promise<boolean> {
+  const end = Date.now() + ms
+  while (!test()) {
+    if (Date.now() > end) return false
+    await delay(5)
+  }
+  return true
+}
+
+describe('warm workers', () => {
+  it('a reused worker starts every guest fresh: no memory or globals from the stream before', async () => {
+    const sandbox = createSandbox({ maxWorkers: 1, bufferSize: 1 })
+    // Within one stream the probe counts up, so the test can see state when there is some.
+    const within = await run(sandbox.createStreamProcessor(fixture('state-probe.wasm')).stream(), Buffer.from('abc'), [1, 1, 1])
+    assert.equal(within.toString(), '001122')
+    for (let i = 0; i < 5; i++) assert.equal((await sandbox.call(fixture('state-probe.wasm'), 'x')).toString(), '00')
+    assert.deepEqual(sandbox.workers(), { max: 1, live: 1, idle: 1, waiting: 0 }, 'one thread ran all six streams')
+    sandbox.close()
+  })
+
+  it('one thread runs different modules and kinds one after another', async () => {
+    const sandbox = createSandbox({ maxWorkers: 1 })
+    const input = Buffer.from('mixed Case input\n')
+    for (let i = 0; i < 2; i++) {
+      assert.deepEqual(await sandbox.call(example('upper.wasm'), input), upperRef(input))
+      assert.deepEqual(await sandbox.call(fixture('wasi-cat.wasm'), input), input)
+      assert.equal((await sandbox.call(fixture('state-probe.wasm'), input)).toString(), '00')
+    }
+    assert.equal(sandbox.workers().live, 1)
+    sandbox.close()
+  })
+
+  const failures: Array<[string, (sandbox: Sandbox) => Promise<unknown>]> = [
+    ['trapped', (sandbox) => sandbox.call(fixture('unreachable.wasm'), 'x')],
+    ['timed out', (sandbox) => sandbox.call(fixture('loop-process.wasm'), 'x')],
+    ['failed with a non-zero WASI exit', (sandbox) => sandbox.call(fixture('wasi-exit.wasm'), 'x')],
+  ]
+  for (const [what, fail] of failures) {
+    it(`a worker whose guest ${what} is terminated, never reused`, async () => {
+      const sandbox = createSandbox({ maxWorkers: 1, limits: { timeout: 100 } })
+      await sandbox.call(fixture('state-probe.wasm'), 'x')
+      assert.deepEqual(sandbox.workers(), { max: 1, live: 1, idle: 1, waiting: 0 })
+      await assert.rejects(fail(sandbox))
+      assert.equal(sandbox.workers().idle, 0, 'the failed worker went back to the pool')
+      assert.ok(await until(() => sandbox.workers().live === 0), 'the failed worker is still alive')
+      // The next stream gets a new thread and works.
+      assert.equal((await sandbox.call(fixture('state-probe.wasm'), 'x')).toString(), '00')
+      sandbox.close()
+    })
+  }
+
+  it('a worker destroyed mid-call is terminated, never reused', async () => {
+    const sandbox = createSandbox({ maxWorkers: 1, limits: { timeout: 60_000 } })
+    const stream = sandbox.createStreamProcessor(fixture('loop-process.wasm')).stream()
+    stream.on('error', () => {})
+    stream.write(Buffer.from('x'))
+    await new Promise((resolve) => stream.once('data', resolve))
+    assert.deepEqual(sandbox.workers(), { max: 1, live: 1, idle: 0, waiting: 0 })
+    stream.destroy()
+    assert.ok(await until(() => sandbox.workers().live === 0), 'the busy worker outlived its stream')
+    assert.equal(sandbox.workers().idle, 0)
+  })
+
+  it('maxWorkers holds under 200 concurrent streams, and no stream is lost', async () => {
+    const sandbox = createSandbox({ maxWorkers: 3 })
+    let most = 0
+    let mostWaiting = 0
+    const sample = setInterval(() => {
+      const now = sandbox.workers()
+      most = Math.max(most, now.live)
+      mostWaiting = Math.max(mostWaiting, now.waiting)
+    }, 1)
+    const inputs = Array.from({ length: 200 }, (_, i) => Buffer.from(`stream ${i}: ${'abc'.repeat(i)}\n`))
+    const outputs = await Promise.all(
+      inputs.map(async (input) => {
+        const out = await sandbox.call(example('upper.wasm'), input)
+        most = Math.max(most, sandbox.workers().live)
+        return out
+      }),
+    )
+    clearInterval(sample)
+    outputs.forEach((out, i) => assert.deepEqual(out, upperRef(inputs[i]!), `stream ${i}`))
+    assert.ok(most <= 3, `${most} workers alive at once`)
+    assert.ok(mostWaiting > 0, 'the bound never made a stream wait: the test tests nothing')
+    sandbox.close()
+  })
+
+  it('a stream destroyed while it waits for a worker gives up its place', async () => {
+    const sandbox = createSandbox({ maxWorkers: 1 })
+    const processor = sandbox.createStreamProcessor(example('upper.wasm'))
+    const first = processor.stream()
+    first.write(Buffer.from('a'))
+    await new Promise((resolve) => first.once('data', resolve))
+    const second = processor.stream()
+    second.on('error', () => {})
+    second.write(Buffer.from('b'))
+    assert.ok(await until(() => sandbox.workers().waiting === 1))
+    second.destroy()
+    assert.ok(await until(() => sandbox.workers().waiting === 0))
+    first.end()
+    first.resume()
+    await new Promise((resolve) => first.once('end', resolve))
+    assert.deepEqual(sandbox.workers(), { max: 1, live: 1, idle: 1, waiting: 0 })
+    // The place given up was not handed to anyone: a third stream gets the idle worker.
+    assert.deepEqual(await sandbox.call(example('upper.wasm'), 'c'), Buffer.from('C'))
+    sandbox.close()
+  })
+
+  it('destroy with every worker busy leaves no worker, and the process exits by itself', async () => {
+    const child = spawn(process.execPath, [fileURLToPath(new URL('./children/pool-destroy.js', import.meta.url))], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let stdout = ''
+    child.stdout.on('data', (d: Buffer) => (stdout += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000)
+    const code = await new Promise((resolve) => child.on('exit', resolve))
+    clearTimeout(timer)
+    assert.equal(code, 0, 'the child did not exit by itself')
+    const { busy, after } = JSON.parse(stdout)
+    assert.deepEqual(busy, { max: 2, live: 2, idle: 0, waiting: 2 })
+    assert.equal(after.waiting, 0)
+    assert.equal(after.idle, 0)
+  })
+
+  it('idle workers end after their idle time', async () => {
+    const pool = new WorkerPool({ maxWorkers: 2, idleMs: 50 })
+    const stream = wasmTransform(example('upper.wasm'))
+    void stream
+    const got = await new Promise<import('node:worker_threads').Worker>((resolve, reject) => pool.acquire((err, w) => (err ? reject(err) : resolve(w!))))
+    pool.release(got)
+    assert.equal(pool.idleCount, 1)
+    assert.ok(await until(() => pool.size === 0, 3000), 'the idle worker was never ended')
+    stream.destroy()
+  })
+
+  it('maxWorkers is checked, and refused on a single stream', () => {
+    for (const bad of [0, 1.5, -1, '2', NaN]) {
+      assert.throws(() => createSandbox({ maxWorkers: bad as number }), { code: 'ERR_WASM_INVALID_OPTION' })
+    }
+    assert.equal(createSandbox({ maxWorkers: Infinity }).workers().max, Infinity)
+    assert.throws(() => wasmTransform(example('upper.wasm'), { maxWorkers: 2 }), { code: 'ERR_WASM_INVALID_OPTION', message: /createSandbox/ })
+  })
+})
