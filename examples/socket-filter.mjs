@@ -37,7 +37,12 @@ const bytes = await readFile(modulePath)
 await loadGuest(bytes)
 
 const lossy = values.backpressure !== 'block'
+const maxConnections = Number(values['max-connections'])
 const sandbox = createSandbox({
+  // A connection keeps its guest's worker until it closes: one worker per connection accepted,
+  // or a connection past the sandbox's bound (4 per core by default) would wait, unanswered,
+  // for another to close.
+  maxWorkers: maxConnections,
   delimiter: '\n', // whole lines: a reply never stops in the middle of one
   isolation: values.inline ? 'inline' : 'worker',
   backpressure: /** @type {import('wasm-sandbox').BackpressureStrategy} */ (values.backpressure),
@@ -76,7 +81,7 @@ const server = net.createServer({ allowHalfOpen: true }, async (socket) => {
 
 // Each open connection holds a guest (in a worker: a thread and a few MiB), so bound them: a
 // connection past the limit is closed at once.
-server.maxConnections = Number(values['max-connections'])
+server.maxConnections = maxConnections
 server.on('drop', (info) => console.error(`refused ${info.remoteAddress}:${info.remotePort}: ${server.maxConnections} connections open`))
 server.on('error', (err) => {
   console.error(`server: ${err.message}`)
@@ -92,7 +97,10 @@ function stop(signal) {
   if (!stopping) {
     stopping = true
     console.error(`${signal}: no new connections; waiting for ${connections.size} open (again to close them)`)
-    server.close(() => console.error('server closed'))
+    server.close(() => {
+      sandbox.close() // the idle warm workers end now rather than after their 2 s
+      console.error('server closed')
+    })
   } else {
     console.error(`${signal}: closing ${connections.size} open connections`)
     for (const socket of connections) socket.destroy()

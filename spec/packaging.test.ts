@@ -213,9 +213,9 @@ describe('packaging: the packed package, installed and used', () => {
     ]) {
       assert.ok(files.has(needed), `${needed} is in the tarball`)
     }
-    // Every examples/ or docs/ file the README names (and the repository has) is shipped.
+    // Every examples/, docs/ or include/ file the README names (and the repository has) is shipped.
     const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8')
-    const named = new Set(readme.match(/\b(?:examples|docs)\/[\w./-]*\.(?:wasm|wat|txt|mjs|c|md)\b/g) ?? [])
+    const named = new Set(readme.match(/\b(?:examples|docs|include)\/[\w./-]*\.(?:wasm|wat|txt|mjs|c|h|md)\b/g) ?? [])
     assert.ok(named.size > 5, 'the README names example files')
     for (const path of named) {
       if (existsSync(join(repoRoot, path))) assert.ok(files.has(path), `${path}, named in the README, is in the tarball`)
@@ -224,7 +224,7 @@ describe('packaging: the packed package, installed and used', () => {
   })
 
   it('the tarball holds nothing else: no tests, benches, build output or scripts, no stale dist files', () => {
-    const allowed = /^(?:package\.json|README\.md|CHANGELOG\.md|LICENSE|dist\/.+|lib\/.+\.ts|docs\/.+\.md|examples\/.+)$/
+    const allowed = /^(?:package\.json|README\.md|CHANGELOG\.md|LICENSE|dist\/.+|lib\/.+\.ts|docs\/.+\.md|include\/.+\.h|examples\/.+)$/
     const refused = pack.files.map((f) => f.path).filter((p) => !allowed.test(p))
     assert.deepEqual(refused, [], 'files outside what a user needs')
     for (const { path } of pack.files) {
