@@ -265,11 +265,12 @@ describe('sockets: examples/socket-filter.mjs', { skip: !hasProc && 'reads /proc
   })
 
   it('stops cleanly: no new connections, open ones finish, then the process exits by itself', async () => {
+    const from = server.log.length
     const open = await connect(server.port)
     const reply = replyOf(open)
     const lines = linesFor(3000, 200)
     open.write(lines.slice(0, 100).join(''))
-    await server.waitFor(/ open 127\.0\.0\.1:\d+ \(1 open\)$/, 20_000, server.log.length - 1)
+    await server.waitFor(/ open 127\.0\.0\.1:\d+ \(1 open\)$/, 20_000, from)
     server.child.kill('SIGTERM')
     await server.waitFor(/^SIGTERM: no new connections; waiting for 1 open/)
     await assert.rejects(connect(server.port), { code: 'ECONNREFUSED' })
