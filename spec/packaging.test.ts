@@ -13,7 +13,7 @@
  * compiled with this repository's TypeScript.
  */
 import assert from 'node:assert/strict'
-import { execFile, spawn } from 'node:child_process'
+import { execFile, spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -230,6 +230,15 @@ describe('packaging: the packed package, installed and used', () => {
     for (const { path } of pack.files) {
       assert.doesNotMatch(path, /(?:^|\/)(?:spec|bench|build|scripts|node_modules|\.ci|\.tmp)\//, path)
       assert.doesNotMatch(path, /\.test\.|\.tsbuildinfo$/, path)
+    }
+    // Nothing the repository ignores (a locally built grep-foo.wasm, a kit's build output), but dist/.
+    const ignored = spawnSync('git', ['ls-files', '--others', '--ignored', '--exclude-standard', '-z', '--', ...pack.files.map((f) => f.path)], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+    })
+    if (ignored.status === 0) {
+      const shipped = ignored.stdout.split('\0').filter((p) => p && !p.startsWith('dist/'))
+      assert.deepEqual(shipped, [], 'files git ignores are in the tarball')
     }
     // Each dist file is the build of a shipped lib/ source: nothing left over from a deleted one.
     const sources = new Set(pack.files.filter((f) => f.path.startsWith('lib/')).map((f) => f.path))
