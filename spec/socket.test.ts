@@ -13,7 +13,7 @@ import net from 'node:net'
 import { pipeline } from 'node:stream/promises'
 import { after, before, describe, it } from 'node:test'
 import { wasmTransform } from '../lib/index.js'
-import { example, repoRoot } from './helpers/reference.js'
+import { example, fixture, repoRoot } from './helpers/reference.js'
 import { delay, randomBytes } from './helpers/streams.js'
 
 const hasProc = existsSync('/proc/self/status')
@@ -44,7 +44,7 @@ function startServer(args: string[] = []): Promise<Server> {
     for (const wake of waiters) wake()
   })
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal })),
+    child.on('close', (code, signal) => resolve({ code, signal })), // after its stdio is read to the end
   )
   const waitFor = (pattern: RegExp, ms = 20_000, from = 0): Promise<string> =>
     new Promise((resolve, reject) => {
@@ -301,6 +301,32 @@ describe('sockets: a second signal closes open connections', { skip: !hasProc &&
       assert.ok(server.log.some((l) => /^#1 closed /.test(l)))
     } finally {
       server.child.kill('SIGKILL')
+    }
+  })
+})
+
+describe('sockets: a failing guest', { skip: !hasProc && 'reads /proc (Linux)' }, () => {
+  it("a guest that fails closes its own connection, with the error's code in the log; the others carry on", async () => {
+    // spec/fixtures/fail-on-bang.wasm echoes its input and fails on a chunk holding '!'.
+    const server = await startServer([fixture('fail-on-bang.wasm')])
+    try {
+      const good = await connect(server.port)
+      const goodReply = replyOf(good)
+      good.write('calm\n')
+      const bad = await connect(server.port)
+      const badClosed = new Promise((resolve) => bad.on('close', resolve))
+      bad.on('error', () => {})
+      bad.on('data', () => {})
+      bad.write('fine\n')
+      bad.write('boom!\n')
+      await badClosed
+      await server.waitFor(/^#2 closed ERR_WASM_GUEST_ERROR: /)
+      good.end('still calm\n')
+      assert.equal(await goodReply, 'calm\nstill calm\n')
+      await server.waitFor(/^#1 closed done: /)
+    } finally {
+      server.child.kill('SIGKILL')
+      await server.exited
     }
   })
 })
