@@ -6,6 +6,7 @@
  * what one worker costs. Ratios are against baselines measured in the same run.
  */
 import { readFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -14,11 +15,79 @@ import { createSandboxStream } from '../lib/compose.js'
 import { resolveOptions } from '../lib/options.js'
 import { WorkerPool } from '../lib/runners/worker-pool.js'
 import { median } from './harness.js'
+import { AUTO_BUFFER_SIZES } from '../lib/options.js'
+
+const AUTO_SIZES: readonly number[] = AUTO_BUFFER_SIZES
 
 const KiB = 1024
 const MiB = 1024 * KiB
 
+/** 'auto' against each fixed setting, one workload: MB/s for each, and auto's ratio to the best. */
+interface AutoRow {
+  workload: string
+  fixed: Array<{ setting: string; mbps: number }>
+  auto: number
+  ratioToBest: number
+}
+
+async function throughputOf(module: Buffer | string, options: SandboxOptions, input: Buffer, piece: number): Promise<number> {
+  const times: number[] = []
+  for (let rep = 0; rep < 3; rep++) {
+    const started = performance.now()
+    const pieces = (function* () {
+      for (let at = 0; at < input.length; at += piece) yield input.subarray(at, at + piece)
+    })()
+    await pipeline(Readable.from(pieces), wasmTransform(module, options), sink())
+    times.push(performance.now() - started)
+  }
+  return input.length / MiB / (median(times) / 1000)
+}
+
+async function autoVersusFixed(root: string, quick: boolean): Promise<AutoRow[]> {
+  const scale = quick ? 1 / 4 : 1
+  const text = Buffer.alloc(Math.round(256 * MiB * scale), 'abcdefgh ERROR line\n')
+  const workloads: Array<{ workload: string; module: Buffer | string; input: Buffer; base: SandboxOptions; fixed: Array<[string, SandboxOptions]>; auto: SandboxOptions }> = [
+    {
+      workload: 'fast guest (upper), chunk size',
+      module: join(root, 'examples', 'upper.wasm'),
+      input: text,
+      base: {},
+      fixed: AUTO_SIZES.map((size) => [`${size / KiB} KiB`, { bufferSize: size }]),
+      auto: { bufferSize: 'auto' },
+    },
+    {
+      workload: 'slow stateless guest (jitter), instances',
+      module: readFileSync(join(root, 'spec', 'fixtures', 'jitter.wasm')),
+      input: Buffer.alloc(Math.round(400 * scale) * 4 * KiB, '7'),
+      base: { bufferSize: 4 * KiB, stateless: true, limits: { timeout: 30_000 } },
+      fixed: [1, 2, 4].map((n) => [`${n} instance${n > 1 ? 's' : ''}`, { maxConcurrency: n }]),
+      auto: { maxConcurrency: 'auto' },
+    },
+    {
+      workload: 'WASI filter per record (grep), chunk size and instances',
+      module: join(root, 'examples', 'wasi', 'grep.wasm'),
+      input: text.subarray(0, Math.round(4 * MiB * scale)),
+      base: { delimiter: '\n', wasi: { mode: 'record', args: ['grep', 'ERROR'] } },
+      fixed: [
+        ['64 KiB, 1 instance', { bufferSize: 64 * KiB }],
+        ['64 KiB, 2 instances', { bufferSize: 64 * KiB, maxConcurrency: 2 }],
+        ['16 KiB, 2 instances', { bufferSize: 16 * KiB, maxConcurrency: 2 }],
+      ],
+      auto: { bufferSize: 'auto', maxConcurrency: 'auto' },
+    },
+  ]
+  const rows: AutoRow[] = []
+  for (const w of workloads) {
+    const fixed: AutoRow['fixed'] = []
+    for (const [setting, options] of w.fixed) fixed.push({ setting, mbps: await throughputOf(w.module, { ...w.base, ...options }, w.input, MiB) })
+    const auto = await throughputOf(w.module, { ...w.base, ...w.auto }, w.input, MiB)
+    rows.push({ workload: w.workload, fixed, auto, ratioToBest: auto / Math.max(...fixed.map((f) => f.mbps)) })
+  }
+  return rows
+}
+
 export interface ScaleReport {
+  auto: AutoRow[]
   startup: Array<{ size: number; mode: string; concurrent: number; msPerStream: number }>
   pool: Array<{ instances: number; mbps: number; ratio: number }>
   crowd: Array<{ label: string; streams: number; wallMs: number; peakRssMb: number; maxLive: number }>
@@ -146,11 +215,20 @@ export async function runScaleBench(root: string, quick: boolean): Promise<Scale
   for (const row of pool) console.log(`  maxConcurrency ${row.instances}: ${row.mbps.toFixed(2)} MB/s, ${row.ratio.toFixed(2)}× one instance`)
   console.log('\nScale: short streams (1 KiB through upper) all at once through one sandbox')
   const count = quick ? 200 : 1000
-  const crowdRows = [await crowd(root, count, undefined, 'default maxWorkers'), await crowd(root, count, Infinity, 'maxWorkers: Infinity')]
+  // The default's factor (WORKERS_PER_CORE) was chosen from these rows: 1, 2, 4 and 8 per core.
+  const cores = availableParallelism()
+  const crowdRows = [await crowd(root, count, undefined, `default (${cores * 4})`)]
+  for (const perCore of [1, 2, 8]) crowdRows.push(await crowd(root, count, cores * perCore, `maxWorkers ${cores * perCore}`))
+  crowdRows.push(await crowd(root, count, Infinity, 'maxWorkers: Infinity'))
   for (const row of crowdRows) {
     console.log(`  ${row.streams} streams, ${row.label.padEnd(20)} ${row.wallMs.toFixed(0).padStart(6)} ms wall, peak RSS ${row.peakRssMb.toFixed(0)} MB, at most ${row.maxLive} workers`)
   }
   const worker = await workerCost(root)
   console.log(`\nOne worker: ${worker.startMs.toFixed(1)} ms for a 1-byte stream on a new thread (median of 10), about ${worker.rssMb.toFixed(1)} MB RSS each (16 idle)`)
-  return { startup: rows, pool, crowd: crowdRows, worker }
+  console.log("\n'auto' against the fixed settings (MB/s, median of 3; aim: within 10 % of the best)")
+  const auto = await autoVersusFixed(root, quick)
+  for (const row of auto) {
+    console.log(`  ${row.workload}: ${row.fixed.map((f) => `${f.setting} ${f.mbps.toFixed(1)}`).join(', ')}; auto ${row.auto.toFixed(1)} = ${row.ratioToBest.toFixed(2)}× the best`)
+  }
+  return { startup: rows, pool, crowd: crowdRows, worker, auto }
 }

@@ -1,11 +1,14 @@
 /*
- * wasm-sandbox.h: write a wasm-sandbox guest (ABI v1, docs/abi.md) in C.
+ * wasm-sandbox.h: write a wasm-sandbox guest (ABI v1 and v1.1, docs/abi.md) in C.
  *
  * One header, nothing to link. It declares
  *   - the four exports with the exact types the host checks at load (alloc, process_chunk, and the
  *     optional init and flush): define the ones you need, under these names, and clang exports them
  *     (an export you do not define is simply absent);
  *   - the two imports, sandbox_emit and sandbox_fail, and small helpers around them;
+ *   - the optional ABI v1.1 imports: sandbox_config_size / sandbox_config_read (the caller's
+ *     `guestConfig`) and sandbox_log (a rate-limited log channel). A function becomes an import
+ *     only if you call it, so a guest that calls none of them is a v1 guest and loads anywhere;
  *   - for guests without a C library, a bump arena over the memory above the program's data
  *     (sandbox_arena_alloc / _mark / _release), and a ready-made alloc on top of it.
  *
@@ -103,6 +106,30 @@ static inline int sandbox_error(int status, const char *msg) {
     sandbox_fail(msg, sandbox_strlen(msg));
     return status;
 }
+
+/* ---- ABI v1.1 (optional; docs/abi.md#abi-v11-configuration-logging-backtraces) ------------- */
+
+/* The length in bytes of the configuration the caller gave as `guestConfig`; 0 if none. */
+__attribute__((import_module("sandbox"), import_name("config_size")))
+size_t sandbox_config_size(void);
+
+/* Copies the first min(len, size) configuration bytes to ptr and returns how many. [ptr, ptr+len)
+ * must lie inside memory (ERR_WASM_OUT_OF_BOUNDS otherwise). Usually called once, in init():
+ *   static char pattern[256];
+ *   size_t n = sandbox_config_read(pattern, sizeof pattern);  // n < sandbox_config_size(): cut */
+__attribute__((import_module("sandbox"), import_name("config_read")))
+size_t sandbox_config_read(void *ptr, size_t len);
+
+enum { SANDBOX_LOG_ERROR = 0, SANDBOX_LOG_WARN = 1, SANDBOX_LOG_INFO = 2, SANDBOX_LOG_DEBUG = 3 };
+
+/* Logs the UTF-8 message [msg, msg+len) at a SANDBOX_LOG_* level: a 'log' event on the stream and
+ * DEBUG=wasm-sandbox:guest, never output. Each guest call (init, a chunk, flush) may log at most 32
+ * messages and 8 KiB, each cut to 1 KiB; the rest is dropped and counted, never an error. */
+__attribute__((import_module("sandbox"), import_name("log")))
+void sandbox_log(int level, const char *msg, size_t len);
+
+/* Logs a NUL-terminated string (without the NUL). */
+static inline void sandbox_log_str(int level, const char *s) { sandbox_log(level, s, sandbox_strlen(s)); }
 
 /* ---- Arena (no C library) ----------------------------------------------------------------- */
 #ifndef __wasi__

@@ -5,13 +5,15 @@ import type { LoadedGuest, ModuleSource } from './guest/load.js'
 import { logger } from './log.js'
 import type { ResolvedOptions } from './options.js'
 import { Chunker } from './stages/chunker.js'
+import { ChunkSizeTuner, type ChunkingReport } from './stages/chunk-size-tuner.js'
+import { AUTO_BUFFER_SIZES } from './options.js'
 import { createHash } from 'node:crypto'
 import { errors } from './errors.js'
 import { BackpressureGate } from './stages/backpressure-gate.js'
 import { CheckpointTap } from './stages/checkpoint-tap.js'
 import { WasmExecutor } from './stages/wasm-executor.js'
 import { runnerChain } from './runners/chain.js'
-import type { Snapshot } from './runners/runner.js'
+import type { ConcurrencyReport, Snapshot } from './runners/runner.js'
 import type { WorkerPool } from './runners/worker-pool.js'
 
 const log = logger('compose')
@@ -36,6 +38,10 @@ export interface StreamMetrics {
   checkpointsSaved: number
   /** Offsets of the last checkpoint saved. */
   lastCheckpoint: { sequence: number; inputOffset: number; outputOffset: number } | undefined
+  /** With `maxConcurrency` past 1 or 'auto': instances running, whether chosen, why, what was measured. */
+  concurrency?: ConcurrencyReport | undefined
+  /** With `bufferSize: 'auto'`: the chunk size now, why, what was measured. */
+  chunking?: ChunkingReport | undefined
 }
 
 /** The duplex a user gets: write input bytes, read guest output. */
@@ -50,6 +56,8 @@ function collectMetrics(stages: readonly Stream[]): StreamMetrics {
   const executor = stages.find((s) => s instanceof WasmExecutor) as WasmExecutor | undefined
   const gate = stages.find((s) => s instanceof BackpressureGate) as BackpressureGate | undefined
   const tap = stages.find((s) => s instanceof CheckpointTap) as CheckpointTap | undefined
+  const chunker = stages.find((s) => s instanceof Chunker) as Chunker | undefined
+  const chunking = chunker && tuners.get(chunker)
   const last = tap?.lastCheckpoint
   return {
     bytesIn: executor?.bytesIn ?? 0,
@@ -62,6 +70,8 @@ function collectMetrics(stages: readonly Stream[]): StreamMetrics {
     chunksSkipped: executor?.chunksSkipped ?? 0,
     checkpointsSaved: tap?.checkpointsSaved ?? 0,
     lastCheckpoint: last && { sequence: last.sequence, inputOffset: last.inputOffset, outputOffset: last.outputOffset },
+    ...(executor?.concurrency() ? { concurrency: executor.concurrency() } : {}),
+    ...(chunking ? { chunking: 'report' in chunking ? chunking.report() : chunking } : {}),
   }
 }
 
@@ -120,8 +130,24 @@ function bundleClass(highWaterMark: number): new () => PumpifyInstance {
   return Bundle
 }
 
+const tuners = new WeakMap<Chunker, ChunkSizeTuner | ChunkingReport>()
+
+/**
+ * `bufferSize: 'auto'`, except where the chunk is the unit of output: a WASI program run per
+ * chunk (record mode without a delimiter) would give other output for other sizes.
+ */
+function tuneChunkSize(chunker: Chunker, executor: WasmExecutor, options: ResolvedOptions): void {
+  if (options.wasi.mode === 'record' && !options.delimiter) {
+    tuners.set(chunker, { bufferSize: chunker.bufferSize, auto: true, reason: 'a WASI program run per chunk: the chunk size is part of the output, so it stays', samples: [] })
+    return
+  }
+  const tuner = new ChunkSizeTuner(chunker, () => executor.bytesIn)
+  tuners.set(chunker, tuner)
+  executor.once('close', () => tuner.stop())
+}
+
 /** Stage events a user of the bundle needs to see, re-emitted on the bundle. */
-const FORWARDED_EVENTS = ['chunk-error', 'checkpoint', 'drop', 'stderr'] as const
+const FORWARDED_EVENTS = ['chunk-error', 'checkpoint', 'drop', 'stderr', 'log'] as const
 
 /** Bundles stages into one duplex, composed with `pipeline()`: errors and destroy reach all. */
 export function composeStages(stages: Stream[], highWaterMark: number): SandboxStream {
@@ -137,11 +163,20 @@ export function composeStages(stages: Stream[], highWaterMark: number): SandboxS
   return bundle as unknown as SandboxStream
 }
 
-/** Hash of the options that change output: a checkpoint is only valid under the same ones. */
-export function outputOptionsHash(options: ResolvedOptions): string {
-  const { bufferSize, delimiter, maxRecordSize } = options
-  const key = JSON.stringify({ bufferSize, delimiter: delimiter?.toString('hex') ?? null, maxRecordSize })
-  return createHash('sha256').update(key).digest('hex')
+/**
+ * Hash of the options that change output: a checkpoint is only valid under the same ones.
+ * `guestConfig` joins the key only when given, so checkpoints taken without one keep their hash.
+ * With `bufferSize: 'auto'` the key holds 'auto': sizes are chosen as the stream goes, and a
+ * resume is exact by input offset, as with maxLatency's cuts.
+ */
+export function outputOptionsHash(
+  options: Pick<ResolvedOptions, 'bufferSize' | 'delimiter' | 'maxRecordSize'> & { autoBufferSize?: boolean; guestConfig?: Uint8Array | undefined },
+): string {
+  const { delimiter, maxRecordSize, guestConfig } = options
+  const bufferSize = options.autoBufferSize ? 'auto' : options.bufferSize
+  const fields: Record<string, unknown> = { bufferSize, delimiter: delimiter?.toString('hex') ?? null, maxRecordSize }
+  if (guestConfig) fields.guestConfig = createHash('sha256').update(guestConfig).digest('hex')
+  return createHash('sha256').update(JSON.stringify(fields)).digest('hex')
 }
 
 /**
@@ -158,7 +193,7 @@ export function createSandboxStream(module: ModuleSource | LoadedGuest, options:
   if (resumeFrom && resumeFrom.optionsHash !== optionsHash) {
     throw errors.checkpointMismatch(
       typeof module === 'string' ? module : '<module>',
-      'it was taken with other output-changing options (bufferSize, delimiter or maxRecordSize)',
+      'it was taken with other output-changing options (bufferSize, delimiter, maxRecordSize or guestConfig)',
     )
   }
   const chunker = new Chunker({
@@ -183,12 +218,14 @@ export function createSandboxStream(module: ModuleSource | LoadedGuest, options:
     },
   })
   const executor = new WasmExecutor(module, {
-    bufferSize,
+    // 'auto' may grow chunks to the largest size: the guest's region and the rings are made for it.
+    bufferSize: options.autoBufferSize ? AUTO_BUFFER_SIZES.at(-1)! : bufferSize,
     highWaterMark,
     limits: options.limits,
     maxInFlight: options.flowControl.maxInFlight,
     runner,
     wasi: options.wasi,
+    guestConfig: options.guestConfig,
     ...(resumeFrom ? { resumeFrom } : {}),
     ...(workers ? { workers } : {}),
   })
@@ -199,6 +236,7 @@ export function createSandboxStream(module: ModuleSource | LoadedGuest, options:
     )
   }
   stages.push(executor as unknown as Stream)
+  if (options.autoBufferSize) tuneChunkSize(chunker, executor, options)
   if (checkpoint) {
     const tap = new CheckpointTap({
       storage: checkpoint.storage,

@@ -23,6 +23,16 @@ export type WasmSandboxErrorCode =
   | 'ERR_WASM_NO_INSTANCE'
   | 'ERR_WASM_EXIT'
 
+/** One frame of a trapped guest's call stack, innermost first (`err.backtrace`). */
+export interface WasmFrame {
+  /** Index in the module's function index space (imported functions first). */
+  func: number
+  /** From the module's `name` section, else the name it exports the function under. */
+  name: string | undefined
+  /** Byte offset of the instruction in the guest's own file, as `wasm-objdump -d` numbers it. */
+  offset: number
+}
+
 export interface WasmSandboxErrorDetails {
   /** Input byte offset of the chunk being processed when it happened (absent at load time). */
   offset?: number
@@ -34,6 +44,8 @@ export interface WasmSandboxErrorDetails {
   status?: number
   /** A WASI program's exit code (`ERR_WASM_EXIT`). */
   exitCode?: number
+  /** The guest's call stack when it trapped (`ERR_WASM_TRAP`), innermost first. */
+  backtrace?: readonly WasmFrame[]
   cause?: unknown
 }
 
@@ -44,6 +56,8 @@ export class WasmSandboxError extends Error {
   readonly exportName: string | undefined
   readonly status: number | undefined
   readonly exitCode: number | undefined
+  /** `ERR_WASM_TRAP`: the guest's wasm frames when it trapped, innermost first (as many as V8 recorded). */
+  readonly backtrace: readonly WasmFrame[] | undefined
 
   constructor(code: WasmSandboxErrorCode, message: string, details: WasmSandboxErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause })
@@ -54,6 +68,7 @@ export class WasmSandboxError extends Error {
     this.exportName = details.exportName
     this.status = details.status
     this.exitCode = details.exitCode
+    this.backtrace = details.backtrace
   }
 }
 
@@ -70,6 +85,15 @@ export interface GuestSite {
 
 function at(site: GuestSite): string {
   return `${site.module}: ${site.exportName}() at input offset ${site.offset}`
+}
+
+/** A backtrace as wasmtime prints one: `    0: 0x1a3 - parse_field`, innermost first. */
+export function formatBacktrace(frames: readonly WasmFrame[]): string {
+  let out = 'wasm backtrace:'
+  frames.forEach((f, i) => {
+    out += `\n  ${String(i).padStart(3)}: 0x${f.offset.toString(16)} - ${f.name ?? `wasm-function[${f.func}]`}`
+  })
+  return out
 }
 
 /** Factories, one per code, so messages stay consistent and every error carries its site. */
@@ -109,13 +133,19 @@ export const errors = {
     return new WasmSandboxError(
       'ERR_WASM_UNKNOWN_IMPORT',
       `${module} imports ${imports.join(', ')}, which the sandbox does not provide. ` +
-        'A guest may import only sandbox.emit, sandbox.fail and env.memory (see docs/abi.md).',
+        'A guest may import only sandbox.emit, sandbox.fail, env.memory and, from ABI v1.1, sandbox.config_size, ' +
+        'sandbox.config_read and sandbox.log (see docs/abi.md).',
       { module },
     )
   },
-  trap(site: GuestSite, cause: unknown): WasmSandboxError {
+  trap(site: GuestSite, cause: unknown, backtrace?: readonly WasmFrame[]): WasmSandboxError {
     const reason = cause instanceof Error ? cause.message : String(cause)
-    return new WasmSandboxError('ERR_WASM_TRAP', `Guest trapped in ${at(site)}: ${reason}`, { ...site, cause })
+    const trace = backtrace && backtrace.length > 0 ? `\n${formatBacktrace(backtrace)}` : ''
+    return new WasmSandboxError('ERR_WASM_TRAP', `Guest trapped in ${at(site)}: ${reason}${trace}`, {
+      ...site,
+      cause,
+      ...(backtrace && backtrace.length > 0 ? { backtrace } : {}),
+    })
   },
   guestError(site: GuestSite, status: number, failMessage: string | undefined): WasmSandboxError {
     const why = failMessage ? `: ${failMessage}` : ' (the guest gave no message via sandbox.fail)'

@@ -63,8 +63,12 @@ export interface SandboxOptions {
   isolation?: Isolation
   /** Memory, time and output limits; see `Limits` for defaults. */
   limits?: Partial<Limits>
-  /** Chunk size handed to the guest, in bytes. Default 64 KiB. */
-  bufferSize?: number
+  /**
+   * Chunk size handed to the guest, in bytes. Default 64 KiB. `'auto'`: start at 16 KiB and try
+   * 4× larger chunks while the stream runs, keeping a size only if throughput rose by 10 % or
+   * more, up to 1 MiB; `metrics().chunking` says what was chosen and why.
+   */
+  bufferSize?: number | 'auto'
   /** Split on this delimiter so that no record is cut in two (e.g. `'\n'`). */
   delimiter?: string | Uint8Array
   /** With `delimiter`, the longest record accepted, in bytes. Default max(16 × bufferSize, 1 MiB), at most 1 GiB. */
@@ -81,8 +85,11 @@ export interface SandboxOptions {
    * Instances of a stateless guest one stream runs at once, each in its own worker, on
    * different chunks; output stays in input order. Default 1. Refused for a guest that keeps
    * state (see `stateless`). Chunks queued to each worker: `flowControl.maxInFlight`.
+   * `'auto'`: start with one and add instances while each added one raises throughput by 10 %
+   * or more, up to the machine's cores (one for a guest that keeps state, or inline);
+   * `metrics().concurrency` says what was chosen and why.
    */
-  maxConcurrency?: number
+  maxConcurrency?: number | 'auto'
   /** What to do when downstream is slower than the source: `'block'` (default) pauses the source; `'drop'`, `'sample'` and `'adaptive'` shed whole chunks (for live sources). */
   backpressure?: BackpressureStrategy
   /** Milliseconds between checkpoints (the default for `checkpoint.interval`). Default 5000. */
@@ -104,6 +111,12 @@ export interface SandboxOptions {
   /** For a WASI program (or a guest built with wasi-libc): what it may see, and how it runs. */
   wasi?: WasiOptions
   /**
+   * Bytes the guest can read with `sandbox.config_read` (ABI v1.1), usually in `init`: a pattern,
+   * a column number, a JSON document. A string is taken as UTF-8. At most 1 MiB. Part of the
+   * checkpoint options hash. Not for WASI commands (give those `wasi.args` or `wasi.env`).
+   */
+  guestConfig?: Uint8Array | string
+  /**
    * `createSandbox` only: worker threads its streams may run at once (an integer, or
    * `Infinity`); a stream wanting one past that waits, its source held by backpressure. Default:
    * 4 per core of this machine (`os.availableParallelism()`).
@@ -116,7 +129,10 @@ export interface ResolvedOptions {
   resumeFrom: Checkpoint | undefined
   isolation: Isolation
   limits: Limits
+  /** With `bufferSize: 'auto'`, the size it starts at. */
   bufferSize: number
+  /** `bufferSize: 'auto'`: the chunk size is tuned while the stream runs (ChunkSizeTuner). */
+  autoBufferSize: boolean
   delimiter: Buffer | undefined
   maxRecordSize: number
   highWaterMark: number
@@ -128,7 +144,7 @@ export interface ResolvedOptions {
    * Refusing a checkpoint over it would refuse resumes that are as valid as any run.
    */
   maxLatency: number
-  maxConcurrency: number
+  maxConcurrency: number | 'auto'
   backpressure: BackpressureStrategy
   checkpointInterval: number
   recoveryStrategy: RecoveryStrategy
@@ -136,12 +152,16 @@ export interface ResolvedOptions {
   stateless: boolean | undefined
   flowControl: Required<FlowControlOptions>
   wasi: ResolvedWasi
+  /** A private copy of the caller's `guestConfig`. */
+  guestConfig: Uint8Array | undefined
   /** As given; the sandbox's pool holds the bound. */
   maxWorkers: number | undefined
 }
 
 export const DEFAULT_BUFFER_SIZE = 64 * 1024
 export const DEFAULT_MAX_LATENCY = 10
+/** The chunk sizes `bufferSize: 'auto'` tries, in order. */
+export const AUTO_BUFFER_SIZES = [16 * 1024, 64 * 1024, 256 * 1024, 1024 * 1024] as const
 /** Chunks queued to a worker at once: two keep reading and the guest overlapping. */
 export const DEFAULT_MAX_IN_FLIGHT = 2
 /** Node's longest timer: a longer delay would silently fire after 1 ms. */
@@ -165,6 +185,7 @@ const KNOWN_KEYS = new Set<string>([
   'maxWorkers',
   'flowControl',
   'wasi',
+  'guestConfig',
 ])
 const FLOW_KEYS = new Set<string>(['highWaterMark', 'lowWaterMark', 'maxInFlight', 'sampleRate', 'maxDelay'])
 
@@ -341,6 +362,22 @@ function resolveWasiFor(value: unknown): ResolvedWasi {
   return wasi
 }
 
+/** The most bytes `guestConfig` may hold: configuration, not data (the data is the stream). */
+export const MAX_GUEST_CONFIG = 1024 * 1024
+
+/** `guestConfig`, copied, so a caller changing its buffer later does not change the guest's config. */
+export function resolveGuestConfig(value: unknown): Uint8Array | undefined {
+  if (value === undefined) return undefined
+  let bytes: Uint8Array
+  if (typeof value === 'string') bytes = new TextEncoder().encode(value)
+  else if (value instanceof Uint8Array) bytes = Uint8Array.prototype.slice.call(value)
+  else throw errors.invalidOption(`guestConfig must be a string or a Uint8Array, got ${value === null ? 'null' : typeof value}`)
+  if (bytes.length > MAX_GUEST_CONFIG) {
+    throw errors.invalidOption(`guestConfig must be at most ${MAX_GUEST_CONFIG} bytes, got ${bytes.length}: pass data through the stream instead`)
+  }
+  return bytes
+}
+
 /** How input is cut, by one set of rules for `createSandbox` and `new Chunker(...)`. */
 export function resolveChunking(
   bufferSizeOption: unknown,
@@ -363,11 +400,12 @@ export function resolveChunking(
 export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
   if (typeof options !== 'object' || options === null) throw errors.invalidOption('options must be an object')
   rejectUnknown('option', options, KNOWN_KEYS)
-  const { bufferSize, delimiter, maxRecordSize } = resolveChunking(options.bufferSize, options.delimiter, options.maxRecordSize)
+  const autoBufferSize = options.bufferSize === 'auto'
+  const { bufferSize, delimiter, maxRecordSize } = resolveChunking(autoBufferSize ? AUTO_BUFFER_SIZES[0] : options.bufferSize, options.delimiter, options.maxRecordSize)
   const highWaterMark = positiveInt('highWaterMark', options.highWaterMark, bufferSize)
-  const maxConcurrency = positiveInt('maxConcurrency', options.maxConcurrency, 1, 1024)
   const isolation = resolveIsolation(options.isolation)
-  if (maxConcurrency > 1 && isolation === 'inline') {
+  const maxConcurrency = options.maxConcurrency === 'auto' ? (isolation === 'inline' ? 1 : 'auto') : positiveInt('maxConcurrency', options.maxConcurrency, 1, 1024)
+  if (maxConcurrency !== 'auto' && maxConcurrency > 1 && isolation === 'inline') {
     throw errors.invalidOption(`maxConcurrency ${maxConcurrency} runs instances in parallel worker threads: it needs isolation 'worker' (inline instances would share this thread)`)
   }
   const checkpointInterval = positiveInt('checkpointInterval', options.checkpointInterval, 5000)
@@ -388,6 +426,7 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
     isolation,
     limits,
     bufferSize,
+    autoBufferSize,
     delimiter,
     maxRecordSize,
     highWaterMark,
@@ -399,6 +438,7 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
     stateless: options.stateless,
     wasi: { ...resolveWasiFor(options.wasi), delimiter },
     flowControl: resolveFlowControl(options.flowControl, highWaterMark),
+    guestConfig: resolveGuestConfig(options.guestConfig),
     maxWorkers: options.maxWorkers === Infinity ? Infinity : options.maxWorkers === undefined ? undefined : positiveInt('maxWorkers', options.maxWorkers, 1),
   }
 }

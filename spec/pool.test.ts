@@ -4,6 +4,7 @@
  * recovery per chunk, refusal for a guest that keeps state.
  */
 import assert from 'node:assert/strict'
+import { availableParallelism } from 'node:os'
 import { describe, it } from 'node:test'
 import { Writable } from 'node:stream'
 import fc from 'fast-check'
@@ -139,5 +140,27 @@ describe('pool: maxConcurrency for stateless guests', () => {
     const { pipeline } = await import('node:stream/promises')
     await pipeline(sourceOf(input, [10_000, 333]), stream, slow)
     assert.deepEqual(Buffer.concat(got), input)
+  })
+
+  it("'auto' chooses from measurements, says why, and never changes the output", async () => {
+    // About a second of guest work: several 200 ms windows to measure.
+    const input = jitterInput(300, 512, 21)
+    const stream = wasmTransform(declared, { bufferSize: 512, maxConcurrency: 'auto', limits: { timeout: 30_000 } })
+    assert.deepEqual(await run(stream, input), input)
+    const report = stream.metrics().concurrency!
+    assert.equal(report.auto, true)
+    assert.ok(report.instances >= 1 && report.instances <= availableParallelism(), JSON.stringify(report))
+    assert.ok(report.samples.length >= 1, `nothing was measured: ${JSON.stringify(report)}`)
+    assert.match(report.reason, /instance|core|worker/)
+  })
+
+  it("'auto' for a guest that keeps state, or inline, is one instance, and says so", async () => {
+    const input = Buffer.from('one\ntwo\n')
+    const stateful = wasmTransform(example('numberer.wasm'), { maxConcurrency: 'auto' })
+    assert.equal((await run(stateful, input)).toString(), '1\tone\n2\ttwo\n')
+    assert.deepEqual(stateful.metrics().concurrency, { instances: 1, auto: true, reason: 'the guest keeps state between chunks', samples: [] })
+    const inline = wasmTransform(declared, { isolation: 'inline', maxConcurrency: 'auto' })
+    assert.deepEqual(await run(inline, input), input)
+    assert.equal(inline.metrics().concurrency, undefined)
   })
 })

@@ -281,6 +281,14 @@ describe('WASI modules at load', () => {
 })
 
 describe('ABI v1 guests built with wasi-libc (reactors)', () => {
+  it('a reactor writing more than an output ring holds during _initialize starts, not hangs', async () => {
+    const stream = wasmTransform(fixture('reactor-chatty.wasm'), { bufferSize: 16 })
+    let stderr = 0
+    stream.on('stderr', (chunk: Buffer) => (stderr += chunk.length))
+    assert.equal((await run(stream, Buffer.from('hello'))).toString(), 'hello')
+    assert.equal(stderr, 200 * 1024)
+  })
+
   for (const isolation of ['inline', 'worker'] as const) {
     it(`_initialize runs before the first chunk, and stdout/stderr are diagnostics (${isolation})`, async () => {
       const stream = wasmTransform(fixture('wasi-reactor.wasm'), { isolation, bufferSize: 4 })

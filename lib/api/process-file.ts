@@ -97,7 +97,7 @@ export async function processFile(
     })
     const source = createReadStream(input, {
       start: latest?.inputOffset ?? 0,
-      highWaterMark: rest.bufferSize ?? DEFAULT_BUFFER_SIZE,
+      highWaterMark: rest.bufferSize === 'auto' ? 256 * 1024 : (rest.bufferSize ?? DEFAULT_BUFFER_SIZE),
     })
     await pipeline(source, stream, sink as unknown as NodeJS.WritableStream)
     const outputBytes = sink.position

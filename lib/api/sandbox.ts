@@ -76,6 +76,7 @@ export class Sandbox {
     const stream = createSandboxStream(module, {
       ...this.options,
       bufferSize,
+      autoBufferSize: false,
       maxRecordSize: Math.max(this.options.maxRecordSize, bufferSize),
       delimiter: undefined,
       checkpoint: undefined,

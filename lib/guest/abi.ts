@@ -33,7 +33,12 @@ const EXPECTED_EXPORTS: Record<string, FuncType> = {
 const EXPECTED_IMPORTS: Record<string, FuncType> = {
   'sandbox.emit': { params: [I32, I32], results: [] },
   'sandbox.fail': { params: [I32, I32], results: [] },
+  // ABI v1.1 (docs/abi.md#abi-v11): optional, so every v1 guest is a v1.1 guest.
+  'sandbox.config_size': { params: [], results: [I32] },
+  'sandbox.config_read': { params: [I32, I32], results: [I32] },
+  'sandbox.log': { params: [I32, I32, I32], results: [] },
 }
+const SANDBOX_FUNCTIONS = new Set(Object.keys(EXPECTED_IMPORTS).map((key) => key.slice('sandbox.'.length)))
 
 function describe(kind: ExternKind, type: FuncType | undefined): string {
   if (kind !== 'function' || !type) return `a ${kind}`
@@ -129,7 +134,7 @@ export function validateCompiledAbi(module: WebAssembly.Module, name: string): G
   }
   const refused = WebAssembly.Module.imports(module)
     .filter((i) => !(i.module === WASI_MODULE && i.kind === 'function'))
-    .filter((i) => !(i.module === 'sandbox' && (i.name === 'emit' || i.name === 'fail') && i.kind === 'function'))
+    .filter((i) => !(i.module === 'sandbox' && SANDBOX_FUNCTIONS.has(i.name) && i.kind === 'function'))
     .filter((i) => !(i.module === 'env' && i.name === 'memory' && i.kind === 'memory'))
     .map((i) => `${i.module}.${i.name}`)
   if (refused.length > 0) throw errors.unknownImport(name, refused)

@@ -9,7 +9,8 @@
  * failure surfaces as one error type (`ERR_WASM_INVALID_MODULE`) that callers can branch on.
  *
  * Only the sections the sandbox needs are decoded (type, import, function, memory, global,
- * export, start); the rest are skipped by size. This is not a full validator: a module this
+ * export, start); the rest are skipped by size. The `name` custom section is read on its own,
+ * and only when a trap needs function names (`readFunctionNames`). This is not a full validator: a module this
  * reader accepts can still be rejected by the engine, which validates everything again.
  */
 import { errors, WasmSandboxError } from '../errors.js'
@@ -89,6 +90,7 @@ const SECTION_MEMORY = 5
 const SECTION_GLOBAL = 6
 const SECTION_EXPORT = 7
 const SECTION_START = 8
+const SECTION_CODE = 10
 const SECTION_TAG = 13
 
 /**
@@ -739,6 +741,60 @@ export function exportMutableGlobals(
     const inserted = encodeSection(SECTION_EXPORT, concat([encodeU32(addedCount), added]), moduleName)
     return { bytes: concat([bytes.subarray(0, at), inserted, bytes.subarray(at)]), globals }
   })
+}
+
+/**
+ * Function names from the payload of a `name` custom section (its "function names" subsection,
+ * id 1: function index -> name, indices in the whole function index space, imports first), for
+ * a trap's backtrace. A custom section is not validated by the engine and must never stop a
+ * module from loading, so a malformed one gives the names read before the damage (or none),
+ * never an error. Later subsections are not looked at.
+ */
+export function readFunctionNames(payload: Uint8Array): Map<number, string> {
+  const names = new Map<number, string>()
+  const r = new Reader(payload, 0, payload.length, DEFAULT_MODULE_NAME)
+  try {
+    while (r.remaining > 0) {
+      const id = r.u8('name subsection id')
+      const size = r.u32('name subsection size')
+      if (size > r.remaining) return names
+      if (id !== 1) {
+        r.pos += size
+        continue
+      }
+      const sub = new Reader(payload, r.pos, r.pos + size, DEFAULT_MODULE_NAME)
+      const n = sub.count('function name')
+      for (let i = 0; i < n; i++) {
+        const index = sub.u32('function index')
+        names.set(index, sub.name('function name'))
+      }
+      return names
+    }
+  } catch {
+    // Malformed: keep what was read.
+  }
+  return names
+}
+
+/**
+ * Where the code section starts (the offset of its id byte), or `undefined` without one. The
+ * host rewrites sections before it (memory limits, exports), so a byte offset V8 reports in the
+ * compiled module is the same offset in the guest's own file shifted by the difference.
+ */
+export function codeSectionStart(bytes: Uint8Array): number | undefined {
+  const r = new Reader(bytes, 8, bytes.length, DEFAULT_MODULE_NAME)
+  try {
+    while (r.remaining > 0) {
+      const start = r.pos
+      const id = r.u8('section id')
+      const size = r.u32('section size')
+      if (id === SECTION_CODE) return start
+      r.skip(size, 'section')
+    }
+  } catch {
+    // Only ever called on bytes that parsed already.
+  }
+  return undefined
 }
 
 /**

@@ -1,5 +1,6 @@
 import '../wasm-globals.js'
 import { errors, WasmSandboxError, type GuestSite } from '../errors.js'
+import { wasmBacktrace } from './backtrace.js'
 import { PAGE_SIZE } from './binary.js'
 import type { GuestState } from '../checkpoint/types.js'
 import type { LoadedGuest } from './load.js'
@@ -17,6 +18,80 @@ export function bufferSink(deliver: (chunk: Buffer) => unknown): OutputSink {
     const out = Buffer.allocUnsafe(length)
     out.set(memory.subarray(start, start + length))
     deliver(out)
+  }
+}
+
+/** `sandbox.log` levels (ABI v1.1), by number: 0 error, 1 warn, 2 info, 3 debug. */
+export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const
+export type GuestLogLevel = (typeof LOG_LEVELS)[number]
+
+/**
+ * What `sandbox.log` may send per guest call (`init`, each `process_chunk`, `flush`): a longer
+ * message is cut (at a UTF-8 character boundary), and a message past either count is dropped,
+ * counted, and reported once when the call returns. So a guest that logs in a loop costs the
+ * host a bounded amount per chunk, however long it loops.
+ */
+export const LOG_LIMITS = { messageBytes: 1024, messagesPerCall: 32, bytesPerCall: 8 * 1024 } as const
+
+/**
+ * Receives the log messages that pass `LOG_LIMITS`. Like an `OutputSink`, `message` gets a view
+ * of guest memory to copy `[start, start + length)` out of before returning; `site` is reused
+ * and must be read, not kept.
+ */
+export interface LogSink {
+  /** `level` is 0..3 (LOG_LEVELS); `cutFrom` is the length the guest gave when the message was cut, else 0. */
+  message(level: number, memory: Uint8Array, start: number, length: number, cutFrom: number, site: GuestSite): void
+  /** `messages` log calls of the call at `site` were over the limits and dropped. */
+  dropped(messages: number, site: GuestSite): void
+}
+
+/** What ABI v1.1 gives a guest beyond v1; both optional. */
+export interface GuestServices {
+  /** The bytes `sandbox.config_read` copies out (`guestConfig`); none: `config_size()` is 0. */
+  config?: Uint8Array | undefined
+  /** Where `sandbox.log` messages go; none: they are checked and discarded. */
+  log?: LogSink | undefined
+}
+
+/** A `sandbox.log` message as the host hands it on: the stream's `'log'` event, and `debug`. */
+export interface GuestLogEntry {
+  level: GuestLogLevel
+  /** The guest's bytes as UTF-8 (invalid sequences become U+FFFD), at most LOG_LIMITS.messageBytes. */
+  message: string
+  module: string
+  /** The guest call that logged it (`init`, `process_chunk`, `flush`, ...). */
+  exportName: string
+  /** Input offset of the chunk being processed (of the end of input in `flush`). */
+  offset: number
+  /** Set when the message was cut: the length in bytes the guest gave. */
+  truncatedFrom?: number
+  /** Set on the host's own `'warn'` entry: how many messages of that call the limits dropped. */
+  dropped?: number
+}
+
+/** An entry for a message; `bytes` is a copy (TextDecoder refuses views of shared memory). */
+export function logEntry(level: number, bytes: Uint8Array, cutFrom: number, site: GuestSite): GuestLogEntry {
+  const entry: GuestLogEntry = {
+    level: LOG_LEVELS[level] ?? 'debug',
+    message: utf8.decode(bytes),
+    module: site.module,
+    exportName: site.exportName,
+    offset: site.offset,
+  }
+  if (cutFrom > 0) entry.truncatedFrom = cutFrom
+  return entry
+}
+
+/** The host's entry for messages the limits dropped in one call. */
+export function droppedEntry(messages: number, site: GuestSite): GuestLogEntry {
+  const { messagesPerCall, bytesPerCall } = LOG_LIMITS
+  return {
+    level: 'warn',
+    message: `${messages} log message${messages === 1 ? ' was' : 's were'} dropped: one guest call may log at most ${messagesPerCall} messages and ${bytesPerCall} bytes`,
+    module: site.module,
+    exportName: site.exportName,
+    offset: site.offset,
+    dropped: messages,
   }
 }
 
@@ -60,6 +135,7 @@ export interface GuestWasi {
 
 const MAX_FAIL_MESSAGE = 4096
 const utf8 = new TextDecoder('utf-8', { fatal: false })
+const NO_CONFIG = new Uint8Array(0)
 
 /**
  * One live instance of a guest, driven through ABI v1. This is the per-chunk hot path: it keeps
@@ -88,16 +164,27 @@ export class GuestInstance {
   private readonly site: GuestSite
   /** The cap is checked after each call only when the binary could not carry it. */
   private readonly checkMemory: boolean
+  private readonly config: Uint8Array
+  private readonly logSink: LogSink | undefined
+  /** `sandbox.log` use in the current call, against LOG_LIMITS. */
+  private logCount = 0
+  private logBytes = 0
+  private logDropped = 0
 
-  constructor(guest: LoadedGuest, sink: OutputSink, limits: InstanceLimits = NO_LIMITS, wasi?: GuestWasi) {
+  constructor(guest: LoadedGuest, sink: OutputSink, limits: InstanceLimits = NO_LIMITS, wasi?: GuestWasi, services: GuestServices = {}) {
     this.guest = guest
     this.sink = sink
     this.limits = limits
+    this.config = services.config ?? NO_CONFIG
+    this.logSink = services.log
     this.site = { module: guest.name, exportName: 'start', offset: 0 }
     this.checkMemory = guest.memoryLimit === undefined && limits.memory !== undefined
     const imported = guest.abi.importedMemory ? this.createImportedMemory() : undefined
     let memory: WebAssembly.Memory | undefined
-    const imports = { ...wasi?.imports(() => memory!), sandbox: { emit: this.emit, fail: this.fail } } as WebAssembly.Imports
+    const imports = {
+      ...wasi?.imports(() => memory!),
+      sandbox: { emit: this.emit, fail: this.fail, config_size: this.configSize, config_read: this.configRead, log: this.log },
+    } as WebAssembly.Imports
     if (imported) imports.env = { memory: imported }
     let instance: WebAssembly.Instance
     try {
@@ -259,11 +346,20 @@ export class GuestInstance {
     this.site.offset = offset
     this.failMessage = undefined
     this.failure = undefined
+    this.logCount = this.logBytes = 0
     try {
       return fn(a, b)
     } catch (err) {
       throw this.classify(err)
+    } finally {
+      if (this.logDropped !== 0) this.reportDropped()
     }
+  }
+
+  private reportDropped(): void {
+    const dropped = this.logDropped
+    this.logDropped = 0
+    this.logSink?.dropped(dropped, this.site)
   }
 
   private currentView(): Uint8Array {
@@ -284,7 +380,7 @@ export class GuestInstance {
     if (limit !== undefined && this.memory !== undefined && this.memory.buffer.byteLength + PAGE_SIZE > limit) {
       return errors.memoryLimit({ ...this.site }, limit, err)
     }
-    return errors.trap({ ...this.site }, err)
+    return errors.trap({ ...this.site }, err, wasmBacktrace(err, this.guest))
   }
 
   private abort(err: WasmSandboxError): WasmSandboxError {
@@ -320,5 +416,47 @@ export class GuestInstance {
       throw this.abort(errors.outOfBounds({ ...this.site }, 'fail message', start, len, view.length))
     }
     this.failMessage = utf8.decode(view.subarray(start, start + Math.min(len, MAX_FAIL_MESSAGE)))
+  }
+
+  /** ABI v1.1 `sandbox.config_size() -> len`. */
+  private readonly configSize = (): number => this.config.length
+
+  /** ABI v1.1 `sandbox.config_read(ptr, len) -> copied`: the first min(len, size) config bytes to `ptr`. */
+  private readonly configRead = (ptr: number, len: number): number => {
+    const view = this.currentView()
+    const start = ptr >>> 0
+    if (len !== (len | 0) || len < 0 || start + len > view.length) {
+      throw this.abort(errors.outOfBounds({ ...this.site }, 'config_read range', start, len, view.length))
+    }
+    const n = Math.min(len, this.config.length)
+    view.set(n === this.config.length ? this.config : this.config.subarray(0, n), start)
+    return n
+  }
+
+  /**
+   * ABI v1.1 `sandbox.log(level, ptr, len)`. The range is checked like `emit`'s; then the
+   * message goes to the sink within LOG_LIMITS, or is counted as dropped. It never throws for
+   * anything but a bad range: logging cannot fail a guest that logs too much.
+   */
+  private readonly log = (level: number, ptr: number, len: number): void => {
+    const view = this.currentView()
+    const start = ptr >>> 0
+    if (len !== (len | 0) || len < 0 || start + len > view.length) {
+      throw this.abort(errors.outOfBounds({ ...this.site }, 'log message', start, len, view.length))
+    }
+    let length = len
+    if (length > LOG_LIMITS.messageBytes) {
+      length = LOG_LIMITS.messageBytes
+      // Cut before a UTF-8 continuation byte, so the message does not end in half a character.
+      for (let k = 0; k < 3 && (view[start + length]! & 0xc0) === 0x80; k++) length--
+    }
+    if (this.logCount >= LOG_LIMITS.messagesPerCall || this.logBytes + length > LOG_LIMITS.bytesPerCall) {
+      this.logDropped++
+      return
+    }
+    this.logCount++
+    this.logBytes += length
+    level |= 0
+    this.logSink?.message(level < 0 ? 0 : level > 3 ? 3 : level, view, start, length, length < len ? len : 0, this.site)
   }
 }

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { errors } from '../errors.js'
 import { logger } from '../log.js'
 import { validateAbi, validateCompiledAbi, type GuestAbi } from './abi.js'
-import { exportMutableGlobals, limitMemory, parseModule, PAGE_SIZE, type ValType } from './binary.js'
+import { codeSectionStart, exportMutableGlobals, limitMemory, parseModule, PAGE_SIZE, type ValType } from './binary.js'
 
 const log = logger('loader')
 
@@ -28,6 +28,16 @@ export interface LoadedGuest {
    * precompiled module, which cannot be rewritten and so cannot be checkpointed.
    */
   readonly globals: readonly GuestGlobal[] | undefined
+  /**
+   * `[name, function index]` of each exported function: names for a trap's backtrace when the
+   * module has no `name` section. `undefined` for a precompiled module (V8 does not give indices).
+   */
+  readonly functionExports?: readonly (readonly [string, number])[] | undefined
+  /**
+   * Bytes the rewrites moved the code section by: a code offset in the compiled module minus
+   * this is the offset in the guest's own file. 0 or `undefined` when nothing moved.
+   */
+  readonly codeShift?: number | undefined
   /** The guest declares that it keeps no state between chunks (a `wasm-sandbox.stateless` custom section). */
   readonly stateless: boolean
 }
@@ -81,6 +91,8 @@ async function readSource(source: string | URL, name: string): Promise<Uint8Arra
 
 async function compile(bytes: Uint8Array, name: string, options: LoadOptions, hash: string): Promise<LoadedGuest> {
   const info = parseModule(bytes, name)
+  const codeStart = codeSectionStart(bytes)
+  const functionExports = info.exports.filter((e) => e.kind === 'function').map((e) => [e.name, e.index] as const)
   let abi = validateAbi(info, name)
   let memoryLimit: number | undefined
   if (options.memoryLimit !== undefined) {
@@ -94,10 +106,11 @@ async function compile(bytes: Uint8Array, name: string, options: LoadOptions, ha
   const exported = exportMutableGlobals(bytes, undefined, name)
   bytes = exported.bytes
   const globals = exported.globals.map(({ exportName, valType }) => ({ exportName, valType }))
+  const codeShift = codeStart === undefined ? 0 : (codeSectionStart(bytes) ?? codeStart) - codeStart
   try {
     const module = await WebAssembly.compile(bytes)
     log('compiled %s (%d bytes, sha256 %s)', name, bytes.length, hash.slice(0, 12))
-    return { name, module, abi, hash, memoryLimit, globals, stateless: declaresStateless(module) }
+    return { name, module, abi, hash, memoryLimit, globals, stateless: declaresStateless(module), functionExports, codeShift }
   } catch (err) {
     throw errors.invalidModule(name, (err as Error).message, err)
   }

@@ -6,7 +6,7 @@ import type { RunnerFactory, RunnerOptions } from './runner.js'
 import type { DriverName } from './driver.js'
 import type { LoadedGuest } from '../guest/load.js'
 import { SnapshottingRunner, type SnapshotSchedule } from './snapshotting.js'
-import { PoolRunner } from './pool.js'
+import { FixedConcurrency, PoolRunner } from './pool.js'
 import { WorkerRunner } from './worker.js'
 
 export interface RunnerChainOptions {
@@ -17,8 +17,8 @@ export interface RunnerChainOptions {
    * run it. Unset: as the guest declares (per-record WASI runs always are).
    */
   stateless?: boolean | undefined
-  /** Instances one stream runs at once (a PoolRunner past 1; stateless guests only). */
-  concurrency?: number
+  /** Instances one stream runs at once (a PoolRunner past 1; stateless guests only), or 'auto'. */
+  concurrency?: number | 'auto'
   /** `limits.deadline`: ms for the whole stream. */
   deadline?: number | undefined
   /** Checkpoint cuts; off when undefined. */
@@ -57,10 +57,14 @@ export function runnerChain(options: RunnerChainOptions): RunnerFactory {
     factory = (guest, hooks, runnerOptions) =>
       new RecoveringRunner(inner, guest, hooks, runnerOptions, { strategy: recovery, stateless: isStateless(guest, options.stateless, runnerOptions) })
   }
-  if (concurrency > 1) {
+  if (concurrency === 'auto' || concurrency > 1) {
     const inner = factory
-    factory = (guest, hooks, runnerOptions) =>
-      new PoolRunner(inner, guest, hooks, runnerOptions, concurrency, isStateless(guest, options.stateless, runnerOptions))
+    factory = (guest, hooks, runnerOptions) => {
+      const stateless = isStateless(guest, options.stateless, runnerOptions)
+      // 'auto' for a guest that keeps state has one answer, and no pool to find it.
+      if (concurrency === 'auto' && !stateless) return new FixedConcurrency(inner(guest, hooks, runnerOptions), 'the guest keeps state between chunks')
+      return new PoolRunner(inner, guest, hooks, runnerOptions, concurrency, stateless)
+    }
   }
   if (snapshots) {
     const inner = factory

@@ -6,7 +6,7 @@
  * is flushed (the thread may then run another session) and throws the guest's failure.
  */
 import type { GuestState } from '../checkpoint/types.js'
-import type { InstanceLimits, OutputSink } from '../guest/instance.js'
+import type { InstanceLimits, LogSink, OutputSink } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
 import type { FrameRing } from './ring.js'
 import type { WasiConfig } from '../wasi/options.js'
@@ -21,6 +21,8 @@ export interface WorkerData {
   limits: InstanceLimits
   /** What a WASI program may see (WASI drivers only). */
   wasi: WasiConfig | undefined
+  /** `guestConfig`, for `sandbox.config_read` (ABI v1.1). */
+  guestConfig: Uint8Array | undefined
   inSab: SharedArrayBuffer
   outSab: SharedArrayBuffer
   ctlSab: SharedArrayBuffer
@@ -36,6 +38,8 @@ export interface DriverHost {
   readonly sink: OutputSink
   /** Copies a range of guest memory to the output ring as stderr frames (diagnostics). */
   readonly stderr: OutputSink
+  /** Sends `sandbox.log` messages (ABI v1.1) to the main thread as log frames, in order with output. */
+  readonly log: LogSink
   /** A guest call begins (`exportId` from protocol.ts): the watchdog times it from here. */
   enter(exportId: number, offset: number): void
   /** The guest call ended. */

@@ -1,6 +1,6 @@
 import type { GuestState } from '../checkpoint/types.js'
 import { errors, type WasmSandboxError } from '../errors.js'
-import { bufferSink, GuestInstance, type OutputSink } from '../guest/instance.js'
+import { bufferSink, droppedEntry, GuestInstance, logEntry, type LogSink, type OutputSink } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
 import { initWasi } from '../wasi/program.js'
 import { reactorWasi } from '../wasi/reactor.js'
@@ -25,6 +25,12 @@ export class InlineRunner implements GuestRunner {
   /** A reactor's stdout and stderr: diagnostics, copied out for the `stderr` hook. */
   private readonly diagnostics: OutputSink = (memory, start, length) => {
     this.hooks.stderr?.(Buffer.from(memory.subarray(start, start + length)))
+  }
+
+  /** `sandbox.log` messages, decoded here for the `log` hook. */
+  private readonly logSink: LogSink = {
+    message: (level, memory, start, length, cutFrom, site) => this.hooks.guestLog?.(logEntry(level, memory.slice(start, start + length), cutFrom, site)),
+    dropped: (messages, site) => this.hooks.guestLog?.(droppedEntry(messages, site)),
   }
 
   constructor(guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions) {
@@ -53,7 +59,10 @@ export class InlineRunner implements GuestRunner {
     }
     try {
       const wasi = abi.wasiImports.length > 0 ? reactorWasi(this.guest, this.options.wasi!, this.diagnostics) : undefined
-      const instance = new GuestInstance(this.guest, this.sink, this.options.limits, wasi)
+      const instance = new GuestInstance(this.guest, this.sink, this.options.limits, wasi, {
+        config: this.options.guestConfig,
+        log: this.hooks.guestLog ? this.logSink : undefined,
+      })
       if (hasState(restore)) instance.restore(restore)
       else instance.init()
       instance.reserve(this.options.bufferSize)

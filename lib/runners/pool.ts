@@ -1,7 +1,15 @@
 import type { GuestState } from '../checkpoint/types.js'
 import { errors, type WasmSandboxError } from '../errors.js'
 import type { LoadedGuest } from '../guest/load.js'
-import { noState, type GuestRunner, type Job, type RunnerCallback, type RunnerFactory, type RunnerHooks, type RunnerOptions } from './runner.js'
+import { availableParallelism } from 'node:os'
+import { noState, type ConcurrencyReport, type GuestRunner, type Job, type RunnerCallback, type RunnerFactory, type RunnerHooks, type RunnerOptions } from './runner.js'
+import { WrappingRunner } from './wrapping.js'
+
+/** 'auto' measures throughput over windows of at least this long and this many chunks. */
+const WINDOW_MS = 200
+const WINDOW_JOBS = 8
+/** An added instance stays only if it raised throughput by this much. */
+const MIN_GAIN = 1.1
 
 
 interface Instance {
@@ -10,6 +18,8 @@ interface Instance {
   queued: number
   /** It was asked to hold its output (returned false) and waits for `resume()`. */
   paused: boolean
+  /** 'auto' found it did not help: it takes no new chunks (it is still flushed at the end). */
+  retired: boolean
 }
 
 interface Entry {
@@ -29,6 +39,10 @@ interface Entry {
  * that produces it is paused (the instance running the oldest job never is). The end of input
  * flushes each instance in turn. Instances past the first take a worker only if one is free at
  * once, so pooled streams never wait on each other for their extra instances.
+ *
+ * With `size` 'auto' it starts with one instance and, every window of chunks, adds one while the
+ * last one added raised throughput by 10 % or more, up to the machine's cores; one that did not
+ * is retired (no new chunks). Output never depends on the choice: order is kept either way.
  */
 export class PoolRunner implements GuestRunner {
   private readonly factory: RunnerFactory
@@ -36,6 +50,7 @@ export class PoolRunner implements GuestRunner {
   private readonly hooks: RunnerHooks
   private readonly options: RunnerOptions
   private readonly size: number
+  private readonly auto: boolean
   private readonly stateless: boolean
   private readonly holdLimit: number
   private instances: Instance[] = []
@@ -53,13 +68,25 @@ export class PoolRunner implements GuestRunner {
   private pastGuestMs = 0
   private failed = false
   private destroyed = false
+  /** 'auto': still trying more instances, the window being measured, and what was measured. */
+  private growing: boolean
+  private windowStart = 0
+  private windowBytes = 0
+  private windowJobs = 0
+  private readonly samples: Array<{ instances: number; mbps: number }> = []
+  private reason: string
+  /** Instances taking chunks when the pool stopped, for the report after the end. */
+  private lastActive = 0
 
-  constructor(factory: RunnerFactory, guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions, size: number, stateless: boolean) {
+  constructor(factory: RunnerFactory, guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions, size: number | 'auto', stateless: boolean) {
     this.factory = factory
     this.guest = guest
     this.hooks = hooks
     this.options = options
-    this.size = size
+    this.auto = size === 'auto'
+    this.size = size === 'auto' ? availableParallelism() : size
+    this.growing = this.auto && this.size > 1
+    this.reason = this.auto ? (this.size > 1 ? 'measuring' : 'one core') : 'maxConcurrency as given'
     this.stateless = stateless
     this.holdLimit = Math.max(options.highWaterMark ?? options.bufferSize, 1)
   }
@@ -79,9 +106,21 @@ export class PoolRunner implements GuestRunner {
         return
       }
       this.instances.push(this.instanceOf(first))
+      this.windowStart = performance.now()
       callback(null)
     })
-    for (let i = 1; i < this.size; i++) this.startSpare()
+    if (!this.auto) for (let i = 1; i < this.size; i++) this.startSpare()
+  }
+
+  concurrency(): ConcurrencyReport {
+    const instances = this.instances.length > 0 ? this.active() : this.lastActive
+    return { instances, auto: this.auto, reason: this.reason, samples: this.samples }
+  }
+
+  private active(): number {
+    let n = 0
+    for (const instance of this.instances) if (!instance.retired) n++
+    return n
   }
 
   process(job: Job, callback: RunnerCallback): void {
@@ -93,8 +132,14 @@ export class PoolRunner implements GuestRunner {
       this.advance()
       return
     }
-    let instance = this.instances[0]!
-    for (const candidate of this.instances) if (candidate.queued < instance.queued) instance = candidate
+    let instance: Instance | undefined
+    for (const candidate of this.instances) {
+      if (!candidate.retired && (instance === undefined || candidate.queued < instance.queued)) instance = candidate
+    }
+    if (instance === undefined) {
+      callback(errors.noInstance({ module: this.guest.name, exportName: 'process_chunk', offset: job.offset }))
+      return
+    }
     entry.instance = instance
     instance.queued++
     instance.runner.process(job, () => this.accept(callback))
@@ -131,6 +176,7 @@ export class PoolRunner implements GuestRunner {
   }
 
   private stopAll(): void {
+    if (this.instances.length > 0) this.lastActive = this.active()
     for (const instance of this.instances) {
       this.pastGuestMs += instance.runner.guestTimeMs()
       instance.runner.destroy()
@@ -150,6 +196,7 @@ export class PoolRunner implements GuestRunner {
       // Too late to help once the end of input is being flushed.
       if (err || this.flushing > 0 || this.destroyed || this.failed) {
         runner.destroy()
+        if (err && this.growing) this.settle(`no worker free for instance ${this.active() + 1}`)
         return
       }
       this.instances.push(this.instanceOf(runner))
@@ -158,20 +205,35 @@ export class PoolRunner implements GuestRunner {
   }
 
   private instanceOf(runner: GuestRunner): Instance {
-    return { runner, queued: 0, paused: false }
+    return { runner, queued: 0, paused: false, retired: false }
   }
 
   private spawn(options: RunnerOptions): GuestRunner {
-    let self: Instance | undefined
-    const find = (): Instance | undefined => (self ??= this.instances.find((i) => i.runner === runner))
+    // A runner reports about its own jobs only; one stopped (restart, destroy) is not ours any more.
+    const ours = (job: Job): { instance: Instance; entry: Entry } | undefined => {
+      const instance = this.instances.find((i) => i.runner === runner)
+      const entry = this.entries.get(job)
+      return instance && entry ? { instance, entry } : undefined
+    }
     const runner = this.factory(
       this.guest,
       {
-        output: (job, chunk) => this.onOutput(find()!, job, chunk),
-        done: (job) => this.onDone(find()!, job),
+        output: (job, chunk) => {
+          const found = ours(job)
+          return found ? this.onOutput(found.instance, found.entry, chunk) : false
+        },
+        done: (job) => {
+          const found = ours(job)
+          if (found) this.onDone(found.instance, found.entry)
+        },
         failed: (job, err) => this.onFailed(job, err),
-        skipped: (job, err) => this.onSkipped(find()!, job, err),
+        skipped: (job, err) => {
+          const found = ours(job)
+          if (found) this.onSkipped(found.instance, found.entry, err)
+        },
         stderr: (chunk) => this.hooks.stderr?.(chunk),
+        // Messages come as each instance runs, so chunks' messages may interleave; each has its offset.
+        guestLog: (entry) => this.hooks.guestLog?.(entry),
       },
       options,
     )
@@ -186,8 +248,38 @@ export class PoolRunner implements GuestRunner {
 
   private hasRoom(): boolean {
     const limit = this.options.maxInFlight
-    for (const instance of this.instances) if (instance.queued < limit) return true
+    for (const instance of this.instances) if (!instance.retired && instance.queued < limit) return true
     return false
+  }
+
+  /** 'auto': one window measured; try one more instance, or settle. */
+  private measure(bytes: number): void {
+    this.windowBytes += bytes
+    this.windowJobs++
+    const elapsed = performance.now() - this.windowStart
+    if (this.windowJobs < WINDOW_JOBS || elapsed < WINDOW_MS) return
+    const mbps = this.windowBytes / 1048.576 / elapsed
+    const instances = this.active()
+    this.windowStart = performance.now()
+    this.windowBytes = this.windowJobs = 0
+    // A window still ramping up a new instance is not its measure: wait for it to have started.
+    if (this.starting.size > 0) return
+    const previous = this.samples.at(-1)
+    this.samples.push({ instances, mbps })
+    if (previous && previous.instances < instances && mbps < previous.mbps * MIN_GAIN) {
+      this.settle(`instance ${instances} raised throughput ${Math.round((mbps / previous.mbps - 1) * 100)} %, under ${Math.round((MIN_GAIN - 1) * 100)} %: ${instances - 1} kept`)
+      const last = [...this.instances].reverse().find((i) => !i.retired)
+      if (last && instances > 1) last.retired = true
+    } else if (instances >= this.size) {
+      this.settle(`${instances} instances, one per core`)
+    } else {
+      this.startSpare()
+    }
+  }
+
+  private settle(reason: string): void {
+    this.growing = false
+    this.reason = reason
   }
 
   /** Room opened (a job done, an instance joined): hand back a held accept. */
@@ -199,10 +291,9 @@ export class PoolRunner implements GuestRunner {
     }
   }
 
-  private onOutput(instance: Instance, job: Job, chunk: Buffer): boolean {
-    const entry = this.entries.get(job)!
+  private onOutput(instance: Instance, entry: Entry, chunk: Buffer): boolean {
     if (entry === this.order[0] && entry.held.length === 0 && !this.blocked) {
-      if (this.hooks.output(job, chunk)) return true
+      if (this.hooks.output(entry.job, chunk)) return true
       this.blocked = true
       instance.paused = true
       return false
@@ -216,20 +307,20 @@ export class PoolRunner implements GuestRunner {
     return true
   }
 
-  private onDone(instance: Instance, job: Job): void {
-    const entry = this.entries.get(job)!
-    if (!job.input) {
+  private onDone(instance: Instance, entry: Entry): void {
+    if (!entry.job.input) {
       this.flushNext()
       return
     }
     instance.queued--
     entry.done = true
+    if (this.growing) this.measure(entry.job.input.length)
     this.release()
     this.advance()
   }
 
-  private onSkipped(instance: Instance, job: Job, err: WasmSandboxError): void {
-    const entry = this.entries.get(job)!
+  private onSkipped(instance: Instance, entry: Entry, err: WasmSandboxError): void {
+    const job = entry.job
     if (job.input) instance.queued--
     entry.done = true
     entry.skipped = err
@@ -305,6 +396,22 @@ export class PoolRunner implements GuestRunner {
     }
     const instance = this.instances[this.flushing++]!
     instance.runner.process(head.job, noop)
+  }
+}
+
+/** `maxConcurrency: 'auto'` for a guest that keeps state: one instance, and the report says why. */
+export class FixedConcurrency extends WrappingRunner {
+  protected readonly inner: GuestRunner
+  private readonly why: string
+
+  constructor(inner: GuestRunner, why: string) {
+    super()
+    this.inner = inner
+    this.why = why
+  }
+
+  override concurrency(): ConcurrencyReport {
+    return { instances: 1, auto: true, reason: this.why, samples: [] }
   }
 }
 

@@ -1,4 +1,5 @@
 /** The wire protocol between WorkerRunner and its worker; nothing else uses it. */
+import type { WasmFrame } from '../errors.js'
 
 /** Frames main → worker, in the input ring. */
 export const IN_CHUNK = 1
@@ -14,6 +15,12 @@ export const OUT_ERROR = 13
 export const OUT_PART = 14
 /** Bytes a WASI program wrote to stderr: diagnostics, never output. */
 export const OUT_STDERR = 15
+/**
+ * A `sandbox.log` message (ABI v1.1): H_ARG the level (-1: the host's report of dropped
+ * messages), H_SEQ the export (EXPORT_NAMES), H_TOTAL the length before a cut (or the number
+ * dropped), the offset slots the input offset; the payload is the message.
+ */
+export const OUT_LOG = 16
 
 /** Messages worker → main on the port (only to wake a sleeping main thread, and start-up). */
 export const MSG_READY = 1
@@ -39,7 +46,7 @@ export const CTL_GUEST_MS_F64 = 3
 export const STATE_IDLE = 0
 export const STATE_RUNNING = 1
 
-export const EXPORT_NAMES = ['start', 'init', 'process_chunk', 'flush', '_start'] as const
+export const EXPORT_NAMES = ['start', 'init', 'process_chunk', 'flush', '_start', 'alloc', '_initialize'] as const
 export const EXPORT_START = 0
 export const EXPORT_INIT = 1
 export const EXPORT_PROCESS = 2
@@ -61,4 +68,5 @@ export interface ErrorRecord {
   exportName?: string | undefined
   status?: number | undefined
   exitCode?: number | undefined
+  backtrace?: WasmFrame[] | undefined
 }

@@ -1,5 +1,6 @@
 import type { GuestState } from '../checkpoint/types.js'
 import { errors, type WasmSandboxError } from '../errors.js'
+import type { GuestLogEntry } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
 import { logger } from '../log.js'
 import { WrappingRunner } from './wrapping.js'
@@ -64,7 +65,7 @@ export class RecoveringRunner extends WrappingRunner {
     // A replay re-emits output the instance would count again: the stream's total is the
     // executor's to hold (what reaches it is only the output of jobs that succeeded).
     const innerOptions = { ...options, limits: { ...options.limits, maxOutput: Infinity } }
-    this.inner = factory(guest, { output: this.onOutput, done: this.onDone, failed: this.onFailed, stderr: hooks.stderr }, innerOptions)
+    this.inner = factory(guest, { output: this.onOutput, done: this.onDone, failed: this.onFailed, stderr: hooks.stderr, guestLog: this.onLog }, innerOptions)
   }
 
   override start(callback: RunnerCallback, restore?: GuestState): void {
@@ -136,6 +137,11 @@ export class RecoveringRunner extends WrappingRunner {
     this.replayLog = []
     this.waiting = this.accepting = this.deferredSnapshot = undefined
     this.inner.destroy()
+  }
+
+  /** A replayed job's log messages were delivered the first time it ran. */
+  private readonly onLog = (entry: GuestLogEntry): void => {
+    if (this.replaying === 0) this.hooks.guestLog?.(entry)
   }
 
   private readonly onOutput = (_job: Job, chunk: Buffer): boolean => {

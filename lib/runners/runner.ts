@@ -1,6 +1,6 @@
 import type { GuestState } from '../checkpoint/types.js'
 import type { WasmSandboxError } from '../errors.js'
-import type { InstanceLimits } from '../guest/instance.js'
+import type { GuestLogEntry, InstanceLimits } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
 import type { WasiConfig } from '../wasi/options.js'
 import type { WorkerPool } from './worker-pool.js'
@@ -17,6 +17,8 @@ export interface RunnerOptions {
   maxInFlight: number
   /** What a WASI program may see; unset for ABI v1 guests. */
   wasi?: WasiConfig | undefined
+  /** Bytes the guest reads with `sandbox.config_read` (ABI v1.1). */
+  guestConfig?: Uint8Array | undefined
   /** Where worker runners get their threads; default: the pool shared by streams made outside a sandbox. */
   workers?: WorkerPool | undefined
   /** Start only with a worker that is free now, else fail the start (a pool's extra instances). */
@@ -61,6 +63,8 @@ export interface RunnerHooks {
   snapshot?(snapshot: Snapshot): void
   /** A WASI program wrote to stderr: diagnostics, never output. */
   stderr?(chunk: Buffer): void
+  /** The guest logged through `sandbox.log` (ABI v1.1), within its limits. */
+  guestLog?(entry: GuestLogEntry): void
 }
 
 /**
@@ -82,6 +86,19 @@ export interface GuestRunner {
   restart(callback: RunnerCallback, restore?: GuestState): void
   /** Releases the instance (and any worker) at once. Idempotent. */
   destroy(): void
+  /** How many instances run and why, for a runner that chooses (`maxConcurrency: 'auto'`, a pool). */
+  concurrency?(): ConcurrencyReport | undefined
+}
+
+/** What `metrics().concurrency` reports. */
+export interface ConcurrencyReport {
+  /** Instances taking chunks now. */
+  instances: number
+  /** Chosen while the stream ran (`'auto'`), or as configured. */
+  auto: boolean
+  reason: string
+  /** Throughput measured with each number of instances tried, in MB/s. */
+  samples: Array<{ instances: number; mbps: number }>
 }
 
 export type RunnerFactory = (guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions) => GuestRunner

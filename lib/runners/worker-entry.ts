@@ -11,7 +11,7 @@
 import { parentPort } from 'node:worker_threads'
 import type { GuestState } from '../checkpoint/types.js'
 import { WasmSandboxError } from '../errors.js'
-import type { OutputSink } from '../guest/instance.js'
+import type { LogSink, OutputSink } from '../guest/instance.js'
 import type { ChunkHandler, DriverHost, DriverName, WorkerData } from './driver.js'
 import {
   CTL_EXPORT,
@@ -21,6 +21,7 @@ import {
   CTL_STARTED_F64,
   CTL_STATE,
   EXPORT_FLUSH,
+  EXPORT_NAMES,
   EXPORT_PROCESS,
   IN_CHUNK,
   IN_FLUSH,
@@ -36,6 +37,7 @@ import {
   OUT_DONE,
   OUT_ERROR,
   OUT_FLUSHED,
+  OUT_LOG,
   OUT_PART,
   OUT_STDERR,
   STATE_IDLE,
@@ -63,6 +65,7 @@ function record(err: unknown): ErrorRecord {
       exportName: err.exportName,
       status: err.status,
       exitCode: err.exitCode,
+      backtrace: err.backtrace?.slice(),
     }
   }
   return { code: 'ERR_WASM_WORKER_DIED', message: String((err as Error)?.stack ?? err) }
@@ -78,6 +81,7 @@ class Session implements DriverHost {
   started = false
   readonly sink: OutputSink
   readonly stderr: OutputSink
+  readonly log: LogSink
 
   constructor(data: WorkerData) {
     this.data = data
@@ -87,6 +91,10 @@ class Session implements DriverHost {
     this.clock = new Float64Array(data.ctlSab)
     this.sink = this.frames(OUT_DATA)
     this.stderr = this.frames(OUT_STDERR)
+    this.log = {
+      message: (level, memory, start, length, cutFrom, site) => this.logFrame(level, site.exportName, cutFrom, site.offset, memory, start, length),
+      dropped: (messages, site) => this.logFrame(-1, site.exportName, Math.min(messages, 0x7fffffff), site.offset),
+    }
   }
 
   enter(exportId: number, offset: number): void {
@@ -208,6 +216,21 @@ class Session implements DriverHost {
       clock[CTL_STARTED_F64] = now() - elapsed
       Atomics.store(ctl, CTL_STATE, STATE_RUNNING)
     }
+  }
+
+  /**
+   * A log message is at most LOG_LIMITS.messageBytes: one frame, whatever the ring. Before `ready`
+   * the main thread does not read the ring, so a frame that does not fit then is dropped instead
+   * of waited for (the per-call limits keep start-up's messages under the smallest ring anyway).
+   */
+  private logFrame(level: number, exportName: string, count: number, offset: number, memory?: Uint8Array, start = 0, length = 0): void {
+    const output = this.output
+    if (!output.fits(length)) {
+      if (!this.started) return
+      this.waitForRoom(length)
+    }
+    output.write(OUT_LOG, EXPORT_NAMES.indexOf(exportName as (typeof EXPORT_NAMES)[number]), count, offset, level, memory, start, length)
+    if (output.wantWake()) port.postMessage(MSG_WAKE)
   }
 
   private frames(kind: number): OutputSink {

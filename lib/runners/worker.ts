@@ -1,6 +1,7 @@
 import type { Worker } from 'node:worker_threads'
 import { errors, WasmSandboxError, type GuestSite, type WasmSandboxErrorCode } from '../errors.js'
 import type { GuestState } from '../checkpoint/types.js'
+import { droppedEntry, logEntry } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
 import { logger } from '../log.js'
 import {
@@ -26,12 +27,13 @@ import {
   OUT_DONE,
   OUT_ERROR,
   OUT_FLUSHED,
+  OUT_LOG,
   OUT_PART,
   OUT_STDERR,
   STATE_RUNNING,
   type ErrorRecord,
 } from './protocol.js'
-import { FRAME_HEADER, FrameRing, H_KIND, H_LENGTH, MAX_RING_CAPACITY } from './ring.js'
+import { FRAME_HEADER, FrameRing, H_ARG, H_KIND, H_LENGTH, H_SEQ, H_TOTAL, MAX_RING_CAPACITY } from './ring.js'
 import type { DriverName, WorkerData } from './driver.js'
 import type { GuestRunner, Job, RunnerCallback, RunnerHooks, RunnerOptions } from './runner.js'
 import { sharedWorkerPool, type WorkerPool } from './worker-pool.js'
@@ -65,6 +67,7 @@ function revive(record: ErrorRecord): WasmSandboxError {
     exportName: record.exportName,
     status: record.status,
     exitCode: record.exitCode,
+    ...(record.backtrace ? { backtrace: record.backtrace } : {}),
   })
   return err
 }
@@ -144,6 +147,7 @@ export class WorkerRunner implements GuestRunner {
         bufferSize,
         limits: this.options.limits,
         wasi: this.options.wasi,
+        guestConfig: this.options.guestConfig,
         inSab: this.input.sab,
         outSab: this.output.sab,
         ctlSab,
@@ -170,6 +174,9 @@ export class WorkerRunner implements GuestRunner {
     worker.on('message', this.onWorkerMessage)
     worker.on('error', this.onWorkerError)
     worker.on('exit', this.onWorkerExit)
+    // Asleep from the start: output written during start-up (a reactor's _initialize writing
+    // to stderr) must wake us, or a worker that fills the ring before MSG_READY waits forever.
+    this.output!.sleep()
     worker.postMessage({ kind: MSG_SESSION, data })
     const every = Math.min(100, Math.max(5, Math.floor(this.options.timeout / 20)))
     this.watchdog = setInterval(() => this.checkTime(), every)
@@ -341,6 +348,8 @@ export class WorkerRunner implements GuestRunner {
         // The guest has ended cleanly: its worker may run the next stream's guest.
         this.release()
         this.hooks.done(this.sent.shift()!)
+      } else if (kind === OUT_LOG) {
+        this.onLog(output)
       } else if (kind === OUT_PART || kind === OUT_ERROR) {
         const payload = Buffer.allocUnsafe(header[H_LENGTH]!)
         output.copyPayload(payload, 0)
@@ -355,6 +364,26 @@ export class WorkerRunner implements GuestRunner {
         this.fail(errors.workerDied(this.site(), new Error(`internal: unknown output frame kind ${kind}`)))
       }
     }
+  }
+
+  /** A log frame (see OUT_LOG) becomes an entry for the `log` hook. */
+  private onLog(output: FrameRing): void {
+    const header = output.header
+    const site = {
+      module: this.guest.name,
+      exportName: EXPORT_NAMES[header[H_SEQ]!] ?? 'process_chunk',
+      offset: output.offsetOfFrame(),
+    }
+    const level = header[H_ARG]!
+    let bytes: Uint8Array | undefined
+    if (level >= 0 && this.hooks.guestLog) {
+      bytes = new Uint8Array(header[H_LENGTH]!)
+      output.copyPayload(bytes, 0)
+    }
+    const count = header[H_TOTAL]!
+    output.consume()
+    if (!this.hooks.guestLog) return
+    this.hooks.guestLog(bytes ? logEntry(level, bytes, count, site) : droppedEntry(count, site))
   }
 
   private checkTime(): void {

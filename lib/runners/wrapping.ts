@@ -1,5 +1,5 @@
 import type { GuestState } from '../checkpoint/types.js'
-import type { GuestRunner, Job, RunnerCallback } from './runner.js'
+import type { ConcurrencyReport, GuestRunner, Job, RunnerCallback } from './runner.js'
 
 /**
  * A runner around a runner that hands everything on unless it has a reason not to: recovery,
@@ -34,5 +34,9 @@ export abstract class WrappingRunner implements GuestRunner {
 
   destroy(): void {
     this.inner.destroy()
+  }
+
+  concurrency(): ConcurrencyReport | undefined {
+    return this.inner.concurrency?.()
   }
 }

@@ -44,7 +44,8 @@ export interface ChunkerOptions {
  * before it fires, so a fast source still gets full chunks.
  */
 export class Chunker extends Transform {
-  readonly bufferSize: number
+  /** Changed only between cuts (`resize`), by a tuner: records are never cut either way. */
+  bufferSize: number
   readonly delimiter: Buffer | undefined
   readonly maxRecordSize: number
   /** Input offset of the next byte to be pushed. */
@@ -79,6 +80,16 @@ export class Chunker extends Transform {
     this.offset = options.startOffset ?? 0
     this.maxLatency = resolveMaxLatency(options.maxLatency)
   }
+  /**
+   * Chunks cut from now on are up to `bufferSize` bytes (the held tail is cut at the new size):
+   * for a tuner that chooses the size while the stream runs. Not past `maxRecordSize`.
+   */
+  resize(bufferSize: number): boolean {
+    if (bufferSize > this.maxRecordSize || (this.delimiter && this.delimiter.length > bufferSize)) return false
+    this.bufferSize = bufferSize
+    return true
+  }
+
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     const heldBefore = this.accEnd > this.accStart

@@ -2,12 +2,13 @@ import type { TransformCallback } from 'node:stream'
 import { Transform } from 'readable-stream'
 import type { Checkpoint } from '../checkpoint/types.js'
 import { errors, type WasmSandboxError } from '../errors.js'
+import type { GuestLogEntry } from '../guest/instance.js'
 import { isLoadedGuest, loadGuest, type LoadedGuest, type ModuleSource } from '../guest/load.js'
 import { logger } from '../log.js'
-import { DEFAULT_LIMITS, DEFAULT_BUFFER_SIZE, type Isolation, type Limits, type RecoveryStrategy } from '../options.js'
+import { DEFAULT_LIMITS, DEFAULT_BUFFER_SIZE, resolveGuestConfig, type Isolation, type Limits, type RecoveryStrategy } from '../options.js'
 import { runnerChain } from '../runners/chain.js'
 import type { WorkerPool } from '../runners/worker-pool.js'
-import { endOfInput, type GuestRunner, type Job, type RunnerFactory, type RunnerHooks, type Snapshot } from '../runners/runner.js'
+import { endOfInput, type ConcurrencyReport, type GuestRunner, type Job, type RunnerFactory, type RunnerHooks, type Snapshot } from '../runners/runner.js'
 import { emitSafely } from './emit-safely.js'
 import { resolveWasi, wasiConfig, type ResolvedWasi, type WasiOptions } from '../wasi/options.js'
 import { offsetOf } from './offset.js'
@@ -15,6 +16,8 @@ import { offsetOf } from './offset.js'
 export type { Snapshot } from '../runners/runner.js'
 
 const log = logger('executor')
+/** What guests log through `sandbox.log`: `DEBUG=wasm-sandbox:guest`. */
+const guestLog = logger('guest')
 
 export interface WasmExecutorOptions {
   /** Input region the guest allocates up front. Default 64 KiB. */
@@ -45,6 +48,8 @@ export interface WasmExecutorOptions {
   resumeFrom?: Checkpoint
   /** What a WASI program (or a wasi-libc guest) may see. Default: nothing granted. */
   wasi?: WasiOptions | ResolvedWasi
+  /** Bytes the guest reads with `sandbox.config_read` (ABI v1.1). A string is UTF-8. */
+  guestConfig?: Uint8Array | string | undefined
   /** Where a worker runner gets its thread (a sandbox's pool). Default: the shared pool. */
   workers?: WorkerPool
 }
@@ -81,6 +86,7 @@ export class WasmExecutor extends Transform {
   private readonly resumeFrom: Checkpoint | undefined
   private readonly hooks: RunnerHooks
   private readonly wasi: ResolvedWasi
+  private readonly guestConfig: Uint8Array | undefined
   private readonly workers: WorkerPool | undefined
 
   private readonly queue: Buffer[] = []
@@ -96,6 +102,7 @@ export class WasmExecutor extends Transform {
   private guestName = '<module>'
   private lastGuestMs = 0
   private starting = false
+  private lastConcurrency: ConcurrencyReport | undefined
 
   constructor(module: ModuleSource | LoadedGuest, options: WasmExecutorOptions = {}) {
     const bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE
@@ -123,6 +130,7 @@ export class WasmExecutor extends Transform {
     this.workers = options.workers
     const wasi = options.wasi
     this.wasi = wasi && Array.isArray(wasi.preopens) ? (wasi as ResolvedWasi) : resolveWasi(wasi ?? {})!
+    this.guestConfig = resolveGuestConfig(options.guestConfig)
     this.hooks = {
       output: this.deliver,
       done: this.onDone,
@@ -130,6 +138,7 @@ export class WasmExecutor extends Transform {
       skipped: this.onSkipped,
       snapshot: this.onSnapshot,
       stderr: this.onStderr,
+      guestLog: this.onLog,
     }
   }
 
@@ -156,6 +165,10 @@ export class WasmExecutor extends Transform {
       callback(errors.checkpointMismatch(guest.name, `the checkpoint was taken with another module (sha256 ${resume.moduleHash.slice(0, 12)}…, this one is ${String(guest.hash).slice(0, 12)}…)`))
       return
     }
+    if (this.guestConfig && guest.abi.kind === 'wasi-command') {
+      callback(errors.invalidOption(`guestConfig is for ABI guests, and ${guest.name} is a WASI command: give it wasi.args or wasi.env instead`))
+      return
+    }
     const limits = this.limits
     this.runner = this.runnerFactory(guest, this.hooks, {
       bufferSize: this.bufferSize,
@@ -163,6 +176,7 @@ export class WasmExecutor extends Transform {
       timeout: limits.timeout,
       maxInFlight: this.maxInFlight,
       wasi: wasiConfig(this.wasi),
+      guestConfig: this.guestConfig,
       workers: this.workers,
       highWaterMark: this.readableHighWaterMark,
     })
@@ -204,6 +218,11 @@ export class WasmExecutor extends Transform {
   /** Milliseconds spent inside guest calls. */
   guestTimeMs(): number {
     return this.runner?.guestTimeMs() ?? this.lastGuestMs
+  }
+
+  /** Instances running and why (a pool, `maxConcurrency: 'auto'`); undefined for one plain instance. */
+  concurrency(): ConcurrencyReport | undefined {
+    return this.runner?.concurrency?.() ?? this.lastConcurrency
   }
 
   override _flush(callback: TransformCallback): void {
@@ -317,6 +336,12 @@ export class WasmExecutor extends Transform {
     emitSafely(this, 'stderr', chunk)
   }
 
+  /** A guest's `sandbox.log` message: to `debug`, and a `'log'` event. */
+  private readonly onLog = (entry: GuestLogEntry): void => {
+    guestLog('%s %s() at offset %d: %s: %s', entry.module, entry.exportName, entry.offset, entry.level, entry.message)
+    emitSafely(this, 'log', entry)
+  }
+
   private readonly onFailed = (_job: Job | undefined, err: WasmSandboxError): void => {
     this.destroy(err)
   }
@@ -324,6 +349,7 @@ export class WasmExecutor extends Transform {
   override _destroy(err: Error | null, callback: (error: Error | null) => void): void {
     if (err) log('destroyed: %s', err.message)
     this.lastGuestMs = this.guestTimeMs()
+    this.lastConcurrency = this.concurrency()
     this.runner?.destroy()
     this.runner = undefined
     this.queue.length = 0

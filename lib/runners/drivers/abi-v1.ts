@@ -14,7 +14,7 @@ export async function serve(host: DriverHost): Promise<void> {
     wasi = reactorWasi(data.guest, data.wasi!, host.stderr)
   }
   host.enter(EXPORT_START, 0)
-  const instance = new GuestInstance(data.guest, host.sink, data.limits, wasi)
+  const instance = new GuestInstance(data.guest, host.sink, data.limits, wasi, { config: data.guestConfig, log: host.log })
   host.enter(EXPORT_INIT, 0)
   if (hasState(data.restore)) instance.restore(data.restore)
   else instance.init()
