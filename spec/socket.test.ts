@@ -287,7 +287,7 @@ describe('sockets: examples/socket-filter.mjs', { skip: !hasProc && 'reads /proc
       for (let i = 0; i < 50; i++) await batch() // 500 connections, each worker reused 50 times
       const growth = status(pid).rss - before
       t.diagnostic(`server RSS grew ${(growth / MiB).toFixed(1)} MiB over 500 connections on 10 reused workers`)
-      // Measured: 107-115 MiB as merged; about 40 MiB with the rings collected after each session.
+      // Measured: 80-115 MiB as merged; about 40 MiB with the rings collected after each session.
       assert.ok(growth < 64 * MiB, `server RSS grew ${(growth / MiB).toFixed(1)} MiB over 500 connections`)
     },
   )
