@@ -173,6 +173,14 @@ export class FrameRing {
     return Atomics.compareExchange(this.state, SLEEPING, 1, 0) === 1
   }
 
+  /**
+   * Empties the ring for a new session in the same thread. Only while neither side uses it:
+   * a reused worker is waiting for its next session message.
+   */
+  reset(): void {
+    for (let i = 0; i < this.state.length; i++) Atomics.store(this.state, i, 0)
+  }
+
   /** Wakes any thread blocked on this ring, e.g. before terminating it. */
   wakeAll(): void {
     Atomics.notify(this.state, USED)

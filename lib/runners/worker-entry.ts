@@ -87,6 +87,9 @@ class Session implements DriverHost {
     this.data = data
     this.input = new FrameRing(data.inSab)
     this.output = new FrameRing(data.outSab)
+    // A reused worker gets the rings of its last session back: empty, but not at position 0.
+    this.input.reset()
+    this.output.reset()
     this.ctl = new Int32Array(data.ctlSab, 0, 4)
     this.clock = new Float64Array(data.ctlSab)
     this.sink = this.frames(OUT_DATA)
@@ -143,7 +146,7 @@ class Session implements DriverHost {
       const last = start + part === length
       if (!output.fits(part)) this.waitForRoom(part)
       output.write(last ? kind : OUT_PART, 0, 0, 0, 0, payload, start, part)
-      if (output.wantWake()) port.postMessage(MSG_WAKE)
+      if (output.wantWake() || !this.started) port.postMessage(MSG_WAKE)
       start += part
       if (last) return
     }
@@ -230,9 +233,14 @@ class Session implements DriverHost {
       this.waitForRoom(length)
     }
     output.write(OUT_LOG, EXPORT_NAMES.indexOf(exportName as (typeof EXPORT_NAMES)[number]), count, offset, level, memory, start, length)
-    if (output.wantWake()) port.postMessage(MSG_WAKE)
+    if (output.wantWake() || !this.started) port.postMessage(MSG_WAKE)
   }
 
+  /**
+   * Output frames wake the main thread when it sleeps on the ring, and always before the session
+   * is ready: the main thread reads the ring only once woken, and a reactor may fill it in
+   * `_initialize` (it then waits here for room, untimed, for good).
+   */
   private frames(kind: number): OutputSink {
     const output = this.output
     return (memory, start, length) => {
@@ -240,7 +248,7 @@ class Session implements DriverHost {
         const part = Math.min(length, output.maxPayload)
         if (!output.fits(part)) this.waitForRoom(part)
         output.write(kind, 0, 0, 0, 0, memory, start, part)
-        if (output.wantWake()) port.postMessage(MSG_WAKE)
+        if (output.wantWake() || !this.started) port.postMessage(MSG_WAKE)
         start += part
         length -= part
       }

@@ -40,6 +40,16 @@ import { sharedWorkerPool, type WorkerPool } from './worker-pool.js'
 
 const log = logger('worker')
 
+/** The rings a worker's sessions use, kept with the worker while it lives. */
+interface Rings {
+  inCapacity: number
+  outCapacity: number
+  input: FrameRing
+  output: FrameRing
+  ctlSab: SharedArrayBuffer
+}
+const ringsOf = new WeakMap<Worker, Rings>()
+
 /** The smallest output frame a ring is sized for. */
 const MIN_OUTPUT_FRAME = 16 * 1024
 
@@ -123,60 +133,78 @@ export class WorkerRunner implements GuestRunner {
   }
 
   start(callback: RunnerCallback, restore?: GuestState): void {
-    const { bufferSize, maxInFlight } = this.options
     this.paused = false
     this.pending = undefined
     this.parts = []
     this.sent.length = 0
-    let data: WorkerData
-    try {
-      this.input = new FrameRing(ringCapacity(maxInFlight, bufferSize))
-      // As deep as the input side, so the worker can run ahead by as many chunks as it is given;
-      // no deeper: what sits here is output the consumer has not asked for. Never tiny, though:
-      // small chunks (sandbox.call on a short input) may have far more output than input, and a
-      // ring of a few bytes turns every small write into a wake-up of each thread.
-      this.output = new FrameRing(ringCapacity(maxInFlight + 1, Math.max(bufferSize, MIN_OUTPUT_FRAME)))
-      const ctlSab = new SharedArrayBuffer(CTL_BYTES)
-      this.ctl = new Int32Array(ctlSab, 0, 4)
-      this.clock = new Float64Array(ctlSab)
-      // A restored memory is copied for the worker: the caller's checkpoint stays intact.
-      data = {
-        driver: this.driver,
-        guest: this.guest,
-        restore,
-        bufferSize,
-        limits: this.options.limits,
-        wasi: this.options.wasi,
-        guestConfig: this.options.guestConfig,
-        inSab: this.input.sab,
-        outSab: this.output.sab,
-        ctlSab,
-      }
-    } catch (err) {
-      this.kill()
-      callback(errors.workerDied(this.site(), err))
-      return
-    }
     this.startCallback = callback
     this.outstanding = 0
     this.cancelWait = this.pool.acquire((err, worker) => {
       this.cancelWait = undefined
       if (err) this.finishStart(errors.workerDied(this.site(), err))
       else if (!worker) this.finishStart(errors.noInstance(this.site()))
-      else this.begin(worker, data)
+      else this.begin(worker, restore)
     }, !this.options.spareWorker)
   }
 
+  /**
+   * The rings of a session in `worker`: the ones its last session used when they are the right
+   * size (a reused worker then allocates nothing, and its isolate keeps no old rings alive until
+   * it next collects garbage), else new ones, kept with the worker for its next session.
+   */
+  private ringsFor(worker: Worker): Rings {
+    const { bufferSize, maxInFlight } = this.options
+    const inCapacity = ringCapacity(maxInFlight, bufferSize)
+    // As deep as the input side, so the worker can run ahead by as many chunks as it is given;
+    // no deeper: what sits here is output the consumer has not asked for. Never tiny, though:
+    // small chunks (sandbox.call on a short input) may have far more output than input, and a
+    // ring of a few bytes turns every small write into a wake-up of each thread.
+    const outCapacity = ringCapacity(maxInFlight + 1, Math.max(bufferSize, MIN_OUTPUT_FRAME))
+    const kept = ringsOf.get(worker)
+    if (kept && kept.inCapacity === inCapacity && kept.outCapacity === outCapacity) {
+      // The rings are emptied by the worker as its session starts (it may still be finishing a
+      // wake-up check on them now); the call clock is ours to zero.
+      new Int32Array(kept.ctlSab).fill(0)
+      new Float64Array(kept.ctlSab).fill(0)
+      return kept
+    }
+    const rings = { inCapacity, outCapacity, input: new FrameRing(inCapacity), output: new FrameRing(outCapacity), ctlSab: new SharedArrayBuffer(CTL_BYTES) }
+    ringsOf.set(worker, rings)
+    return rings
+  }
+
   /** A worker is ours: the session starts in it. */
-  private begin(worker: Worker, data: WorkerData): void {
+  private begin(worker: Worker, restore: GuestState | undefined): void {
+    let data: WorkerData
+    try {
+      const rings = this.ringsFor(worker)
+      this.input = rings.input
+      this.output = rings.output
+      this.ctl = new Int32Array(rings.ctlSab, 0, 4)
+      this.clock = new Float64Array(rings.ctlSab)
+      // A restored memory is copied for the worker: the caller's checkpoint stays intact.
+      data = {
+        driver: this.driver,
+        guest: this.guest,
+        restore,
+        bufferSize: this.options.bufferSize,
+        limits: this.options.limits,
+        wasi: this.options.wasi,
+        guestConfig: this.options.guestConfig,
+        inSab: rings.input.sab,
+        outSab: rings.output.sab,
+        ctlSab: rings.ctlSab,
+      }
+    } catch (err) {
+      this.pool.discard(worker)
+      this.finishStart(errors.workerDied(this.site(), err))
+      return
+    }
     this.worker = worker
     this.busy(+1)
     worker.on('message', this.onWorkerMessage)
     worker.on('error', this.onWorkerError)
     worker.on('exit', this.onWorkerExit)
-    // Asleep from the start: output written during start-up (a reactor's _initialize writing
-    // to stderr) must wake us, or a worker that fills the ring before MSG_READY waits forever.
-    this.output!.sleep()
     worker.postMessage({ kind: MSG_SESSION, data })
     const every = Math.min(100, Math.max(5, Math.floor(this.options.timeout / 20)))
     this.watchdog = setInterval(() => this.checkTime(), every)
