@@ -56,3 +56,4 @@ export {
   type RecoveryStrategy,
   type FlowControlOptions,
 } from './options.js'
+export { WasmTransformStream, wasmTransformStream } from './adapters/web-stream.js'

@@ -75,8 +75,18 @@ import {
   type LoadedGuest,
   type Checkpoint,
 } from 'wasm-sandbox'
+import wasmGulp, { type WasmGulpOptions, type WasmGulpStream } from 'wasm-sandbox/gulp'
+import { wasmTransformStream } from 'wasm-sandbox'
 import { pipeline } from 'node:stream/promises'
 import { Readable, Writable, type Duplex } from 'node:stream'
+
+const gulpOptions: WasmGulpOptions = { extname: '.upper.txt', delimiter: '\\n' }
+const plugin: WasmGulpStream = wasmGulp('upper.wasm', gulpOptions)
+void plugin
+const web = wasmTransformStream('upper.wasm', { delimiter: '\\n' })
+const webReadable: ReadableStream<Uint8Array> = web.readable
+const webWritable: WritableStream<Uint8Array> = web.writable
+void [webReadable, webWritable]
 
 const options: SandboxOptions = {
   bufferSize: 4096,
@@ -124,14 +134,17 @@ wasmTransform('upper.wasm', { backpressure: 'lossy' })
 const wrong: number = wasmTransform('upper.wasm')
 // @ts-expect-error not an error code
 const badCode: WasmSandboxErrorCode = 'ERR_NOPE'
+// @ts-expect-error extname is a string
+wasmGulp('upper.wasm', { extname: 1 })
 void [wrong, badCode]
 `
 
 /** A CommonJS file of the consumer: require() of the package, checked by TypeScript too. */
 const CONSUMER_CJS = `
 import sandbox = require('wasm-sandbox')
+import gulp = require('wasm-sandbox/gulp')
 const stream: import('node:stream').Duplex = sandbox.wasmTransform('upper.wasm', { delimiter: '\\n' })
-void stream
+void [stream, gulp.default('upper.wasm')]
 // @ts-expect-error not an export
 sandbox.noSuchExport()
 `
@@ -286,7 +299,9 @@ describe('packaging: the packed package, installed and used', () => {
     assert.equal(esm.stdout, 'HELLO')
 
     // require() of the ESM package: the exports map's 'default' condition, Node >= 20.19 / 22.12.
-    const requireScript = `const { createSandbox } = require('wasm-sandbox'); createSandbox().call(${JSON.stringify(upper)}, 'hello').then((b) => process.stdout.write(b))`
+    const requireScript =
+      `if (typeof require('wasm-sandbox/gulp').default !== 'function') throw new Error('no gulp plugin');` +
+      `const { createSandbox } = require('wasm-sandbox'); createSandbox().call(${JSON.stringify(upper)}, 'hello').then((b) => process.stdout.write(b))`
     if (process.features.require_module) {
       const cjs = await exec(process.execPath, ['--input-type=commonjs', '-e', requireScript], { cwd: consumer })
       assert.equal(cjs.stdout, 'HELLO')

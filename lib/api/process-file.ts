@@ -3,6 +3,7 @@ import { open, stat } from 'node:fs/promises'
 import { pipeline } from 'node:stream/promises'
 import { FileCheckpointStorage } from '../checkpoint/file-storage.js'
 import { FileSink } from '../checkpoint/file-sink.js'
+import type { SandboxStream } from '../compose.js'
 import type { CheckpointInfo, CheckpointStorage } from '../checkpoint/types.js'
 import { errors } from '../errors.js'
 import type { ModuleSource } from '../guest/load.js'
@@ -28,6 +29,11 @@ export interface ProcessFileOptions extends Omit<SandboxOptions, 'checkpoint' | 
     /** Called after each checkpoint is saved (progress reporting). */
     onSave?: (checkpoint: CheckpointInfo) => void
   }
+  /**
+   * Called with the stream once it is created, before any input flows: to read its
+   * `metrics()` as it runs (a progress display) or when it is done.
+   */
+  onStream?: (stream: SandboxStream) => void
 }
 
 export interface ProcessFileResult {
@@ -53,7 +59,7 @@ export async function processFile(
   module: ModuleSource,
   options: ProcessFileOptions = {},
 ): Promise<ProcessFileResult> {
-  const { checkpoint, ...rest } = options
+  const { checkpoint, onStream, ...rest } = options
   const storage = checkpoint
     ? (checkpoint.storage ?? new FileCheckpointStorage(checkpoint.dir, { keep: checkpoint.keep ?? 3 }))
     : undefined
@@ -91,6 +97,7 @@ export async function processFile(
         : {}),
       ...(latest ? { resumeFrom: latest } : {}),
     })
+    onStream?.(stream)
     stream.on('checkpoint', (info: CheckpointInfo) => {
       saved++
       checkpoint?.onSave?.(info)

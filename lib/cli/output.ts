@@ -1,0 +1,107 @@
+import { randomBytes } from 'node:crypto'
+import { createWriteStream, unlinkSync } from 'node:fs'
+import { open, realpath, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import type { Writable } from 'node:stream'
+import { FileSink } from '../checkpoint/file-sink.js'
+import { UsageError } from './options.js'
+
+/**
+ * One file under two names: hard links share an inode, a symlink resolves to the same real path.
+ * Either way, writing the output would destroy the input as it is read.
+ */
+export async function sameFile(a: string, b: string): Promise<boolean> {
+  const [sa, sb] = await Promise.all([stat(a, { bigint: true }).catch(() => undefined), stat(b, { bigint: true }).catch(() => undefined)])
+  if (!sa || !sb) return false
+  // Some file systems (FAT) report inode 0 for every file.
+  if (sa.ino !== 0n && sa.dev === sb.dev && sa.ino === sb.ino) return true
+  const [ra, rb] = await Promise.all([realpath(a), realpath(b)])
+  return ra === rb
+}
+
+/** Where the output goes, and what becomes of it when the run succeeds or fails. */
+export interface Output {
+  stream: Writable
+  commit(): Promise<void>
+  discard(): Promise<void>
+  /** For a signal or an exit: no turn of the event loop is left to do it asynchronously. */
+  discardSync(): void
+}
+
+export const standardOutput: Output = {
+  stream: process.stdout,
+  commit: async () => {},
+  discard: async () => {},
+  discardSync: () => {},
+}
+
+/**
+ * A regular file, replaced only when the run succeeds: the output goes to a temporary file in
+ * the same directory (so the rename is atomic), is fsync'd, then renamed over the target. Until
+ * then the target is untouched, so a bad module, a trapping guest or a kill leaves it as it was.
+ */
+async function replacingFile(target: string, mode: number | undefined): Promise<Output> {
+  const temp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`)
+  // 'wx': a file of that name that is not ours is never reused, nor later removed.
+  const handle: FileHandle = await open(temp, 'wx').catch((err: NodeJS.ErrnoException) => {
+    throw new Error(`cannot write ${target}: ${err.code ?? err.message} creating a temporary file beside it (${temp})`, { cause: err })
+  })
+  let settled = false
+  const output: Output = {
+    // FileSink fsyncs when it finishes, so the rename never exposes a file still in the page cache.
+    stream: new FileSink(handle, 0) as unknown as Writable,
+    async commit() {
+      await handle.close()
+      await rename(temp, target)
+      settled = true
+    },
+    async discard() {
+      if (settled) return
+      settled = true
+      output.stream.destroy()
+      await handle.close().catch(() => {})
+      await unlink(temp).catch(() => {})
+    },
+    discardSync() {
+      if (settled) return
+      settled = true
+      try {
+        unlinkSync(temp)
+      } catch {
+        // Already gone: nothing to clean up.
+      }
+    },
+  }
+  if (mode !== undefined) {
+    // The replacement keeps the permissions the user gave the file it replaces.
+    await handle.chmod(mode & 0o7777).catch(async (err: unknown) => {
+      await output.discard()
+      throw err
+    })
+  }
+  return output
+}
+
+/** What `-o path` names now: nothing yet, a regular file, or something written in place. */
+export async function outputTarget(path: string): Promise<{ kind: 'new' | 'file' | 'device'; mode?: number; real: string }> {
+  const existing = await stat(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined
+    throw err
+  })
+  if (existing?.isDirectory()) throw new UsageError(`-o ${path} is a directory; name a file to write`)
+  if (!existing) return { kind: 'new', real: path }
+  if (!existing.isFile()) return { kind: 'device', real: path }
+  // Through a symlink, the file it points to is replaced and the link kept.
+  return { kind: 'file', mode: existing.mode, real: await realpath(path) }
+}
+
+export async function openOutput(path: string): Promise<Output> {
+  const target = await outputTarget(path)
+  // A device or a pipe (/dev/null, a FIFO) is written in place: renaming a file over it would
+  // replace the device itself, and truncating one loses nothing.
+  if (target.kind === 'device') {
+    const stream = createWriteStream(path)
+    return { stream, commit: async () => {}, discard: async () => void stream.destroy(), discardSync: () => {} }
+  }
+  return replacingFile(target.real, target.mode)
+}

@@ -1,0 +1,231 @@
+import { createReadStream, fstatSync, unlinkSync } from 'node:fs'
+import { chmod, rename, stat, unlink } from 'node:fs/promises'
+import { basename, dirname, join, resolve } from 'node:path'
+import { pipeline } from 'node:stream/promises'
+import { processFile } from '../api/process-file.js'
+import { wasmTransform } from '../api/wasm-transform.js'
+import { FileCheckpointStorage } from '../checkpoint/file-storage.js'
+import type { SandboxStream } from '../compose.js'
+import { isWasmSandboxError } from '../errors.js'
+import { LOG_LEVELS, type GuestLogEntry } from '../guest/instance.js'
+import { resolveOptions, type SandboxOptions } from '../options.js'
+import { checkpointOptions, logLevel, sandboxOptions, UsageError, type RunFlags } from './options.js'
+import { openOutput, outputTarget, sameFile, standardOutput, type Output } from './output.js'
+import { ProgressLine } from './progress.js'
+import { addHint, EXIT, report } from './report.js'
+
+export interface RunRequest {
+  module: string
+  /** A file, or undefined / '-' for standard input. */
+  input: string | undefined
+  flags: RunFlags
+  /** What followed `--`: a WASI program's arguments. */
+  programArgs: string[] | undefined
+}
+
+const say = (line: string): void => void process.stderr.write(`wasm-sandbox: ${line}\n`)
+
+/** Size of the input when it can be known: a file, or standard input redirected from one. */
+async function inputSize(input: string | undefined): Promise<number | undefined> {
+  if (input !== undefined) return (await stat(input).catch(() => undefined))?.size
+  try {
+    const s = fstatSync(0)
+    return s.isFile() ? s.size : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Installs signal and exit handlers that run `cleanup` (synchronously: no turn of the event
+ * loop is left) and returns their removal. A signal is raised again once cleaned up, so whoever
+ * sent it sees the process die of it.
+ */
+function onInterrupt(cleanup: () => void, outputName: string): () => void {
+  const onSignal = (signal: NodeJS.Signals): void => {
+    cleanup()
+    remove()
+    process.kill(process.pid, signal)
+  }
+  const onExit = (): void => {
+    cleanup()
+    // Only a run that never settled gets here (the listener is removed when it does): whatever
+    // stalled it, exiting 0 would claim an output that was never written.
+    say(`exited before the run finished; ${outputName} is incomplete or unchanged`)
+    process.exitCode = 1
+  }
+  const remove = (): void => {
+    process.removeListener('SIGINT', onSignal)
+    process.removeListener('SIGTERM', onSignal)
+    process.removeListener('exit', onExit)
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  process.on('exit', onExit)
+  return remove
+}
+
+/**
+ * A guest's log message on one line, with no control characters: an untrusted guest must not
+ * move the cursor, recolour or retitle the user's terminal. A trailing newline is dropped.
+ */
+export function printable(message: string): string {
+  return message
+    .replace(/[\r\n]+$/, '')
+    .replace(/[\x00-\x08\x0a-\x1f\x7f-\x9f]/g, (c) => (c === '\n' ? '\\n' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`))
+}
+
+/** The `run` command: pipes the input through the guest. Resolves to the exit status. */
+export async function run({ module, input: inputArg, flags, programArgs }: RunRequest): Promise<number> {
+  const input = inputArg === '-' ? undefined : inputArg
+  const output = flags.output === '-' ? undefined : flags.output
+
+  // Everything that can be checked is checked before the output is opened, so a usage error
+  // never costs the user an existing output file.
+  const options = sandboxOptions(flags)
+  if (programArgs) options.wasi = { ...options.wasi, args: [basename(module), ...programArgs] }
+  // A file is read as fast as it goes: cutting on a pause would only make chunk sizes depend on the disk.
+  if (input !== undefined && options.maxLatency === undefined) options.maxLatency = Infinity
+  resolveOptions(options)
+  const checkpoint = checkpointOptions(flags)
+  if (output === '') throw new UsageError('-o needs a file name')
+  if (checkpoint && input === undefined) throw new UsageError('--checkpoint-dir needs an input file: a resumed run reads it again from the checkpoint')
+  if (checkpoint && output === undefined) throw new UsageError('--checkpoint-dir needs -o naming a file: a resumed run appends to it')
+  if (input !== undefined && output !== undefined && (await sameFile(input, output))) {
+    throw new UsageError(`-o ${output} is the input file ${input}; write to another file, then rename it over the input if that is what you want`)
+  }
+  if (output !== undefined && (await sameFile(module, output))) {
+    throw new UsageError(`-o ${output} is the module ${module}; write the output to another file`)
+  }
+  if (flags.inline) {
+    for (const [flag, value] of [['--timeout', flags.timeout], ['--deadline', flags.deadline]] as const) {
+      if (value !== undefined) {
+        say(`warning: ${flag} does not apply with --inline: the guest runs on this thread, where nothing can stop it, so a guest that loops hangs the tool (leave out --inline for the time limit)`)
+      }
+    }
+  }
+
+  // The line would mangle output shown on the same terminal, so it is drawn only when the
+  // output goes elsewhere.
+  const showProgress = !flags.quiet && process.stderr.isTTY === true && !(output === undefined && process.stdout.isTTY)
+  const progress = showProgress ? new ProgressLine(process.stderr, await inputSize(input)) : undefined
+  // What else goes to the terminal (a WASI program's stderr, guest logs) steps around the line.
+  const diagnostics = progress ? progress.passthrough() : process.stderr
+  options.wasi = { ...options.wasi, stderr: diagnostics }
+  const showLog = logLevel(flags.log)
+
+  let stream: SandboxStream | undefined
+  const attach = (created: SandboxStream): void => {
+    stream = created
+    created.on('log', (entry: GuestLogEntry) => {
+      if (LOG_LEVELS.indexOf(entry.level) > showLog) return
+      diagnostics.write(`wasm-sandbox: guest ${entry.level}: ${printable(entry.message)} (${entry.exportName} at input offset ${entry.offset})\n`)
+    })
+    progress?.track(() => created.metrics().bytesIn)
+  }
+  try {
+    if (checkpoint) {
+      await runCheckpointed(module, input!, output!, checkpoint, options, attach)
+    } else {
+      await runStream(module, input, output, options, attach)
+    }
+    progress?.stop(true)
+    return EXIT.ok
+  } catch (err) {
+    // The line goes before the message, which goes before the stats: they stay the last line.
+    progress?.stop(false)
+    return report(err)
+  } finally {
+    if (flags.stats && stream) process.stderr.write(JSON.stringify(stream.metrics()) + '\n')
+  }
+}
+
+/** A plain run: the output is committed only when the whole pipeline succeeded. */
+async function runStream(
+  module: string,
+  input: string | undefined,
+  outputPath: string | undefined,
+  options: SandboxOptions,
+  attach: (stream: SandboxStream) => void,
+): Promise<void> {
+  // '-' is standard output, as it is standard input for the input.
+  const output: Output = outputPath === undefined ? standardOutput : await openOutput(outputPath)
+  const removeHandlers = onInterrupt(() => output.discardSync(), outputPath ?? 'the output')
+  try {
+    // Created just before the pipeline takes it, so a module that fails to load has someone to
+    // report its error to. It can still refuse the options (a delimiter longer than the chunk).
+    const stream = wasmTransform(module, options)
+    attach(stream)
+    await pipeline(input !== undefined ? createReadStream(input) : process.stdin, stream, output.stream)
+    await output.commit()
+  } catch (err) {
+    await output.discard()
+    throw err
+  } finally {
+    removeHandlers()
+  }
+}
+
+/**
+ * A run that survives a crash, through `processFile`: the output grows in a partial file
+ * beside the target (`.out.txt.partial`), checkpoints go to the directory, and running the same
+ * command again resumes from the newest one. Only a finished run is renamed over the target,
+ * so an existing output file is untouched until then, as without checkpoints.
+ */
+async function runCheckpointed(
+  module: string,
+  input: string,
+  outputPath: string,
+  checkpoint: NonNullable<ReturnType<typeof checkpointOptions>>,
+  options: SandboxOptions,
+  attach: (stream: SandboxStream) => void,
+): Promise<void> {
+  const target = await outputTarget(outputPath)
+  if (target.kind === 'device') throw new UsageError(`--checkpoint-dir needs -o naming a regular file, and ${outputPath} is not one`)
+  const partial = join(dirname(target.real), `.${basename(target.real)}.partial`)
+  const storage = new FileCheckpointStorage(checkpoint.dir)
+  const held = await storage.list()
+  const latest = held[held.length - 1]
+  const absoluteInput = resolve(input)
+  if (latest && latest.metadata.input !== undefined && latest.metadata.input !== absoluteInput) {
+    throw new UsageError(
+      `--checkpoint-dir ${checkpoint.dir} holds checkpoints of a run on ${String(latest.metadata.input)}, not ${absoluteInput}; name another directory, or delete it to start afresh`,
+    )
+  }
+  let resumable = latest !== undefined
+  // Without a checkpoint the partial output is worth nothing: it is not left behind.
+  const dropPartial = (): void => {
+    if (resumable) return
+    try {
+      unlinkSync(partial)
+    } catch {
+      // Never created, or already gone.
+    }
+  }
+  const removeHandlers = onInterrupt(dropPartial, outputPath)
+  try {
+    await processFile(absoluteInput, partial, module, {
+      ...options,
+      checkpoint: {
+        ...checkpoint,
+        onSave: () => {
+          resumable = true
+        },
+      },
+      onStream: attach,
+    })
+    if (target.mode !== undefined) await chmod(partial, target.mode & 0o7777)
+    await rename(partial, target.real)
+  } catch (err) {
+    if (isWasmSandboxError(err) && err.code === 'ERR_WASM_CHECKPOINT_MISMATCH') {
+      addHint(err, `the checkpoints in ${checkpoint.dir} are of a run with other options or another module: run it as it was, or delete them to start afresh`)
+    } else if (resumable) {
+      addHint(err, `the checkpoints in ${checkpoint.dir} are kept: run the same command again to resume`)
+    } else {
+      await unlink(partial).catch(() => {})
+    }
+    throw err
+  } finally {
+    removeHandlers()
+  }
+}
