@@ -1,3 +1,4 @@
+import '../wasm-globals.js'
 import { errors } from '../errors.js'
 import type { ExternKind, FuncType, MemoryLimits, ModuleInfo } from './binary.js'
 import { WASI_MODULE, WASI_PREVIEW1_FUNCTIONS } from '../wasi/preview1.js'

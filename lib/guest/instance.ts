@@ -1,3 +1,4 @@
+import '../wasm-globals.js'
 import { errors, WasmSandboxError, type GuestSite } from '../errors.js'
 import { wasmBacktrace } from './backtrace.js'
 import { PAGE_SIZE } from './binary.js'
@@ -127,7 +128,8 @@ interface GuestExports {
  * exists) and a hook to run once the instance does. Built by `lib/wasi/reactor.ts`.
  */
 export interface GuestWasi {
-  imports(memory: () => WebAssembly.Memory): WebAssembly.Imports
+  /** The WASI import modules (a plain object, so these declarations need no DOM types). */
+  imports(memory: () => WebAssembly.Memory): Record<string, object>
   attach(instance: WebAssembly.Instance): void
 }
 
@@ -179,10 +181,10 @@ export class GuestInstance {
     this.checkMemory = guest.memoryLimit === undefined && limits.memory !== undefined
     const imported = guest.abi.importedMemory ? this.createImportedMemory() : undefined
     let memory: WebAssembly.Memory | undefined
-    const imports: WebAssembly.Imports = {
+    const imports = {
       ...wasi?.imports(() => memory!),
       sandbox: { emit: this.emit, fail: this.fail, config_size: this.configSize, config_read: this.configRead, log: this.log },
-    }
+    } as WebAssembly.Imports
     if (imported) imports.env = { memory: imported }
     let instance: WebAssembly.Instance
     try {

@@ -1,3 +1,4 @@
+import '../wasm-globals.js'
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
@@ -68,8 +69,16 @@ function nameOf(source: ModuleSource): string {
   return '<buffer>'
 }
 
+/**
+ * A string that starts with `http:`, `https:` or `file:` is that URL, as in `fetch()` or
+ * `import()`, not a relative path: `'https://host/x.wasm'` is fetched and `'file:///x.wasm'` read.
+ * Any other string is a file path (a Windows `C:\...` path included).
+ */
+const URL_STRING = /^(?:https?|file):/i
+
 async function readSource(source: string | URL, name: string): Promise<Uint8Array> {
   try {
+    if (typeof source === 'string' && URL_STRING.test(source)) source = new URL(source)
     if (typeof source === 'string') return await readFile(source)
     if (source.protocol === 'file:') return await readFile(fileURLToPath(source))
     const response = await fetch(source)

@@ -9,6 +9,26 @@ const ENTRY = new URL('./worker-entry.js', import.meta.url)
 const RESOURCE_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 }
 
 /**
+ * The Node options a worker starts with: the host's, inherited as Node does (`undefined`),
+ * unless they hold `--input-type`: a worker inherits that too, and its file entry then fails to
+ * load (`node --input-type=module -e '...'` could not run a guest in a worker:
+ * ERR_INPUT_TYPE_NOT_ALLOWED). Only then are they passed explicitly, without it. (An explicit
+ * list is validated, and V8 flags such as `--expose-gc` are refused there though inherited
+ * silently; `spawn` then starts the worker with none.)
+ */
+function workerExecArgv(): string[] | undefined {
+  const host = process.execArgv
+  if (!host.some((arg) => arg === '--input-type' || arg.startsWith('--input-type='))) return undefined
+  const argv: string[] = []
+  for (let i = 0; i < host.length; i++) {
+    const arg = host[i]!
+    if (arg === '--input-type') i++
+    else if (!arg.startsWith('--input-type=')) argv.push(arg)
+  }
+  return argv
+}
+
+/**
  * Workers per core a sandbox may run at once by default. Most of a stream's life is spent
  * waiting for input or for its consumer, so a few per core keep the cores busy; each costs
  * about 9 MB of RSS and 10–25 ms to start (README, "Workers").
@@ -124,7 +144,13 @@ export class WorkerPool {
   private spawn(callback: WorkerCallback): void {
     let worker: Worker
     try {
-      worker = new Worker(ENTRY, { resourceLimits: RESOURCE_LIMITS })
+      const execArgv = workerExecArgv()
+      try {
+        worker = new Worker(ENTRY, { resourceLimits: RESOURCE_LIMITS, ...(execArgv && { execArgv }) })
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw err
+        worker = new Worker(ENTRY, { resourceLimits: RESOURCE_LIMITS, execArgv: [] })
+      }
     } catch (err) {
       callback(err as Error)
       return
