@@ -54,7 +54,7 @@ build() { # folder, flags...
     (cd "$dir" && "$cc" "$@" "${common[@]}" "$name.c" -o "$out")
     if (( check )); then
       if ! cmp -s "$out" "$dir/$name.wasm"; then
-        echo "examples/guests/$sub/$name.wasm differs from a fresh build of $name.c" >&2
+        echo "examples/guests/$sub/$name.wasm differs from a fresh build of $name.c ($(wc -c < "$out") bytes built, $(wc -c < "$dir/$name.wasm") committed; $(cmp "$out" "$dir/$name.wasm" 2>&1 | head -1))" >&2
         status=1
       fi
     else

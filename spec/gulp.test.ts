@@ -430,7 +430,8 @@ describe('wasm-sandbox/gulp, the package subpath', () => {
   it("resolves through package.json's exports, with its types", async () => {
     const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { exports: Record<string, Record<string, string>> }
     const entry = pkg.exports['./gulp']!
-    assert.deepEqual(Object.keys(entry), ['types', 'import'], 'types first, as TypeScript reads conditions in order')
+    // types first, as TypeScript reads conditions in order; default last, for require(esm).
+    assert.deepEqual(Object.keys(entry), ['types', 'import', 'default'])
     assert.match(readFileSync(join(repoRoot, entry.types!), 'utf8'), /export default function wasmGulp/)
     // Self-reference: the package's own name resolves through its exports from inside it.
     const loaded = (await import('wasm-sandbox/gulp' as string)) as { default: unknown }

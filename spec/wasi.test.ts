@@ -163,10 +163,12 @@ describe('WASI whole-stream mode', () => {
     const script = `
       import { wasmTransform } from ${JSON.stringify(join(repoRoot, 'build/lib/index.js'))}
       const s = wasmTransform(${JSON.stringify(program('cat.wasm'))})
+      // An open source keeps a process alive; here a timer stands for it, stopped on close.
+      const source = setInterval(() => {}, 1000)
       s.on('error', () => {})
       s.write('hello\\n')
       s.once('data', () => s.destroy(new Error('stop')))
-      s.on('close', () => console.log('closed'))
+      s.on('close', () => { clearInterval(source); console.log('closed') })
     `
     const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: 10_000, encoding: 'utf8' })
     assert.equal(child.signal, null, 'the process exited by itself, not by the timeout')
