@@ -13,6 +13,11 @@
 # Output is deterministic: compiled from inside the folder with a relative path and
 # -fdebug-prefix-map, so no absolute path reaches the DWARF; no timestamps.
 set -euo pipefail
+# clang runs binaryen's wasm-opt after linking whenever one is on PATH, and under `npm test` the
+# assemblyscript devDependency puts one there (node_modules/.bin): the output would then depend
+# on how the script was started. Leave node_modules/.bin off PATH.
+PATH="$(printf '%s' "$PATH" | tr ':' '\n' | grep -v 'node_modules/\.bin' | paste -sd: -)"
+export PATH
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="$root/spec/fixtures/c"

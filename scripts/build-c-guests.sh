@@ -16,6 +16,11 @@
 #
 # Output is deterministic (relative paths, --strip-all: no debug info, names or producers).
 set -euo pipefail
+# clang runs binaryen's wasm-opt after linking whenever one is on PATH, and under `npm test` the
+# assemblyscript devDependency puts one there (node_modules/.bin): the output would then depend
+# on how the script was started. Leave node_modules/.bin off PATH.
+PATH="$(printf '%s' "$PATH" | tr ':' '\n' | grep -v 'node_modules/\.bin' | paste -sd: -)"
+export PATH
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cc="${CC:-clang}"

@@ -19,6 +19,11 @@
 # folder (no timestamps; --strip-all drops the debug info, names and producers sections that
 # would hold paths and version strings).
 set -euo pipefail
+# clang runs binaryen's wasm-opt after linking whenever one is on PATH, and under `npm test` the
+# assemblyscript devDependency puts one there (node_modules/.bin): the output would then depend
+# on how the script was started. Leave node_modules/.bin off PATH.
+PATH="$(printf '%s' "$PATH" | tr ':' '\n' | grep -v 'node_modules/\.bin' | paste -sd: -)"
+export PATH
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="$root/examples/wasi"
