@@ -64,7 +64,7 @@ export interface SandboxOptions {
   /** Memory, time and output limits; see `Limits` for defaults. */
   limits?: Partial<Limits>
   /**
-   * Chunk size handed to the guest, in bytes. Default 64 KiB. `'auto'`: start at 16 KiB and try
+   * Chunk size handed to the guest, in bytes. Default 64 KiB. `'auto'`: start at 64 KiB and try
    * 4× larger chunks while the stream runs, keeping a size only if throughput rose by 10 % or
    * more, up to 1 MiB; `metrics().chunking` says what was chosen and why.
    */
@@ -86,7 +86,7 @@ export interface SandboxOptions {
    * different chunks; output stays in input order. Default 1. Refused for a guest that keeps
    * state (see `stateless`). Chunks queued to each worker: `flowControl.maxInFlight`.
    * `'auto'`: start with one and add instances while each added one raises throughput by 10 %
-   * or more, up to the machine's cores (one for a guest that keeps state, or inline);
+   * or more, up to two per core (one for a guest that keeps state, or inline);
    * `metrics().concurrency` says what was chosen and why.
    */
   maxConcurrency?: number | 'auto'
@@ -160,8 +160,11 @@ export interface ResolvedOptions {
 
 export const DEFAULT_BUFFER_SIZE = 64 * 1024
 export const DEFAULT_MAX_LATENCY = 10
-/** The chunk sizes `bufferSize: 'auto'` tries, in order. */
-export const AUTO_BUFFER_SIZES = [16 * 1024, 64 * 1024, 256 * 1024, 1024 * 1024] as const
+/**
+ * The chunk sizes `bufferSize: 'auto'` tries, in order: the default first (smaller chunks only
+ * ever cost throughput; latency is maxLatency's business), then larger while they pay.
+ */
+export const AUTO_BUFFER_SIZES = [64 * 1024, 256 * 1024, 1024 * 1024] as const
 /** Chunks queued to a worker at once: two keep reading and the guest overlapping. */
 export const DEFAULT_MAX_IN_FLIGHT = 2
 /** Node's longest timer: a longer delay would silently fire after 1 ms. */
