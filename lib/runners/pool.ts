@@ -182,6 +182,7 @@ export class PoolRunner implements GuestRunner {
 
   private stopAll(): void {
     if (this.instances.length > 0) this.lastActive = this.active()
+    if (this.growing) this.settle(`the stream ended while measuring, at ${this.lastActive} instance${this.lastActive === 1 ? '' : 's'}`)
     for (const instance of this.instances) {
       this.pastGuestMs += instance.runner.guestTimeMs()
       instance.runner.destroy()

@@ -47,6 +47,7 @@ export class ChunkSizeTuner {
 
   stop(): void {
     clearInterval(this.timer)
+    if (this.reason === 'measuring') this.reason = `the stream ended while measuring, at ${this.chunker.bufferSize / 1024} KiB`
   }
 
   private measure(): void {
