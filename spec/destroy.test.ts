@@ -1,33 +1,15 @@
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
 import { describe, it } from 'node:test'
 import type { Duplex } from 'node:stream'
 import { wasmTransform } from '../lib/index.js'
 import { example } from './helpers/reference.js'
 import type { Seen } from './children/destroy-loading.js'
-
-function runChild(script: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; timedOut: boolean }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [fileURLToPath(new URL(script, import.meta.url)), ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
-    let stdout = ''
-    child.stdout.on('data', (d: Buffer) => (stdout += d))
-    let timedOut = false
-    const timer = setTimeout(() => {
-      timedOut = true
-      child.kill('SIGKILL')
-    }, timeoutMs)
-    child.on('exit', (code) => {
-      clearTimeout(timer)
-      resolve({ code, stdout, timedOut })
-    })
-  })
-}
+import { runChild } from './helpers/child.js'
 
 describe('no handle outlives its stream: the process exits by itself', () => {
   for (const isolation of ['inline', 'worker']) {
     it(`after destroying the composed stream mid-way (${isolation})`, async () => {
-      const { code, stdout, timedOut } = await runChild('./children/destroy-midway.js', ['upper.wasm', isolation], 20_000)
+      const { code, stdout, timedOut } = await runChild('destroy-midway', ['upper.wasm', isolation], 20_000)
       assert.equal(timedOut, false, 'the child process hung after destroy()')
       assert.equal(code, 0)
       const result = JSON.parse(stdout)
@@ -36,7 +18,7 @@ describe('no handle outlives its stream: the process exits by itself', () => {
     })
 
     it(`after hostile guests, with a healthy pipeline afterwards (${isolation})`, async () => {
-      const { code, stdout, timedOut } = await runChild('./children/hostile-then-exit.js', [isolation], 20_000)
+      const { code, stdout, timedOut } = await runChild('hostile-then-exit', [isolation], 20_000)
       assert.equal(timedOut, false, 'the child process did not exit by itself')
       assert.equal(code, 0)
       const expected = isolation === 'worker' ? ['ERR_WASM_TIMEOUT', 'ERR_WASM_TRAP', 'STILL HEALTHY'] : ['ERR_WASM_TRAP', 'STILL HEALTHY']
@@ -45,7 +27,7 @@ describe('no handle outlives its stream: the process exits by itself', () => {
   }
 
   it('after a worker stream is abandoned without end or destroy', async () => {
-    const { code, stdout, timedOut } = await runChild('./children/abandoned.js', [], 20_000)
+    const { code, stdout, timedOut } = await runChild('abandoned', [], 20_000)
     assert.equal(timedOut, false, 'an idle worker kept the process alive')
     assert.equal(code, 0)
     assert.equal(stdout.trim(), 'ABANDONED')
@@ -77,7 +59,7 @@ describe('destroy', () => {
   })
 
   it('destroy while the guest is still loading does not leak or throw', async () => {
-    const { code, stdout, timedOut } = await runChild('./children/destroy-loading.js', [], 20_000)
+    const { code, stdout, timedOut } = await runChild('destroy-loading', [], 20_000)
     assert.equal(timedOut, false, 'the child process did not exit by itself')
     assert.equal(code, 0, 'nothing threw')
     const { streams, workers } = JSON.parse(stdout) as { streams: Seen[]; workers: { started: number; exited: number } }

@@ -3,13 +3,12 @@
  * and a thread is reused only after a clean end, with a fresh guest instance every time.
  */
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
 import { describe, it } from 'node:test'
 import { createSandbox, wasmTransform, type Sandbox } from '../lib/index.js'
 import { WorkerPool } from '../lib/runners/worker-pool.js'
 import { example, fixture, upperRef } from './helpers/reference.js'
 import { run } from './helpers/streams.js'
+import { runChild } from './helpers/child.js'
 
 const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -123,13 +122,9 @@ describe('warm workers', () => {
   })
 
   it('destroy with every worker busy leaves no worker, and the process exits by itself', async () => {
-    const child = spawn(process.execPath, [fileURLToPath(new URL('./children/pool-destroy.js', import.meta.url))], { stdio: ['ignore', 'pipe', 'inherit'] })
-    let stdout = ''
-    child.stdout.on('data', (d: Buffer) => (stdout += d))
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000)
-    const code = await new Promise((resolve) => child.on('exit', resolve))
-    clearTimeout(timer)
-    assert.equal(code, 0, 'the child did not exit by itself')
+    const { code, stdout, timedOut } = await runChild('pool-destroy', [], 20_000)
+    assert.equal(timedOut, false, 'the child did not exit by itself')
+    assert.equal(code, 0)
     const { busy, after } = JSON.parse(stdout)
     assert.deepEqual(busy, { max: 2, live: 2, idle: 0, waiting: 2 })
     assert.equal(after.waiting, 0)
