@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { pathToFileURL } from 'node:url'
 import { spawn, spawnSync } from 'node:child_process'
 import { chmodSync, linkSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -224,10 +225,13 @@ describe('command-line tool: -o onto the module', () => {
     const dir = mkdtempSync(join(tmpdir(), 'cli-module-'))
     const copy = join(dir, 'upper.wasm')
     writeFileSync(copy, readFileSync(example('upper.wasm')))
-    const result = wasmSandbox([copy, demo, '-o', copy])
-    assert.equal(result.status, 2)
-    assert.match(result.stderr.toString(), /is the module/)
-    assert.deepEqual(readFileSync(copy), readFileSync(example('upper.wasm')))
+    // Named by path, or by a file: URL (a module source may be one).
+    for (const module of [copy, pathToFileURL(copy).href]) {
+      const result = wasmSandbox([module, demo, '-o', copy])
+      assert.equal(result.status, 2, module)
+      assert.match(result.stderr.toString(), /is the module/)
+      assert.deepEqual(readFileSync(copy), readFileSync(example('upper.wasm')))
+    }
     rmSync(dir, { recursive: true, force: true })
   })
 })
