@@ -165,6 +165,18 @@ for (const isolation of isolations) {
   })
 }
 
+describe('imports called from the start function', () => {
+  for (const isolation of ['inline', 'worker'] as const) {
+    it(`sandbox.emit from the start function is a trap that says why (${isolation})`, async () => {
+      await assert.rejects(run(wasmTransform(fixture('start-emits.wasm'), { isolation }), Buffer.from('x')), (err: WasmSandboxError) => {
+        assertError(err, 'ERR_WASM_TRAP', 'start')
+        assert.match(err.message, /cannot be called from the module's start function/)
+        return true
+      })
+    })
+  }
+})
+
 describe('time limits (worker isolation)', () => {
   const timeout = 300
   const options: SandboxOptions = { isolation: 'worker', limits: { timeout } }

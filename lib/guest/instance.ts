@@ -363,6 +363,12 @@ export class GuestInstance {
   }
 
   private currentView(): Uint8Array {
+    if (this.memory === undefined) {
+      // Called from the module's start function: the exported memory is out of reach until
+      // instantiation ends, and that is the guest's mistake, not a host failure.
+      const why = new Error(`the sandbox imports cannot be called from the module's start function (its memory is not reachable until instantiation ends): call them from init, process_chunk or flush`)
+      throw this.abort(errors.trap({ ...this.site, exportName: 'start' }, why))
+    }
     // memory.grow detaches the old buffer, which leaves the old view empty.
     if (this.view.byteLength === 0 || this.view.buffer !== this.memory.buffer) {
       this.view = new Uint8Array(this.memory.buffer)
