@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { pathToFileURL } from 'node:url'
 import { createSandbox, isWasmSandboxError, loadGuest, wasmTransform } from '../lib/index.js'
+import { FETCH_LIMITS } from '../lib/guest/load.js'
 import { example, readExample } from './helpers/reference.js'
 import { run } from './helpers/streams.js'
 
@@ -25,6 +26,13 @@ describe('module sources: URL strings', () => {
     server = createServer((req, res) => {
       requests.push(req.url ?? '')
       if (req.url === '/upper.wasm') res.writeHead(200, { 'content-type': 'application/wasm' }).end(upper)
+      // A server that never answers, and one that streams without end.
+      else if (req.url === '/silent.wasm') return
+      else if (req.url === '/endless.wasm') {
+        res.writeHead(200)
+        const more = (): void => void (res.destroyed || res.write(Buffer.alloc(64 * 1024), () => setImmediate(more)))
+        more()
+      } else if (req.url === '/huge.wasm') res.writeHead(200, { 'content-length': String(2 ** 40) }).write('\0asm')
       else res.writeHead(404).end('not here')
     })
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
@@ -55,6 +63,24 @@ describe('module sources: URL strings', () => {
       assert.doesNotMatch(err.message, /ENOENT/)
       return true
     })
+  })
+
+  it('a fetch is bounded in time and size: a silent, an endless and a huge module each fail typed', async () => {
+    const saved = { ...FETCH_LIMITS }
+    FETCH_LIMITS.timeoutMs = 300
+    FETCH_LIMITS.maxBytes = 1024 * 1024
+    try {
+      for (const [path, why] of [['/silent.wasm', /abort|timeout/i], ['/endless.wasm', /more than the 1048576 bytes/], ['/huge.wasm', /announces 1099511627776 bytes/]] as const) {
+        await assert.rejects(loadGuest(`${base}${path}`), (err: unknown) => {
+          assert.ok(isWasmSandboxError(err), String(err))
+          assert.equal(err.code, 'ERR_WASM_MODULE_NOT_FOUND')
+          assert.match(err.message, why)
+          return true
+        })
+      }
+    } finally {
+      Object.assign(FETCH_LIMITS, saved)
+    }
   })
 
   it('a stream over an unreachable URL fails with the typed error', async () => {

@@ -76,14 +76,37 @@ function nameOf(source: ModuleSource): string {
  */
 const URL_STRING = /^(?:https?|file):/i
 
+/**
+ * Bounds on fetching a module: a server that never answers, or streams forever, must not hang or
+ * fill the host. Generous: real modules run to tens of MB. An object, so tests can lower them.
+ */
+export const FETCH_LIMITS = { timeoutMs: 30_000, maxBytes: 512 * 1024 * 1024 }
+
+async function fetchModule(url: URL): Promise<Uint8Array> {
+  const { timeoutMs, maxBytes } = FETCH_LIMITS
+  const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) })
+  if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`)
+  const declared = Number(response.headers.get('content-length') ?? NaN)
+  if (declared > maxBytes) {
+    await response.body?.cancel()
+    throw new Error(`the server announces ${declared} bytes, more than the ${maxBytes} a fetched module may have`)
+  }
+  const parts: Uint8Array[] = []
+  let total = 0
+  for await (const part of response.body ?? []) {
+    total += (part as Uint8Array).length
+    if (total > maxBytes) throw new Error(`more than the ${maxBytes} bytes a fetched module may have`)
+    parts.push(part as Uint8Array)
+  }
+  return Buffer.concat(parts, total)
+}
+
 async function readSource(source: string | URL, name: string): Promise<Uint8Array> {
   try {
     if (typeof source === 'string' && URL_STRING.test(source)) source = new URL(source)
     if (typeof source === 'string') return await readFile(source)
     if (source.protocol === 'file:') return await readFile(fileURLToPath(source))
-    const response = await fetch(source)
-    if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`)
-    return new Uint8Array(await response.arrayBuffer())
+    return await fetchModule(source)
   } catch (err) {
     throw errors.moduleNotFound(name, err)
   }
