@@ -17,6 +17,7 @@ import {
   type RunnerFactory,
   createSandbox,
   wasmTransform,
+  loadGuest,
   type Isolation,
   type SandboxOptions,
   type WasmSandboxError,
@@ -92,6 +93,15 @@ for (const isolation of isolations) {
       const ok = await run(wasmTransform(module, options), grow(7), [4])
       assert.equal(ok.readInt32LE(0), 8)
       const { err } = await failure(module as never, options, grow(8), [4])
+      assertError(err, 'ERR_WASM_MEMORY_LIMIT', 'process_chunk')
+    })
+
+    it("a guest loaded earlier with a looser cap is held to this stream's limit", async () => {
+      const loaded = await loadGuest(fixture('grow-pages.wasm'), { memoryLimit: 64 * PAGE })
+      const options: SandboxOptions = { isolation, bufferSize: 4, limits: { memory: 8 * PAGE } }
+      const grow = (n: number) => Buffer.from(Int32Array.of(n).buffer)
+      assert.equal((await run(wasmTransform(loaded, options), grow(7), [4])).readInt32LE(0), 8)
+      const { err } = await failure(loaded as never, options, grow(8), [4])
       assertError(err, 'ERR_WASM_MEMORY_LIMIT', 'process_chunk')
     })
 

@@ -178,7 +178,8 @@ export class GuestInstance {
     this.config = services.config ?? NO_CONFIG
     this.logSink = services.log
     this.site = { module: guest.name, exportName: 'start', offset: 0 }
-    this.checkMemory = guest.memoryLimit === undefined && limits.memory !== undefined
+    // Also for a guest loaded earlier with a looser cap (`loadGuest`) than this stream's limit.
+    this.checkMemory = limits.memory !== undefined && (guest.memoryLimit === undefined || guest.memoryLimit > limits.memory)
     const imported = guest.abi.importedMemory ? this.createImportedMemory() : undefined
     let memory: WebAssembly.Memory | undefined
     const imports = {
@@ -381,7 +382,7 @@ export class GuestInstance {
     this.broken = true
     if (this.failure) return this.failure
     if (err instanceof WasmSandboxError) return err
-    const limit = this.guest.memoryLimit ?? this.limits.memory
+    const limit = Math.min(this.guest.memoryLimit ?? Infinity, this.limits.memory ?? Infinity)
     // A trap right after memory.grow was refused at the cap is, to the user, the cap.
     if (limit !== undefined && this.memory !== undefined && this.memory.buffer.byteLength + PAGE_SIZE > limit) {
       return errors.memoryLimit({ ...this.site }, limit, err)
