@@ -1,6 +1,6 @@
 import pumpify from 'pumpify'
 import { pipeline } from 'readable-stream'
-import type { Duplex, Stream } from 'node:stream'
+import { addAbortSignal, type Duplex, type Stream } from 'node:stream'
 import type { LoadedGuest, ModuleSource } from './guest/load.js'
 import { logger } from './log.js'
 import type { ResolvedOptions } from './options.js'
@@ -250,5 +250,8 @@ export function createSandboxStream(module: ModuleSource | LoadedGuest, options:
     executor.on('snapshot', (snapshot: Snapshot) => tap.offer(snapshot))
     stages.push(tap as unknown as Stream)
   }
-  return composeStages(stages, highWaterMark)
+  const stream = composeStages(stages, highWaterMark)
+  // Node's own: destroys the stream (every stage, the worker with it) with an AbortError.
+  if (options.signal) addAbortSignal(options.signal, stream)
+  return stream
 }

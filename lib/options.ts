@@ -117,6 +117,12 @@ export interface SandboxOptions {
    */
   guestConfig?: Uint8Array | string
   /**
+   * Stops the stream at once when aborted: the guest's worker is terminated and the stream
+   * fails with an `AbortError` (`cause`: the signal's reason). On a sandbox, every stream made
+   * from it. `processFile` leaves output and checkpoints to resume from.
+   */
+  signal?: AbortSignal
+  /**
    * `createSandbox` only: worker threads its streams may run at once (an integer, or
    * `Infinity`); a stream wanting one past that waits, its source held by backpressure. Default:
    * 4 per core of this machine (`os.availableParallelism()`).
@@ -156,6 +162,7 @@ export interface ResolvedOptions {
   guestConfig: Uint8Array | undefined
   /** As given; the sandbox's pool holds the bound. */
   maxWorkers: number | undefined
+  signal: AbortSignal | undefined
 }
 
 export const DEFAULT_BUFFER_SIZE = 64 * 1024
@@ -186,6 +193,7 @@ const KNOWN_KEYS = new Set<string>([
   'recoveryStrategy',
   'stateless',
   'maxWorkers',
+  'signal',
   'flowControl',
   'wasi',
   'guestConfig',
@@ -399,6 +407,12 @@ export function resolveChunking(
   return { bufferSize, delimiter, maxRecordSize }
 }
 
+function resolveSignal(signal: unknown): AbortSignal | undefined {
+  if (signal === undefined) return undefined
+  if (!(signal instanceof AbortSignal)) throw errors.invalidOption(`signal must be an AbortSignal, got ${typeof signal}`)
+  return signal
+}
+
 /** Validates user options once, up front, so a typo fails loudly instead of being ignored. */
 export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
   if (typeof options !== 'object' || options === null) throw errors.invalidOption('options must be an object')
@@ -442,6 +456,7 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
     wasi: { ...resolveWasiFor(options.wasi), delimiter },
     flowControl: resolveFlowControl(options.flowControl, highWaterMark),
     guestConfig: resolveGuestConfig(options.guestConfig),
+    signal: resolveSignal(options.signal),
     maxWorkers: options.maxWorkers === Infinity ? Infinity : options.maxWorkers === undefined ? undefined : positiveInt('maxWorkers', options.maxWorkers, 1),
   }
 }

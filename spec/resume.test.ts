@@ -28,7 +28,7 @@ interface ChildResult {
  * Runs the child; kills it `killAfterMs` after it starts, or `delayMs` after it reports its
  * `afterCheckpoint`-th saved checkpoint (so the kill lands where there is state to resume).
  */
-function runChild(args: string[], kill?: { afterMs?: number; afterCheckpoint?: number; delayMs?: number }, pool?: number): Promise<ChildResult> {
+function runChild(args: string[], kill?: { afterMs?: number; afterCheckpoint?: number; delayMs?: number; signal?: NodeJS.Signals }, pool?: number): Promise<ChildResult> {
   return new Promise((resolve) => {
     const started = performance.now()
     const env = pool ? { ...process.env, POOL: String(pool) } : process.env
@@ -41,7 +41,7 @@ function runChild(args: string[], kill?: { afterMs?: number; afterCheckpoint?: n
       const before = saved
       saved = (stdout.match(/^checkpoint /gm) ?? []).length
       if (kill?.afterCheckpoint !== undefined && before < kill.afterCheckpoint && saved >= kill.afterCheckpoint) {
-        timer = setTimeout(() => child.kill('SIGKILL'), kill.delayMs ?? 0)
+        timer = setTimeout(() => child.kill(kill.signal ?? 'SIGKILL'), kill.delayMs ?? 0)
       }
     })
     if (kill?.afterMs !== undefined) timer = setTimeout(() => child.kill('SIGKILL'), kill.afterMs)
@@ -168,5 +168,16 @@ describe('crash and resume (processFile)', () => {
     await assert.rejects(processFile(changed, out, example('numberer.wasm'), options), { code: 'ERR_WASM_CHECKPOINT_MISMATCH', message: /input file changed/ })
     writeFileSync(changed, inputBytes.subarray(0, 4 * 1024 * 1024))
     await assert.rejects(processFile(changed, out, example('numberer.wasm'), options), { code: 'ERR_WASM_CHECKPOINT_MISMATCH', message: /input file changed/ })
+  })
+
+  it('a run stopped by SIGTERM resumes byte-identically', async () => {
+    const out = join(work, 'sigterm.out')
+    const dir = join(work, 'sigterm.ck')
+    const stopped = await runChild([input, out, dir, 'numberer', 'worker', String(EVERY)], { afterCheckpoint: 3, signal: 'SIGTERM' })
+    assert.equal(stopped.signal, 'SIGTERM')
+    const last = await runChild([input, out, dir, 'numberer', 'worker', String(EVERY)])
+    assert.equal(last.code, 0)
+    assert.notEqual(resultOf(last).resumedFrom, null)
+    assert.ok(readFileSync(out).equals(numbererRef(inputBytes)))
   })
 })

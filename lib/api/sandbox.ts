@@ -1,6 +1,7 @@
 import { Readable, pipeline } from 'readable-stream'
 import { createSandboxStream, type SandboxStream } from '../compose.js'
 import type { LoadedGuest, ModuleSource } from '../guest/load.js'
+import { errors } from '../errors.js'
 import { resolveOptions, type ResolvedOptions, type SandboxOptions } from '../options.js'
 import { defaultMaxWorkers, WorkerPool } from '../runners/worker-pool.js'
 
@@ -70,7 +71,10 @@ export class Sandbox {
    * through the same stages and runners as a stream, so every limit, isolation and failure
    * behaves the same; checkpoints and `delimiter` do not apply to a single chunk.
    */
-  async call(module: ModuleSource | LoadedGuest, input: Uint8Array | string): Promise<Buffer> {
+  async call(module: ModuleSource | LoadedGuest, input: Uint8Array | string, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
+    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+      throw errors.invalidOption(`signal must be an AbortSignal, got ${typeof options.signal}`)
+    }
     const bytes = typeof input === 'string' ? Buffer.from(input) : Buffer.from(input.buffer, input.byteOffset, input.byteLength)
     const bufferSize = Math.max(bytes.length, 1)
     const stream = createSandboxStream(module, {
@@ -82,6 +86,7 @@ export class Sandbox {
       checkpoint: undefined,
       resumeFrom: undefined,
       backpressure: 'block',
+      signal: options.signal ?? this.options.signal,
     }, this.pool)
     stream.end(bytes)
     const outputs: Buffer[] = []
