@@ -401,7 +401,9 @@ describe('sockets: lossy flow control', { skip: !hasProc && 'reads /proc (Linux)
       const dropped = Number(/, (\d+) dropped/.exec(closed)![1])
       const events = server.log.filter((l) => /^#1 dropped \d+ bytes$/.test(l)).map((l) => Number(/(\d+) bytes/.exec(l)![1]))
       assert.equal(events.reduce((a, b) => a + b, 0), dropped, "the 'drop' events add up to metrics().bytesDropped")
-      assert.deepEqual(events.filter((n) => n % line.length !== 0), [], 'only whole lines are dropped')
+      // Whole lines, but for the last: the reset cuts the flood mid-line, and the end of input
+      // hands on what was read, an unfinished line included (as a final line without '\n' is).
+      assert.deepEqual(events.slice(0, -1).filter((n) => n % line.length !== 0), [], 'only whole lines are dropped')
       // Kernel buffers hold a few MiB in flight; the rest the server read, and shed.
       assert.ok(dropped > total / 2 && dropped <= total, `the server read the flood and shed most of it (${dropped} of ${total} bytes)`)
     } finally {
