@@ -5,6 +5,7 @@
 export type WasmSandboxErrorCode =
   | 'ERR_WASM_INVALID_OPTION'
   | 'ERR_WASM_MODULE_NOT_FOUND'
+  | 'ERR_WASM_MODULE_TOO_LARGE'
   | 'ERR_WASM_INVALID_MODULE'
   | 'ERR_WASM_MISSING_EXPORT'
   | 'ERR_WASM_BAD_EXPORT'
@@ -106,6 +107,13 @@ export const errors = {
       'ERR_WASM_MODULE_NOT_FOUND',
       `Cannot read wasm module ${module}: ${(cause as Error)?.message ?? cause}. Check the path or URL.`,
       { module, cause },
+    )
+  },
+  moduleTooLarge(module: string, size: number, limit: number): WasmSandboxError {
+    return new WasmSandboxError(
+      'ERR_WASM_MODULE_TOO_LARGE',
+      `Wasm module ${module} is ${size} bytes, more than limits.moduleSize (${limit}); nothing was done with it. Raise limits.moduleSize if the module is trusted to be that large.`,
+      { module },
     )
   },
   invalidModule(module: string, reason: string, cause?: unknown): WasmSandboxError {

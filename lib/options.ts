@@ -31,6 +31,11 @@ export interface Limits {
   maxOutputPerChunk: number | undefined
   /** Bytes the stream may emit in total. Default: unlimited. */
   maxOutput: number
+  /**
+   * Bytes a module may have, checked before any work is done on it (a file's size before it is
+   * read). Default 128 MiB: real programs run to tens of MB (a pandoc build is about 60).
+   */
+  moduleSize: number
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -39,6 +44,7 @@ export const DEFAULT_LIMITS: Limits = {
   deadline: undefined,
   maxOutputPerChunk: undefined,
   maxOutput: Infinity,
+  moduleSize: 128 * 1024 * 1024,
 }
 
 export interface CheckpointOptions {
@@ -275,6 +281,7 @@ function resolveLimits(value: unknown): Limits {
     deadline: optionalPositive('limits.deadline', limits.deadline, undefined),
     maxOutputPerChunk: optionalPositive('limits.maxOutputPerChunk', limits.maxOutputPerChunk, undefined),
     maxOutput: optionalPositive('limits.maxOutput', limits.maxOutput, Infinity)!,
+    moduleSize: optionalPositive('limits.moduleSize', limits.moduleSize, DEFAULT_LIMITS.moduleSize)!,
   }
 }
 

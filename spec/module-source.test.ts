@@ -68,18 +68,37 @@ describe('module sources: URL strings', () => {
   it('a fetch is bounded in time and size: a silent, an endless and a huge module each fail typed', async () => {
     const saved = { ...FETCH_LIMITS }
     FETCH_LIMITS.timeoutMs = 300
-    FETCH_LIMITS.maxBytes = 1024 * 1024
     try {
-      for (const [path, why] of [['/silent.wasm', /abort|timeout/i], ['/endless.wasm', /more than the 1048576 bytes/], ['/huge.wasm', /announces 1099511627776 bytes/]] as const) {
-        await assert.rejects(loadGuest(`${base}${path}`), (err: unknown) => {
-          assert.ok(isWasmSandboxError(err), String(err))
-          assert.equal(err.code, 'ERR_WASM_MODULE_NOT_FOUND')
-          assert.match(err.message, why)
-          return true
-        })
-      }
+      await assert.rejects(loadGuest(`${base}/silent.wasm`), (err: unknown) => {
+        assert.ok(isWasmSandboxError(err), String(err))
+        assert.equal(err.code, 'ERR_WASM_MODULE_NOT_FOUND')
+        assert.match(err.message, /abort|timeout/i)
+        return true
+      })
     } finally {
       Object.assign(FETCH_LIMITS, saved)
+    }
+    for (const [path, size] of [['/endless.wasm', /is \d+ bytes/], ['/huge.wasm', /is 1099511627776 bytes/]] as const) {
+      await assert.rejects(loadGuest(`${base}${path}`, { maxModuleSize: 1024 * 1024 }), (err: unknown) => {
+        assert.ok(isWasmSandboxError(err), String(err))
+        assert.equal(err.code, 'ERR_WASM_MODULE_TOO_LARGE')
+        assert.match(err.message, size)
+        assert.match(err.message, /limits\.moduleSize \(1048576\)/)
+        return true
+      })
+    }
+  })
+
+  it('limits.moduleSize refuses a larger module, from a file before reading it, or from bytes, exactly past the limit', async () => {
+    const upper = readExample('upper.wasm')
+    assert.equal((await run(wasmTransform(example('upper.wasm'), { isolation: 'inline', limits: { moduleSize: upper.length } }), Buffer.from('a'))).toString(), 'A')
+    for (const module of [example('upper.wasm'), upper, pathToFileURL(example('upper.wasm')).href]) {
+      await assert.rejects(run(wasmTransform(module, { isolation: 'inline', limits: { moduleSize: upper.length - 1 } }), Buffer.from('a')), (err: unknown) => {
+        assert.ok(isWasmSandboxError(err))
+        assert.equal(err.code, 'ERR_WASM_MODULE_TOO_LARGE')
+        assert.match(err.message, new RegExp(`is ${upper.length} bytes, more than limits\\.moduleSize \\(${upper.length - 1}\\)`))
+        return true
+      })
     }
   })
 

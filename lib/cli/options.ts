@@ -20,6 +20,7 @@ export interface RunFlags {
   deadline?: string
   memory?: string
   maxOutput?: string
+  maxModuleSize?: string
   maxOutputPerChunk?: string
   recovery?: string
   stateless?: boolean
@@ -132,6 +133,7 @@ export function sandboxOptions(flags: RunFlags): SandboxOptions {
     memory: integer('--memory', flags.memory),
     maxOutput: integer('--max-output', flags.maxOutput),
     maxOutputPerChunk: integer('--max-output-per-chunk', flags.maxOutputPerChunk),
+    moduleSize: integer('--max-module-size', flags.maxModuleSize),
   })
   const flowControl = defined({
     sampleRate: integer('--sample-rate', flags.sampleRate),
@@ -199,6 +201,7 @@ const FLAG_OF: Record<string, string> = {
   'limits.memory': '--memory',
   'limits.maxOutputPerChunk': '--max-output-per-chunk',
   'limits.maxOutput': '--max-output',
+  'limits.moduleSize': '--max-module-size',
   'flowControl.sampleRate': '--sample-rate',
   'flowControl.maxDelay': '--max-delay',
   'flowControl.maxInFlight': '--max-in-flight',

@@ -1,6 +1,6 @@
 import '../wasm-globals.js'
 import { createHash } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import { errors } from '../errors.js'
 import { logger } from '../log.js'
@@ -57,6 +57,8 @@ export interface GuestGlobal {
 export interface LoadOptions {
   /** Cap on linear memory in bytes; the module's declared maximum is lowered to it. */
   memoryLimit?: number
+  /** Bytes the module may have: a larger one is refused before it is read, hashed or parsed. */
+  maxModuleSize?: number
 }
 
 const CACHE_SIZE = 32
@@ -77,39 +79,58 @@ function nameOf(source: ModuleSource): string {
 const URL_STRING = /^(?:https?|file):/i
 
 /**
- * Bounds on fetching a module: a server that never answers, or streams forever, must not hang or
- * fill the host. Generous: real modules run to tens of MB. An object, so tests can lower them.
+ * How long a module fetch may take: a server that never answers must not hang the load. (Its
+ * size is bounded by `limits.moduleSize`, as a file's is.) An object, so tests can lower it.
  */
-export const FETCH_LIMITS = { timeoutMs: 30_000, maxBytes: 512 * 1024 * 1024 }
+export const FETCH_LIMITS = { timeoutMs: 30_000 }
 
-async function fetchModule(url: URL): Promise<Uint8Array> {
-  const { timeoutMs, maxBytes } = FETCH_LIMITS
-  const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) })
+async function fetchModule(url: URL, maxSize: number): Promise<Uint8Array> {
+  const response = await fetch(url, { signal: AbortSignal.timeout(FETCH_LIMITS.timeoutMs) })
   if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`)
+  // Refused on the announced size when there is one, else as the bytes pass the limit.
   const declared = Number(response.headers.get('content-length') ?? NaN)
-  if (declared > maxBytes) {
+  if (declared > maxSize) {
     await response.body?.cancel()
-    throw new Error(`the server announces ${declared} bytes, more than the ${maxBytes} a fetched module may have`)
+    return tooLarge(declared)
   }
   const parts: Uint8Array[] = []
   let total = 0
   for await (const part of response.body ?? []) {
     total += (part as Uint8Array).length
-    if (total > maxBytes) throw new Error(`more than the ${maxBytes} bytes a fetched module may have`)
+    if (total > maxSize) {
+      await response.body?.cancel().catch(() => {})
+      return tooLarge(total)
+    }
     parts.push(part as Uint8Array)
   }
   return Buffer.concat(parts, total)
 }
 
-async function readSource(source: string | URL, name: string): Promise<Uint8Array> {
+async function readSource(source: string | URL, name: string, maxSize: number): Promise<Uint8Array> {
+  let path: string | undefined
   try {
     if (typeof source === 'string' && URL_STRING.test(source)) source = new URL(source)
-    if (typeof source === 'string') return await readFile(source)
-    if (source.protocol === 'file:') return await readFile(fileURLToPath(source))
-    return await fetchModule(source)
+    if (typeof source === 'string') path = source
+    else if (source.protocol === 'file:') path = fileURLToPath(source)
+    else return await fetchModule(source, maxSize)
+    // A file's size is known before it is read: a huge one costs the host nothing.
+    const { size } = await stat(path)
+    if (size > maxSize) return tooLarge(size)
+    return await readFile(path)
   } catch (err) {
+    if (err instanceof TooLarge) throw errors.moduleTooLarge(name, err.size, maxSize)
     throw errors.moduleNotFound(name, err)
   }
+}
+
+class TooLarge extends Error {
+  constructor(readonly size: number) {
+    super(`${size} bytes`)
+  }
+}
+
+function tooLarge(size: number): never {
+  throw new TooLarge(size)
 }
 
 async function compile(bytes: Uint8Array, name: string, options: LoadOptions, hash: string): Promise<LoadedGuest> {
@@ -149,11 +170,13 @@ export async function loadGuest(source: ModuleSource, options: LoadOptions = {})
     const abi = validateCompiledAbi(source, name)
     return { name, module: source, abi, hash: undefined, memoryLimit: undefined, globals: undefined, stateless: declaresStateless(source) }
   }
+  const maxSize = options.maxModuleSize ?? Infinity
   let bytes: Uint8Array
-  if (typeof source === 'string' || source instanceof URL) bytes = await readSource(source, name)
+  if (typeof source === 'string' || source instanceof URL) bytes = await readSource(source, name, maxSize)
   else if (source instanceof ArrayBuffer) bytes = new Uint8Array(source)
   else if (source instanceof Uint8Array) bytes = source
   else throw errors.invalidOption('module must be a file path, URL, Buffer/Uint8Array, ArrayBuffer or WebAssembly.Module')
+  if (bytes.length > maxSize) throw errors.moduleTooLarge(name, bytes.length, maxSize)
 
   const hash = createHash('sha256').update(bytes).digest('hex')
   const key = `${hash}:${options.memoryLimit ?? ''}`

@@ -145,7 +145,7 @@ export class WasmExecutor extends Transform {
   _construct(callback: (err?: Error | null) => void): void {
     const loading = isLoadedGuest(this.source)
       ? Promise.resolve(this.source)
-      : loadGuest(this.source, { memoryLimit: this.limits.memory })
+      : loadGuest(this.source, { memoryLimit: this.limits.memory, maxModuleSize: this.limits.moduleSize })
     // Leave the promise chain before calling back, so a throwing listener is not a rejection.
     loading.then(
       (guest) => process.nextTick(() => this.startRunner(guest, callback)),
