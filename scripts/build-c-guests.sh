@@ -16,14 +16,8 @@
 #
 # Output is deterministic (relative paths, --strip-all: no debug info, names or producers).
 set -euo pipefail
-# clang runs binaryen's wasm-opt after linking whenever one is on PATH, and under `npm test` the
-# assemblyscript devDependency puts one there (node_modules/.bin): the output would then depend
-# on how the script was started. Leave node_modules/.bin off PATH.
-PATH="$(printf '%s' "$PATH" | tr ':' '\n' | grep -v 'node_modules/\.bin' | paste -sd: -)"
-export PATH
-
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cc="${CC:-clang}"
+source "$(dirname "${BASH_SOURCE[0]}")/c-build.sh"
+c_build_init "$@"
 
 common=(-O2 -std=c11 -Wall -Wextra -Werror -Wl,--strip-all -I../../../include)
 # -ffreestanding: clang's own stdint.h/stddef.h; -mbulk-memory: copies and fills become
@@ -32,41 +26,6 @@ nolibc=(--target=wasm32 -ffreestanding -nostdlib -mbulk-memory -Wl,--no-entry)
 reactor=(--target=wasm32-wasi -mexec-model=reactor)
 if [[ -n "${WASI_SYSROOT:-}" ]]; then reactor+=("--sysroot=$WASI_SYSROOT"); fi
 
-check=0
-case "${1:-}" in
-  --check) check=1 ;;
-  "") ;;
-  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
-esac
-
-tmp=""
-if (( check )); then
-  tmp="$(mktemp -d)"
-  trap 'rm -rf "$tmp"' EXIT
-fi
-
-status=0
-shopt -s nullglob
-build() { # folder, flags...
-  local sub="$1"; shift
-  local dir="$root/examples/guests/$sub"
-  for src in "$dir"/*.c; do
-    local name out
-    name="$(basename "$src" .c)"
-    out="$dir/$name.wasm"
-    if (( check )); then mkdir -p "$tmp/$sub"; out="$tmp/$sub/$name.wasm"; fi
-    # From inside the folder with relative paths, so no absolute path reaches the output.
-    (cd "$dir" && "$cc" "$@" "${common[@]}" "$name.c" -o "$out")
-    if (( check )); then
-      if ! cmp -s "$out" "$dir/$name.wasm"; then
-        echo "examples/guests/$sub/$name.wasm differs from a fresh build of $name.c ($(wc -c < "$out") bytes built, $(wc -c < "$dir/$name.wasm") committed; $(cmp "$out" "$dir/$name.wasm" 2>&1 | head -1))" >&2
-        status=1
-      fi
-    else
-      echo "examples/guests/$sub/$name.wasm $(wc -c < "$out") bytes"
-    fi
-  done
-}
-build c "${nolibc[@]}"
-build c-wasi "${reactor[@]}"
+c_build_dir "$c_build_root/examples/guests/c" "${nolibc[@]}" "${common[@]}"
+c_build_dir "$c_build_root/examples/guests/c-wasi" "${reactor[@]}" "${common[@]}"
 exit "$status"

@@ -19,45 +19,11 @@
 # folder (no timestamps; --strip-all drops the debug info, names and producers sections that
 # would hold paths and version strings).
 set -euo pipefail
-# clang runs binaryen's wasm-opt after linking whenever one is on PATH, and under `npm test` the
-# assemblyscript devDependency puts one there (node_modules/.bin): the output would then depend
-# on how the script was started. Leave node_modules/.bin off PATH.
-PATH="$(printf '%s' "$PATH" | tr ':' '\n' | grep -v 'node_modules/\.bin' | paste -sd: -)"
-export PATH
-
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-dir="$root/examples/wasi"
-cc="${CC:-clang}"
+source "$(dirname "${BASH_SOURCE[0]}")/c-build.sh"
+c_build_init "$@"
 
 flags=(--target=wasm32-wasi -O2 -std=c11 -Wall -Wextra -Werror -Wl,--strip-all)
 if [[ -n "${WASI_SYSROOT:-}" ]]; then flags+=("--sysroot=$WASI_SYSROOT"); fi
 
-check=0
-case "${1:-}" in
-  --check) check=1 ;;
-  "") ;;
-  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
-esac
-
-out="$dir"
-if (( check )); then
-  out="$(mktemp -d)"
-  trap 'rm -rf "$out"' EXIT
-fi
-
-status=0
-shopt -s nullglob
-for src in "$dir"/*.c; do
-  name="$(basename "$src" .c)"
-  # Compile from inside the folder with a relative path, so no absolute path reaches the output.
-  (cd "$dir" && "$cc" "${flags[@]}" "$name.c" -o "$out/$name.wasm")
-  if (( check )); then
-    if ! cmp -s "$out/$name.wasm" "$dir/$name.wasm"; then
-      echo "examples/wasi/$name.wasm differs from a fresh build of $name.c" >&2
-      status=1
-    fi
-  else
-    echo "examples/wasi/$name.wasm $(wc -c < "$out/$name.wasm") bytes"
-  fi
-done
+c_build_dir "$c_build_root/examples/wasi" "${flags[@]}"
 exit "$status"
