@@ -5,7 +5,7 @@
  * chunk sizes, what checkpoints cost (numberer, wc; see checkpointScenarios), then the fixed
  * per-chunk cost split by layer, then WASI programs against @wasmer/wasi and node:wasi (wasi.ts;
  * `--filter wasi` for those alone), then start-up, pools and many streams (scale.ts; `--filter
- * scale`). Each cell is warmed up once, then
+ * scale`), then the CLI file to file against `tr` (file-to-file.ts; `--filter file`). Each cell is warmed up once, then
  * run REPS times interleaved with all other cells; the median is reported. Ends with one
  * `BENCH_JSON {...}` line for machines.
  */
@@ -34,6 +34,7 @@ import {
 } from './report.js'
 import { runWasiBench, wasiCellsSelected, type WasiReport } from './wasi.js'
 import { runScaleBench, type ScaleReport } from './scale.js'
+import { printFileToFile, runFileToFileBench, type FileReport } from './file-to-file.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -109,7 +110,8 @@ async function main(): Promise<void> {
   throughputCells(checkpointScenarios(guests))
   const wasiCells = wasiCellsSelected(filter, repoRoot())
   const scaleSelected = filter === undefined || filter.startsWith('scale')
-  if (cells.length === 0 && wasiCells.length === 0 && !scaleSelected) throw new Error(`no scenario matches --filter ${JSON.stringify(filter)}`)
+  const fileSelected = filter === undefined || filter.startsWith('file')
+  if (cells.length === 0 && wasiCells.length === 0 && !scaleSelected && !fileSelected) throw new Error(`no scenario matches --filter ${JSON.stringify(filter)}`)
 
   console.log(
     `wasm-sandbox bench: node ${process.version}, ${values.quick ? 'quick (1/8 volume)' : 'full'}, ` +
@@ -169,6 +171,12 @@ async function main(): Promise<void> {
   // Start-up, pools and many streams (bench/scale.ts): after the rest, since it leaves threads behind for a moment.
   let scaleReport: ScaleReport | undefined
   if (scaleSelected) scaleReport = await runScaleBench(repoRoot(), values.quick)
+  // The CLI as users run it, one process per command (bench/file-to-file.ts).
+  let fileReport: FileReport | undefined
+  if (fileSelected) {
+    fileReport = runFileToFileBench(repoRoot(), values.quick)
+    printFileToFile(fileReport)
+  }
   console.log(`\ntotal ${((Date.now() - started) / 1000).toFixed(1)} s`)
   const json = {
     node: process.version,
@@ -182,6 +190,7 @@ async function main(): Promise<void> {
     verdicts: aims,
     wasi: wasi ?? null,
     scale: scaleReport ?? null,
+    fileToFile: fileReport ?? null,
   }
   console.log(`BENCH_JSON ${JSON.stringify(json)}`)
 }

@@ -13,9 +13,15 @@ const READ_POS = 1
 const WRITE_POS = 2
 /** Set by a side that sleeps until the other makes progress; see `wantWake`. */
 const SLEEPING = 3
-const HEADER_BYTES = 16
+/**
+ * Set while a side is (about to be) blocked in `Atomics.wait` on USED: the other side notifies
+ * only then. A notify with a sleeper is a futex wake-up, tens of microseconds on a loaded
+ * machine; paid per frame, it was the main thread's largest cost per chunk.
+ */
+const WAITING = 4
+const HEADER_BYTES = 32
 /** How long a waiting worker polls before it sleeps. */
-const SPIN_MS = 0.05
+const SPIN_MS = 0.1
 export const FRAME_HEADER = 32
 const HEADER_SLOTS = FRAME_HEADER / 4
 
@@ -55,6 +61,13 @@ export class FrameRing {
   private readonly words: Int32Array
   /** The header of the frame last peeked, reused so reading allocates nothing. */
   readonly header = new Int32Array(HEADER_SLOTS)
+  /**
+   * The writer wakes a blocked reader only once the ring is half full or on `wakeReader`: the
+   * main thread sets this, and calls `wakeReader` before it goes idle, so a worker that slept is
+   * woken once per several frames rather than per frame.
+   */
+  lazyWake = false
+  private wakeOwed = false
 
   constructor(sabOrCapacity: SharedArrayBuffer | number) {
     this.sab =
@@ -112,8 +125,16 @@ export class FrameRing {
     }
     const size = FRAME_HEADER + padded(length)
     Atomics.store(this.state, WRITE_POS, (Atomics.load(this.state, WRITE_POS) + size) % this.capacity)
-    Atomics.add(this.state, USED, size)
-    Atomics.notify(this.state, USED)
+    const used = Atomics.add(this.state, USED, size) + size
+    if (this.lazyWake && used * 2 < this.capacity) this.wakeOwed = true
+    else this.notifyWaiter()
+  }
+
+  /** Wakes a reader still asleep after frames written with `lazyWake`. */
+  wakeReader(): void {
+    if (!this.wakeOwed) return
+    this.wakeOwed = false
+    this.notifyWaiter()
   }
 
   /** Reads the next frame's header into `this.header`; false when the ring is empty. */
@@ -143,7 +164,16 @@ export class FrameRing {
     const size = FRAME_HEADER + padded(this.header[H_LENGTH]!)
     Atomics.store(this.state, READ_POS, (Atomics.load(this.state, READ_POS) + size) % this.capacity)
     Atomics.sub(this.state, USED, size)
-    Atomics.notify(this.state, USED)
+    this.notifyWaiter()
+  }
+
+  /**
+   * After USED changed. Both are sequentially consistent, as are the waiter's store of WAITING and
+   * its re-check of USED (in `Atomics.wait`): a waiter this misses sees the new USED and does not sleep.
+   */
+  private notifyWaiter(): void {
+    this.wakeOwed = false
+    if (Atomics.load(this.state, WAITING) !== 0) Atomics.notify(this.state, USED)
   }
 
   /**
@@ -156,7 +186,9 @@ export class FrameRing {
     do {
       if (Atomics.load(this.state, USED) !== seen) return
     } while (performance.now() < deadline)
+    Atomics.store(this.state, WAITING, 1)
     Atomics.wait(this.state, USED, seen, timeoutMs)
+    Atomics.store(this.state, WAITING, 0)
   }
 
   /** The sleeping side announces itself; the other side asks `wantWake` after progress. */
@@ -179,6 +211,7 @@ export class FrameRing {
    */
   reset(): void {
     for (let i = 0; i < this.state.length; i++) Atomics.store(this.state, i, 0)
+    this.wakeOwed = false
   }
 
   /** Wakes any thread blocked on this ring, e.g. before terminating it. */

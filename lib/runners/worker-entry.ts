@@ -146,7 +146,10 @@ class Session implements DriverHost {
       const last = start + part === length
       if (!output.fits(part)) this.waitForRoom(part)
       output.write(last ? kind : OUT_PART, 0, 0, 0, 0, payload, start, part)
-      if (output.wantWake() || !this.started) port.postMessage(MSG_WAKE)
+      // After an error frame this thread parks: a main thread waiting for input room must not
+      // wait for the room it will never free.
+      const mainWaits = last && kind === OUT_ERROR && this.input.wantWake()
+      if (output.wantWake() || mainWaits || !this.started) port.postMessage(MSG_WAKE)
       start += part
       if (last) return
     }
@@ -208,6 +211,9 @@ class Session implements DriverHost {
   /** Blocks until the output ring has room; the wait is the consumer's, not the guest's, time. */
   private waitForRoom(payload: number): void {
     const { ctl, clock, output } = this
+    // The main thread may sleep until half the input is consumed: it must drain this ring first.
+    const mainWaits = this.input.wantWake()
+    if (output.wantWake() || mainWaits) port.postMessage(MSG_WAKE)
     const running = Atomics.load(ctl, CTL_STATE) === STATE_RUNNING
     const elapsed = now() - clock[CTL_STARTED_F64]!
     if (running) Atomics.store(ctl, CTL_STATE, STATE_IDLE)

@@ -119,6 +119,9 @@ export class WorkerRunner implements GuestRunner {
   /** Pieces of a control payload (an error record) that spans several frames. */
   private parts: Buffer[] = []
   private draining = false
+  /** The check that runs once the event loop is idle; see `settleLater`. */
+  private idle: NodeJS.Immediate | undefined
+  private readonly onIdle = (): void => this.settle()
   private drainAgain = false
   private destroyed = false
   /** Guest time of the workers this runner has already replaced. */
@@ -169,6 +172,7 @@ export class WorkerRunner implements GuestRunner {
       return kept
     }
     const rings = { inCapacity, outCapacity, input: new FrameRing(inCapacity), output: new FrameRing(outCapacity), ctlSab: new SharedArrayBuffer(CTL_BYTES) }
+    rings.input.lazyWake = true
     ringsOf.set(worker, rings)
     return rings
   }
@@ -222,6 +226,7 @@ export class WorkerRunner implements GuestRunner {
     this.sent.push(job)
     this.pending = { kind: job.input ? IN_CHUNK : IN_FLUSH, chunk: job.input, pos: 0, offset: job.offset, callback }
     this.writePending()
+    this.settleLater()
   }
 
   snapshot(callback: (err: Error | null, state?: GuestState) => void): void {
@@ -233,12 +238,14 @@ export class WorkerRunner implements GuestRunner {
     this.busy(+1)
     this.pending = { kind: IN_SNAPSHOT, chunk: null, pos: 0, offset: 0, callback: () => {} }
     this.writePending()
+    this.settleLater()
   }
 
   resume(): void {
     if (!this.paused) return
     this.paused = false
     this.drain()
+    this.settleLater()
   }
 
   guestTimeMs(): number {
@@ -295,6 +302,7 @@ export class WorkerRunner implements GuestRunner {
     if (message === MSG_WAKE || message === MSG_SPACE) {
       this.writePending()
       this.drain()
+      this.settleLater()
     }
     else if (message === MSG_READY) this.finishStart(null)
     else if ((message as { kind?: number })?.kind === MSG_SNAPSHOT) {
@@ -326,7 +334,39 @@ export class WorkerRunner implements GuestRunner {
     const callback = this.startCallback
     this.startCallback = undefined
     callback?.(err)
-    if (!err) this.drain()
+    if (!err) {
+      this.drain()
+      this.settleLater()
+    }
+  }
+
+  /**
+   * Wake-ups cost both threads tens of microseconds, more than a fast guest's chunk, so the main
+   * thread asks for them only when it has nothing else to do: the worker is woken for new input
+   * once the ring is half full or here, and asked to post a message for output only here. Until
+   * then the output is collected as each chunk is written. A stream fed continuously so needs no
+   * messages at all; one that pauses gets its output when the event loop next turns.
+   */
+  private settleLater(): void {
+    if (this.idle === undefined && this.worker) this.idle = setImmediate(this.onIdle)
+  }
+
+  private settle(): void {
+    this.idle = undefined
+    const { input, output } = this
+    if (!input || !output) return
+    input.wakeReader()
+    this.writePending()
+    this.drain()
+    // Asked for only when the pending input does not wait for room already: the worker then
+    // wakes this thread at half a ring, not for each chunk's output (it also does so before it
+    // blocks on a full output ring, so nothing waits on both sides).
+    while (!this.pending && !this.paused && this.output === output) {
+      output.sleep()
+      if (!output.peek()) return
+      output.awake()
+      this.drain()
+    }
   }
 
   /** Reads output frames until the ring is empty or the consumer is full. */
@@ -351,11 +391,7 @@ export class WorkerRunner implements GuestRunner {
     if (!output) return
     const header = output.header
     while (!this.paused && this.output === output) {
-      if (!output.peek()) {
-        output.sleep()
-        if (!output.peek()) return
-        output.awake()
-      }
+      if (!output.peek()) return
       const kind = header[H_KIND]
       if (kind === OUT_DATA) {
         const chunk = Buffer.allocUnsafe(header[H_LENGTH]!)
@@ -466,6 +502,8 @@ export class WorkerRunner implements GuestRunner {
     this.clock = undefined
     if (this.watchdog) clearInterval(this.watchdog)
     this.watchdog = undefined
+    if (this.idle) clearImmediate(this.idle)
+    this.idle = undefined
     this.worker = undefined
     this.output = undefined
     this.pending = undefined

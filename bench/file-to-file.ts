@@ -1,0 +1,95 @@
+/**
+ * File to file, the way users run it: the CLI with the SIMD `upper` guest on a large text file,
+ * against `tr a-z A-Z` on the same file and against a plain Node stream copy of it (1 MiB and
+ * 64 KiB reads). Each command runs as its own process, timed from spawn to exit, so the CLI's
+ * start-up and the output file's writes count, as they do for a user. The output of the CLI is
+ * checked against tr's.
+ */
+import { spawnSync } from 'node:child_process'
+import { closeSync, openSync, rmSync, statSync, writeSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { median } from './harness.js'
+
+const MiB = 1024 * 1024
+
+export interface FileRow {
+  label: string
+  seconds: number
+  /** tr's time over this one's: 1 is tr's speed, above 1 faster than tr. */
+  speedOfTr: number
+}
+
+export interface FileReport {
+  bytes: number
+  rows: FileRow[]
+}
+
+/** Lines of lower- and upper-case words, so `upper` and `tr` both have work on every byte. */
+function writeText(path: string, bytes: number): void {
+  const line = Buffer.from('the quick brown fox jumps over the lazy dog, THEN 0123456789 more words.\n')
+  const block = Buffer.alloc(MiB)
+  for (let i = 0; i < MiB; i++) block[i] = line[i % line.length]!
+  const fd = openSync(path, 'w')
+  try {
+    for (let written = 0; written < bytes; written += MiB) writeSync(fd, block, 0, Math.min(MiB, bytes - written))
+  } finally {
+    closeSync(fd)
+  }
+}
+
+function timeCommand(command: string, args: string[]): number {
+  const start = process.hrtime.bigint()
+  const result = spawnSync(command, args, { stdio: ['ignore', 'ignore', 'inherit'] })
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9
+  if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} exited with ${result.status ?? result.signal}`)
+  return seconds
+}
+
+const nodeCopy = (readBytes: number): string =>
+  `const fs=require('fs');const {pipeline}=require('stream');` +
+  `pipeline(fs.createReadStream(process.argv[1],{highWaterMark:${readBytes}}),fs.createWriteStream(process.argv[2]),(e)=>{if(e)throw e})`
+
+export function runFileToFileBench(root: string, quick: boolean): FileReport {
+  const bytes = (quick ? 64 : 512) * MiB
+  const reps = quick ? 1 : 3
+  const dir = join(tmpdir(), `wasm-sandbox-bench-${process.pid}`)
+  rmSync(dir, { recursive: true, force: true })
+  spawnSync('mkdir', ['-p', dir])
+  const input = join(dir, 'input.txt')
+  const cli = join(root, 'dist', 'cli.js')
+  const upper = join(root, 'examples', 'upper.wasm')
+  try {
+    writeText(input, bytes)
+    const commands: [string, string, string[]][] = [
+      ['tr a-z A-Z', 'sh', ['-c', `tr a-z A-Z < '${input}' > '${join(dir, 'tr.txt')}'`]],
+      ['node copy, 1 MiB reads', process.execPath, ['-e', nodeCopy(MiB), input, join(dir, 'copy.txt')]],
+      ['node copy, 64 KiB reads', process.execPath, ['-e', nodeCopy(64 * 1024), input, join(dir, 'copy.txt')]],
+      ['CLI upper (worker, the default)', process.execPath, [cli, upper, input, '-o', join(dir, 'cli.txt')]],
+      ['CLI upper --inline', process.execPath, [cli, '--inline', upper, input, '-o', join(dir, 'cli.txt')]],
+    ]
+    const times = new Map<string, number[]>(commands.map(([label]) => [label, []]))
+    // Interleaved, so a slow patch of the machine hits every command alike.
+    for (let rep = 0; rep < reps; rep++) {
+      for (const [label, command, args] of commands) times.get(label)!.push(timeCommand(command, args))
+    }
+    if (statSync(join(dir, 'cli.txt')).size !== bytes) throw new Error('the CLI wrote the wrong number of bytes')
+    const same = spawnSync('cmp', [join(dir, 'tr.txt'), join(dir, 'cli.txt')])
+    if (same.status !== 0) throw new Error('the CLI output differs from tr a-z A-Z')
+    const tr = median(times.get('tr a-z A-Z')!)
+    const rows = commands.map(([label]) => {
+      const seconds = median(times.get(label)!)
+      return { label, seconds, speedOfTr: tr / seconds }
+    })
+    return { bytes, rows }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+export function printFileToFile(report: FileReport): void {
+  console.log(`\nFile to file: ${report.bytes / MiB} MiB of text, each command a process (median; aim: the CLI at 1.5× tr's time or better)`)
+  for (const row of report.rows) {
+    console.log(`  ${row.label.padEnd(34)} ${row.seconds.toFixed(2).padStart(6)} s  ${(1 / row.speedOfTr).toFixed(2)}× tr's time`)
+  }
+}
