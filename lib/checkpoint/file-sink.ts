@@ -28,14 +28,27 @@ export class FileSink extends Writable {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.file.write(chunk, 0, chunk.length, this.position).then(
-      ({ bytesWritten }) => {
-        this.position += bytesWritten
-        this.settle()
-        callback()
-      },
-      (err: Error) => callback(err),
-    )
+    this.writeAll([chunk]).then(() => callback(), callback)
+  }
+
+  /**
+   * The chunks buffered while a write was in flight go out in one call: a file written a chunk at
+   * a time paid a thread-pool round trip per chunk, a large part of a fast guest's run.
+   */
+  override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
+    this.writeAll(chunks.map((c) => c.chunk)).then(() => callback(), callback)
+  }
+
+  /** A write may take fewer bytes than given (a signal, a full disk): the rest goes again. */
+  private async writeAll(buffers: Buffer[]): Promise<void> {
+    let rest = buffers
+    while (rest.length > 0) {
+      const { bytesWritten } = rest.length === 1 ? await this.file.write(rest[0]!, 0, rest[0]!.length, this.position) : await this.file.writev(rest, this.position)
+      if (bytesWritten === 0) throw new Error(`writing the output at byte ${this.position} wrote nothing`)
+      this.position += bytesWritten
+      this.settle()
+      rest = unwritten(rest, bytesWritten)
+    }
   }
 
   override _final(callback: (error?: Error | null) => void): void {
@@ -62,4 +75,13 @@ export class FileSink extends Writable {
       },
     )
   }
+}
+
+function unwritten(buffers: Buffer[], written: number): Buffer[] {
+  let i = 0
+  while (i < buffers.length && written >= buffers[i]!.length) written -= buffers[i++]!.length
+  if (i === buffers.length) return []
+  const rest = buffers.slice(i)
+  rest[0] = rest[0]!.subarray(written)
+  return rest
 }

@@ -49,7 +49,8 @@ async function replacingFile(target: string, mode: number | undefined): Promise<
   let settled = false
   const output: Output = {
     // FileSink fsyncs when it finishes, so the rename never exposes a file still in the page cache.
-    stream: new FileSink(handle, 0) as unknown as Writable,
+    // Up to a MiB of output buffered while a write is in flight, written in one writev.
+    stream: new FileSink(handle, 0, 1024 * 1024) as unknown as Writable,
     async commit() {
       await handle.close()
       await rename(temp, target)

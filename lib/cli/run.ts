@@ -163,6 +163,8 @@ export async function run({ module, input: inputArg, flags, programArgs }: RunRe
   }
 }
 
+const READ_BYTES = 1024 * 1024
+
 /** A plain run: the output is committed only when the whole pipeline succeeded. */
 async function runStream(
   module: string,
@@ -179,7 +181,10 @@ async function runStream(
     // report its error to. It can still refuse the options (a delimiter longer than the chunk).
     const stream = wasmTransform(module, options)
     attach(stream)
-    await pipeline(input !== undefined ? createReadStream(input) : process.stdin, stream, output.stream)
+    // Reads of a MiB: the chunker cuts them into bufferSize chunks without copying, and 64 KiB
+    // reads cost a thread-pool round trip each (the CLI's whole run is about a read per chunk).
+    const source = input !== undefined ? createReadStream(input, { highWaterMark: READ_BYTES }) : process.stdin
+    await pipeline(source, stream, output.stream)
     await output.commit()
   } catch (err) {
     await output.discard()
