@@ -96,13 +96,8 @@ export type ModuleBytes =
   | { kind: 'parts'; parts: Uint8Array[]; size: number }
   | { kind: 'file'; path: string; size: number }
 
-/**
- * Finds a module's bytes, refusing one over `maxSize` before anything is done with it. A file
- * or fetch of at most `readBelow` bytes is read into memory; a larger file is only measured,
- * and a larger fetch kept in its pieces, so no large copy is made here.
- */
-export async function locateModule(source: ModuleSource, name: string, maxSize: number, readBelow: number): Promise<ModuleBytes> {
-  if (typeof source === 'string' || source instanceof URL) return locateSource(source, name, maxSize, readBelow)
+/** The bytes a caller gave, refused if over `maxSize`; anything else is not a module source. */
+export function givenBytes(source: unknown, name: string, maxSize: number): ModuleBytes & { kind: 'bytes' } {
   let bytes: Uint8Array
   if (source instanceof ArrayBuffer) bytes = new Uint8Array(source)
   else if (source instanceof Uint8Array) bytes = source
@@ -133,7 +128,12 @@ async function fetchModule(url: URL, maxSize: number): Promise<{ parts: Uint8Arr
   return { parts, size }
 }
 
-async function locateSource(source: string | URL, name: string, maxSize: number, readBelow: number): Promise<ModuleBytes> {
+/**
+ * Finds the bytes of a module file or URL, refusing one over `maxSize` before anything is done
+ * with it. One of at most `readBelow` bytes is read into memory; a larger file is only measured,
+ * and a larger fetch kept in its pieces, so no large copy is made here.
+ */
+export async function locateModule(source: string | URL, name: string, maxSize: number, readBelow: number): Promise<ModuleBytes> {
   let path: string | undefined
   try {
     if (typeof source === 'string' && URL_STRING.test(source)) source = new URL(source)

@@ -5,7 +5,7 @@
  * few milliseconds at a time, and its compile time and parse heap are bounded there.
  */
 import { setImmediate } from 'node:timers/promises'
-import { compile, hashOf, locateModule, nameOf, precompiledGuest, type LoadedGuest, type LoadOptions, type ModuleBytes, type ModuleSource } from '../guest/load.js'
+import { compile, givenBytes, hashOf, locateModule, nameOf, precompiledGuest, type LoadedGuest, type LoadOptions, type ModuleBytes, type ModuleSource } from '../guest/load.js'
 import { DEFAULT_LIMITS } from '../options.js'
 import { LOADER_LIMITS, loaderThreads } from './loader-threads.js'
 
@@ -22,7 +22,10 @@ const COPY_SLICE = 256 * 1024
 export async function loadGuest(source: ModuleSource, options: LoadOptions = {}): Promise<LoadedGuest> {
   const name = nameOf(source)
   if (source instanceof WebAssembly.Module) return precompiledGuest(source, name)
-  const found = await locateModule(source, name, options.maxModuleSize ?? Infinity, LOADER_LIMITS.inlineBytes)
+  const maxSize = options.maxModuleSize ?? Infinity
+  // A small module given as bytes is copied before the first await, so its caller may reuse
+  // the buffer as soon as this returns; a big one's copy takes a few turns of the event loop.
+  const found = typeof source === 'string' || source instanceof URL ? await locateModule(source, name, maxSize, LOADER_LIMITS.inlineBytes) : givenBytes(source, name, maxSize)
   const loaded = found.kind === 'bytes' && found.bytes.length <= LOADER_LIMITS.inlineBytes ? await loadHere(found.bytes, name, options) : await loadInThread(found, name, options)
   return loaded.name === name ? loaded : { ...loaded, name }
 }
