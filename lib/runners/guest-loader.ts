@@ -26,7 +26,7 @@ export async function loadGuest(source: ModuleSource, options: LoadOptions = {})
   // A small module given as bytes is copied before the first await, so its caller may reuse
   // the buffer as soon as this returns; a big one's copy takes a few turns of the event loop.
   const found = typeof source === 'string' || source instanceof URL ? await locateModule(source, name, maxSize, LOADER_LIMITS.inlineBytes) : givenBytes(source, name, maxSize)
-  const loaded = found.kind === 'bytes' && found.bytes.length <= LOADER_LIMITS.inlineBytes ? await loadHere(found.bytes, name, options) : await loadInThread(found, name, options)
+  const loaded = found.kind === 'bytes' && found.bytes.length <= LOADER_LIMITS.inlineBytes ? await loadHere(found, name, options) : await loadInThread(found, name, options)
   return loaded.name === name ? loaded : { ...loaded, name }
 }
 
@@ -44,10 +44,10 @@ function cached(hash: string, options: LoadOptions, load: () => Promise<LoadedGu
   return { guest, hit: false }
 }
 
-function loadHere(bytes: Uint8Array, name: string, options: LoadOptions): Promise<LoadedGuest> {
+function loadHere({ bytes, owned }: { bytes: Uint8Array; owned: boolean }, name: string, options: LoadOptions): Promise<LoadedGuest> {
   const hash = hashOf(bytes)
-  // Copy, so a caller mutating its buffer later cannot change what was validated.
-  return cached(hash, options, () => compile(Uint8Array.prototype.slice.call(bytes), name, options, hash)).guest
+  // A caller's bytes are copied, so its mutating the buffer later cannot change what was validated.
+  return cached(hash, options, () => compile(owned ? bytes : Uint8Array.prototype.slice.call(bytes), name, options, hash)).guest
 }
 
 async function loadInThread(found: ModuleBytes, name: string, options: LoadOptions): Promise<LoadedGuest> {

@@ -194,6 +194,8 @@ class LoaderThread {
     this.job = undefined
     clearTimeout(this.idleTimer)
     this.pool.gone(this)
+    // Its load has failed already: a thread finishing a native call before it stops must not hold the process.
+    this.worker.unref()
     void this.worker.terminate()
   }
 
