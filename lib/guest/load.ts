@@ -146,7 +146,11 @@ export async function locateModule(source: string | URL, name: string, maxSize: 
     // A file's size is known before it is read: a huge one costs the host nothing.
     const { size } = await stat(path)
     if (size > maxSize) return tooLarge(size)
-    return size <= readBelow ? { kind: 'bytes', bytes: await readFile(path), owned: true } : { kind: 'file', path, size }
+    if (size > readBelow) return { kind: 'file', path, size }
+    const bytes = await readFile(path)
+    // It may have grown since.
+    if (bytes.length > maxSize) return tooLarge(bytes.length)
+    return { kind: 'bytes', bytes, owned: true }
   } catch (err) {
     if (err instanceof TooLarge) throw errors.moduleTooLarge(name, err.size, maxSize)
     throw errors.moduleNotFound(name, err)
