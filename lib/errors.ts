@@ -116,6 +116,24 @@ export const errors = {
       { module },
     )
   },
+  loadTimeout(module: string, timeoutMs: number): WasmSandboxError {
+    return new WasmSandboxError(
+      'ERR_WASM_TIMEOUT',
+      `Loading wasm module ${module} took longer than limits.loadTimeout (${timeoutMs} ms); the thread loading it was stopped. Raise limits.loadTimeout if the module is trusted and this machine is slow or busy.`,
+      { module },
+    )
+  },
+  loaderOutOfMemory(module: string, heapMb: number): WasmSandboxError {
+    return new WasmSandboxError(
+      'ERR_WASM_MODULE_TOO_LARGE',
+      `Loading wasm module ${module} needed more than the loader thread's ${heapMb} MiB of heap: it declares far more types, imports, exports or globals than real modules do. It was stopped; nothing was compiled.`,
+      { module },
+    )
+  },
+  loaderDied(module: string, cause: unknown): WasmSandboxError {
+    const reason = cause instanceof Error ? cause.message : String(cause)
+    return new WasmSandboxError('ERR_WASM_WORKER_DIED', `The thread loading wasm module ${module} died: ${reason}`, { module, cause })
+  },
   invalidModule(module: string, reason: string, cause?: unknown): WasmSandboxError {
     return new WasmSandboxError(
       'ERR_WASM_INVALID_MODULE',

@@ -13,7 +13,8 @@ export { BackpressureGate, type BackpressureGateOptions } from './stages/backpre
 export { WasmExecutor, type WasmExecutorOptions } from './stages/wasm-executor.js'
 export { CheckpointTap, type CheckpointTapOptions } from './stages/checkpoint-tap.js'
 export { kOffset, offsetOf } from './stages/offset.js'
-export { loadGuest, type GuestGlobal, type LoadedGuest, type LoadOptions, type ModuleSource } from './guest/load.js'
+export type { GuestGlobal, LoadedGuest, LoadOptions, ModuleSource } from './guest/load.js'
+export { loadGuest } from './runners/guest-loader.js'
 export {
   GuestInstance,
   bufferSink,

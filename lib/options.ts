@@ -36,6 +36,11 @@ export interface Limits {
    * read). Default 128 MiB: real programs run to tens of MB (a pandoc build is about 60).
    */
   moduleSize: number
+  /**
+   * Milliseconds loading a module may take in the loader thread (reading, hashing, parsing,
+   * rewriting, compiling), for modules over 1 MiB; past it the load fails with ERR_WASM_TIMEOUT.
+   */
+  loadTimeout: number
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -45,6 +50,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxOutputPerChunk: undefined,
   maxOutput: Infinity,
   moduleSize: 128 * 1024 * 1024,
+  loadTimeout: 30_000,
 }
 
 export interface CheckpointOptions {
@@ -282,6 +288,7 @@ function resolveLimits(value: unknown): Limits {
     maxOutputPerChunk: optionalPositive('limits.maxOutputPerChunk', limits.maxOutputPerChunk, undefined),
     maxOutput: optionalPositive('limits.maxOutput', limits.maxOutput, Infinity)!,
     moduleSize: optionalPositive('limits.moduleSize', limits.moduleSize, DEFAULT_LIMITS.moduleSize)!,
+    loadTimeout: optionalPositive('limits.loadTimeout', limits.loadTimeout, DEFAULT_LIMITS.loadTimeout)!,
   }
 }
 

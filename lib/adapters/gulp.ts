@@ -94,7 +94,8 @@ export default function wasmGulp(module: ModuleSource, options: WasmGulpOptions 
   const sandbox = sandboxFor(sandboxOptions)
   let guest: Promise<LoadedGuest> | undefined
   // Loaded on the first file, not at creation: a task that matches no file reads nothing.
-  const loaded = (): Promise<LoadedGuest> => (guest ??= loadGuest(module, { memoryLimit: sandbox.options.limits.memory }))
+  const { limits } = sandbox.options
+  const loaded = (): Promise<LoadedGuest> => (guest ??= loadGuest(module, { memoryLimit: limits.memory, maxModuleSize: limits.moduleSize, loadTimeout: limits.loadTimeout }))
   const running = new Set<SandboxStream>()
 
   async function transformFile(file: VinylFile): Promise<void> {

@@ -21,6 +21,7 @@ export interface RunFlags {
   memory?: string
   maxOutput?: string
   maxModuleSize?: string
+  loadTimeout?: string
   maxOutputPerChunk?: string
   recovery?: string
   stateless?: boolean
@@ -134,6 +135,7 @@ export function sandboxOptions(flags: RunFlags): SandboxOptions {
     maxOutput: integer('--max-output', flags.maxOutput),
     maxOutputPerChunk: integer('--max-output-per-chunk', flags.maxOutputPerChunk),
     moduleSize: integer('--max-module-size', flags.maxModuleSize),
+    loadTimeout: integer('--load-timeout', flags.loadTimeout),
   })
   const flowControl = defined({
     sampleRate: integer('--sample-rate', flags.sampleRate),
@@ -202,6 +204,7 @@ const FLAG_OF: Record<string, string> = {
   'limits.maxOutputPerChunk': '--max-output-per-chunk',
   'limits.maxOutput': '--max-output',
   'limits.moduleSize': '--max-module-size',
+  'limits.loadTimeout': '--load-timeout',
   'flowControl.sampleRate': '--sample-rate',
   'flowControl.maxDelay': '--max-delay',
   'flowControl.maxInFlight': '--max-in-flight',

@@ -74,6 +74,7 @@ function runCommand(programArgs: () => string[] | undefined, exit: (status: numb
       new Option('--max-output <bytes>', 'total output limit (default unlimited)'),
       new Option('--max-output-per-chunk <bytes>', 'output limit per chunk (default 16 x buffer size + 1 MiB)'),
       new Option('--max-module-size <bytes>', 'largest module accepted, checked before it is read (default 134217728, 128 MiB)'),
+      new Option('--load-timeout <ms>', 'time limit for loading a module over 1 MiB, in its own thread (default 30000)'),
     ]),
     ...group('Failure and concurrency:', [
       new Option('--recovery <how>', 'when the guest fails on a chunk: fail (default), skip the chunk, or retry=N times'),

@@ -1,6 +1,6 @@
 import '../wasm-globals.js'
 import { createHash } from 'node:crypto'
-import { readFile, stat } from 'node:fs/promises'
+import { open, readFile, stat, type FileHandle } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import { errors } from '../errors.js'
 import { logger } from '../log.js'
@@ -59,12 +59,14 @@ export interface LoadOptions {
   memoryLimit?: number
   /** Bytes the module may have: a larger one is refused before it is read, hashed or parsed. */
   maxModuleSize?: number
+  /**
+   * Milliseconds the loader thread may spend on a module (reading, hashing, parsing, rewriting,
+   * compiling); past it the thread is ended and the load fails with `ERR_WASM_TIMEOUT`.
+   */
+  loadTimeout?: number
 }
 
-const CACHE_SIZE = 32
-const cache = new Map<string, Promise<LoadedGuest>>()
-
-function nameOf(source: ModuleSource): string {
+export function nameOf(source: ModuleSource): string {
   if (typeof source === 'string') return source
   if (source instanceof URL) return source.href
   if (source instanceof WebAssembly.Module) return '<module>'
@@ -84,7 +86,27 @@ const URL_STRING = /^(?:https?|file):/i
  */
 export const FETCH_LIMITS = { timeoutMs: 30_000 }
 
-async function fetchModule(url: URL, maxSize: number): Promise<Uint8Array> {
+/**
+ * A module's bytes as far as the host has them, before any work is done on them: in one piece
+ * (`owned` when nobody else holds them), in the pieces a fetch gave, or still in a file, which
+ * the loader thread then reads itself.
+ */
+export type ModuleBytes =
+  | { kind: 'bytes'; bytes: Uint8Array; owned: boolean }
+  | { kind: 'parts'; parts: Uint8Array[]; size: number }
+  | { kind: 'file'; path: string; size: number }
+
+/** The bytes a caller gave, refused if over `maxSize`; anything else is not a module source. */
+export function givenBytes(source: unknown, name: string, maxSize: number): ModuleBytes & { kind: 'bytes' } {
+  let bytes: Uint8Array
+  if (source instanceof ArrayBuffer) bytes = new Uint8Array(source)
+  else if (source instanceof Uint8Array) bytes = source
+  else throw errors.invalidOption('module must be a file path, URL, Buffer/Uint8Array, ArrayBuffer or WebAssembly.Module')
+  if (bytes.length > maxSize) throw errors.moduleTooLarge(name, bytes.length, maxSize)
+  return { kind: 'bytes', bytes, owned: false }
+}
+
+async function fetchModule(url: URL, maxSize: number): Promise<{ parts: Uint8Array[]; size: number }> {
   const response = await fetch(url, { signal: AbortSignal.timeout(FETCH_LIMITS.timeoutMs) })
   if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`)
   // Refused on the announced size when there is one, else as the bytes pass the limit.
@@ -94,33 +116,71 @@ async function fetchModule(url: URL, maxSize: number): Promise<Uint8Array> {
     return tooLarge(declared)
   }
   const parts: Uint8Array[] = []
-  let total = 0
+  let size = 0
   for await (const part of response.body ?? []) {
-    total += (part as Uint8Array).length
-    if (total > maxSize) {
+    size += (part as Uint8Array).length
+    if (size > maxSize) {
       await response.body?.cancel().catch(() => {})
-      return tooLarge(total)
+      return tooLarge(size)
     }
     parts.push(part as Uint8Array)
   }
-  return Buffer.concat(parts, total)
+  return { parts, size }
 }
 
-async function readSource(source: string | URL, name: string, maxSize: number): Promise<Uint8Array> {
+/**
+ * Finds the bytes of a module file or URL, refusing one over `maxSize` before anything is done
+ * with it. One of at most `readBelow` bytes is read into memory; a larger file is only measured,
+ * and a larger fetch kept in its pieces, so no large copy is made here.
+ */
+export async function locateModule(source: string | URL, name: string, maxSize: number, readBelow: number): Promise<ModuleBytes> {
   let path: string | undefined
   try {
     if (typeof source === 'string' && URL_STRING.test(source)) source = new URL(source)
     if (typeof source === 'string') path = source
     else if (source.protocol === 'file:') path = fileURLToPath(source)
-    else return await fetchModule(source, maxSize)
+    else {
+      const { parts, size } = await fetchModule(source, maxSize)
+      return size <= readBelow ? { kind: 'bytes', bytes: Buffer.concat(parts, size), owned: true } : { kind: 'parts', parts, size }
+    }
     // A file's size is known before it is read: a huge one costs the host nothing.
     const { size } = await stat(path)
     if (size > maxSize) return tooLarge(size)
-    return await readFile(path)
+    if (size > readBelow) return { kind: 'file', path, size }
+    const bytes = await readFile(path)
+    // It may have grown since.
+    if (bytes.length > maxSize) return tooLarge(bytes.length)
+    return { kind: 'bytes', bytes, owned: true }
   } catch (err) {
     if (err instanceof TooLarge) throw errors.moduleTooLarge(name, err.size, maxSize)
     throw errors.moduleNotFound(name, err)
   }
+}
+
+/**
+ * Reads a module file that `locateModule` measured, in the loader thread. The size is checked
+ * again on the open file: it may have been replaced since.
+ */
+export async function readModuleFile(path: string, name: string, maxSize: number): Promise<Uint8Array> {
+  let file: FileHandle | undefined
+  try {
+    file = await open(path, 'r')
+    const { size } = await file.stat()
+    if (size > maxSize) return tooLarge(size)
+    const bytes = await file.readFile()
+    if (bytes.length > maxSize) return tooLarge(bytes.length)
+    return bytes
+  } catch (err) {
+    if (err instanceof TooLarge) throw errors.moduleTooLarge(name, err.size, maxSize)
+    throw errors.moduleNotFound(name, err)
+  } finally {
+    await file?.close()
+  }
+}
+
+/** The content hash guests are cached and checkpoints matched by. */
+export function hashOf(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex')
 }
 
 class TooLarge extends Error {
@@ -133,7 +193,11 @@ function tooLarge(size: number): never {
   throw new TooLarge(size)
 }
 
-async function compile(bytes: Uint8Array, name: string, options: LoadOptions, hash: string): Promise<LoadedGuest> {
+/**
+ * The work done on a module's bytes, start to end: parse, check against the ABI, rewrite, compile.
+ * Pure (bytes in, guest out), so it runs the same on the main thread and in the loader thread.
+ */
+export async function compile(bytes: Uint8Array, name: string, options: LoadOptions, hash: string): Promise<LoadedGuest> {
   const info = parseModule(bytes, name)
   const codeStart = codeSectionStart(bytes)
   const functionExports = info.exports.filter((e) => e.kind === 'function').map((e) => [e.name, e.index] as const)
@@ -160,36 +224,10 @@ async function compile(bytes: Uint8Array, name: string, options: LoadOptions, ha
   }
 }
 
-/**
- * Reads, validates and compiles a guest. Compiled modules are cached by content hash and
- * limit, so many streams over the same guest compile it once.
- */
-export async function loadGuest(source: ModuleSource, options: LoadOptions = {}): Promise<LoadedGuest> {
-  const name = nameOf(source)
-  if (source instanceof WebAssembly.Module) {
-    const abi = validateCompiledAbi(source, name)
-    return { name, module: source, abi, hash: undefined, memoryLimit: undefined, globals: undefined, stateless: declaresStateless(source) }
-  }
-  const maxSize = options.maxModuleSize ?? Infinity
-  let bytes: Uint8Array
-  if (typeof source === 'string' || source instanceof URL) bytes = await readSource(source, name, maxSize)
-  else if (source instanceof ArrayBuffer) bytes = new Uint8Array(source)
-  else if (source instanceof Uint8Array) bytes = source
-  else throw errors.invalidOption('module must be a file path, URL, Buffer/Uint8Array, ArrayBuffer or WebAssembly.Module')
-  if (bytes.length > maxSize) throw errors.moduleTooLarge(name, bytes.length, maxSize)
-
-  const hash = createHash('sha256').update(bytes).digest('hex')
-  const key = `${hash}:${options.memoryLimit ?? ''}`
-  let pending = cache.get(key)
-  if (!pending) {
-    // Copy, so a caller mutating its buffer later cannot change what was validated.
-    pending = compile(Uint8Array.prototype.slice.call(bytes), name, options, hash)
-    cache.set(key, pending)
-    if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value!)
-    pending.catch(() => cache.delete(key))
-  }
-  const loaded = await pending
-  return loaded.name === name ? loaded : { ...loaded, name }
+/** A precompiled module: checked against the ABI, but neither hashed nor rewritten. */
+export function precompiledGuest(module: WebAssembly.Module, name: string): LoadedGuest {
+  const abi = validateCompiledAbi(module, name)
+  return { name, module, abi, hash: undefined, memoryLimit: undefined, globals: undefined, stateless: declaresStateless(module) }
 }
 
 export function isLoadedGuest(value: unknown): value is LoadedGuest {

@@ -1,5 +1,5 @@
-/** The wire protocol between WorkerRunner and its worker; nothing else uses it. */
-import type { WasmFrame } from '../errors.js'
+/** The wire protocol between the worker runners (WorkerRunner, the loader) and their threads. */
+import { WasmSandboxError, type WasmFrame, type WasmSandboxErrorCode } from '../errors.js'
 
 /** Frames main → worker, in the input ring. */
 export const IN_CHUNK = 1
@@ -69,4 +69,33 @@ export interface ErrorRecord {
   status?: number | undefined
   exitCode?: number | undefined
   backtrace?: WasmFrame[] | undefined
+}
+
+/** A thrown error as it crosses to the other thread: a WasmSandboxError keeps its code and details. */
+export function errorRecord(err: unknown): ErrorRecord {
+  if (err instanceof WasmSandboxError) {
+    return {
+      code: err.code,
+      message: err.message,
+      offset: err.offset,
+      module: err.module,
+      exportName: err.exportName,
+      status: err.status,
+      exitCode: err.exitCode,
+      backtrace: err.backtrace?.slice(),
+    }
+  }
+  return { code: 'ERR_WASM_WORKER_DIED', message: String((err as Error)?.stack ?? err) }
+}
+
+/** The error an ErrorRecord was made from, on this side of the thread boundary. */
+export function revive(record: ErrorRecord): WasmSandboxError {
+  return new WasmSandboxError(record.code as WasmSandboxErrorCode, record.message, {
+    offset: record.offset,
+    module: record.module,
+    exportName: record.exportName,
+    status: record.status,
+    exitCode: record.exitCode,
+    ...(record.backtrace ? { backtrace: record.backtrace } : {}),
+  })
 }

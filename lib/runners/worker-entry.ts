@@ -10,7 +10,6 @@
  */
 import { parentPort } from 'node:worker_threads'
 import type { GuestState } from '../checkpoint/types.js'
-import { WasmSandboxError } from '../errors.js'
 import type { LogSink, OutputSink } from '../guest/instance.js'
 import type { ChunkHandler, DriverHost, DriverName, WorkerData } from './driver.js'
 import {
@@ -42,7 +41,7 @@ import {
   OUT_STDERR,
   STATE_IDLE,
   STATE_RUNNING,
-  type ErrorRecord,
+  errorRecord,
 } from './protocol.js'
 import { FrameRing, H_KIND, H_LENGTH, H_TOTAL } from './ring.js'
 
@@ -54,22 +53,6 @@ const DRIVERS: Record<DriverName, string> = {
 
 const port = parentPort!
 const IDLE_WAIT_MS = 1000
-
-function record(err: unknown): ErrorRecord {
-  if (err instanceof WasmSandboxError) {
-    return {
-      code: err.code,
-      message: err.message,
-      offset: err.offset,
-      module: err.module,
-      exportName: err.exportName,
-      status: err.status,
-      exitCode: err.exitCode,
-      backtrace: err.backtrace?.slice(),
-    }
-  }
-  return { code: 'ERR_WASM_WORKER_DIED', message: String((err as Error)?.stack ?? err) }
-}
 
 /** One stream's guest in this thread: its rings, its call clock and its driver. */
 class Session implements DriverHost {
@@ -192,7 +175,7 @@ class Session implements DriverHost {
         try {
           this.postSnapshot(handler.snapshot())
         } catch (err) {
-          port.postMessage({ kind: MSG_SNAPSHOT, error: record(err) })
+          port.postMessage({ kind: MSG_SNAPSHOT, error: errorRecord(err) })
         }
       } else if (kind === IN_FLUSH) {
         const offset = input.offsetOfFrame()
@@ -275,8 +258,8 @@ async function runSession(data: WorkerData): Promise<void> {
     await driver.serve(session)
   } catch (err) {
     session.leave()
-    if (session.started) session.writeFrame(OUT_ERROR, Buffer.from(JSON.stringify(record(err))))
-    else port.postMessage({ kind: MSG_START_FAILED, error: record(err) })
+    if (session.started) session.writeFrame(OUT_ERROR, Buffer.from(JSON.stringify(errorRecord(err))))
+    else port.postMessage({ kind: MSG_START_FAILED, error: errorRecord(err) })
     idleForever()
   }
 }

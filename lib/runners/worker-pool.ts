@@ -16,7 +16,7 @@ const RESOURCE_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 
  * list is validated, and V8 flags such as `--expose-gc` are refused there though inherited
  * silently; `spawn` then starts the worker with none.)
  */
-function workerExecArgv(): string[] | undefined {
+export function workerExecArgv(): string[] | undefined {
   const host = process.execArgv
   if (!host.some((arg) => arg === '--input-type' || arg.startsWith('--input-type='))) return undefined
   const argv: string[] = []

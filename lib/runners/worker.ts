@@ -1,5 +1,5 @@
 import type { Worker } from 'node:worker_threads'
-import { errors, WasmSandboxError, type GuestSite, type WasmSandboxErrorCode } from '../errors.js'
+import { errors, type GuestSite, type WasmSandboxError } from '../errors.js'
 import type { GuestState } from '../checkpoint/types.js'
 import { droppedEntry, logEntry } from '../guest/instance.js'
 import type { LoadedGuest } from '../guest/load.js'
@@ -31,6 +31,7 @@ import {
   OUT_PART,
   OUT_STDERR,
   STATE_RUNNING,
+  revive,
   type ErrorRecord,
 } from './protocol.js'
 import { FRAME_HEADER, FrameRing, H_ARG, H_KIND, H_LENGTH, H_SEQ, H_TOTAL, MAX_RING_CAPACITY } from './ring.js'
@@ -68,18 +69,6 @@ interface PendingWrite {
  */
 function ringCapacity(depth: number, bufferSize: number): number {
   return Math.min(MAX_RING_CAPACITY, Math.max(depth, 2) * (bufferSize + 2 * FRAME_HEADER))
-}
-
-function revive(record: ErrorRecord): WasmSandboxError {
-  const err = new WasmSandboxError(record.code as WasmSandboxErrorCode, record.message, {
-    offset: record.offset,
-    module: record.module,
-    exportName: record.exportName,
-    status: record.status,
-    exitCode: record.exitCode,
-    ...(record.backtrace ? { backtrace: record.backtrace } : {}),
-  })
-  return err
 }
 
 /**

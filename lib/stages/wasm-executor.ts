@@ -3,7 +3,8 @@ import { Transform } from 'readable-stream'
 import type { Checkpoint } from '../checkpoint/types.js'
 import { errors, type WasmSandboxError } from '../errors.js'
 import type { GuestLogEntry } from '../guest/instance.js'
-import { isLoadedGuest, loadGuest, type LoadedGuest, type ModuleSource } from '../guest/load.js'
+import { isLoadedGuest, type LoadedGuest, type ModuleSource } from '../guest/load.js'
+import { loadGuest } from '../runners/guest-loader.js'
 import { logger } from '../log.js'
 import { DEFAULT_LIMITS, DEFAULT_BUFFER_SIZE, resolveGuestConfig, type Isolation, type Limits, type RecoveryStrategy } from '../options.js'
 import { runnerChain } from '../runners/chain.js'
@@ -145,7 +146,7 @@ export class WasmExecutor extends Transform {
   _construct(callback: (err?: Error | null) => void): void {
     const loading = isLoadedGuest(this.source)
       ? Promise.resolve(this.source)
-      : loadGuest(this.source, { memoryLimit: this.limits.memory, maxModuleSize: this.limits.moduleSize })
+      : loadGuest(this.source, { memoryLimit: this.limits.memory, maxModuleSize: this.limits.moduleSize, loadTimeout: this.limits.loadTimeout })
     // Leave the promise chain before calling back, so a throwing listener is not a rejection.
     loading.then(
       (guest) => process.nextTick(() => this.startRunner(guest, callback)),
