@@ -81,16 +81,16 @@ const MAX_PAGES_64 = 2 ** 48
 const DEFAULT_MODULE_NAME = '<module>'
 const DEFAULT_GLOBAL_PREFIX = '__wasm_sandbox_global_'
 
-const SECTION_CUSTOM = 0
-const SECTION_TYPE = 1
+export const SECTION_CUSTOM = 0
+export const SECTION_TYPE = 1
 const SECTION_IMPORT = 2
-const SECTION_FUNCTION = 3
+export const SECTION_FUNCTION = 3
 const SECTION_TABLE = 4
 const SECTION_MEMORY = 5
-const SECTION_GLOBAL = 6
-const SECTION_EXPORT = 7
+export const SECTION_GLOBAL = 6
+export const SECTION_EXPORT = 7
 const SECTION_START = 8
-const SECTION_CODE = 10
+export const SECTION_CODE = 10
 const SECTION_TAG = 13
 
 /**
@@ -98,7 +98,7 @@ const SECTION_TAG = 13
  * (tag, 13, sits between memory and global; datacount, 12, between element and code), so
  * ordering is checked by rank, which also rejects duplicate sections.
  */
-const SECTION_RANK: ReadonlyMap<number, number> = new Map([
+export const SECTION_RANK: ReadonlyMap<number, number> = new Map([
   [1, 1], // type
   [2, 2], // import
   [3, 3], // function
@@ -114,7 +114,7 @@ const SECTION_RANK: ReadonlyMap<number, number> = new Map([
   [11, 13], // data
 ])
 
-const VAL_TYPES: ReadonlyMap<number, ValType> = new Map([
+export const VAL_TYPES: ReadonlyMap<number, ValType> = new Map([
   [0x7f, 'i32'],
   [0x7e, 'i64'],
   [0x7d, 'f32'],
@@ -135,7 +135,7 @@ const utf8Encoder = new TextEncoder()
  * Bounds-checked cursor over one region of the module. Each section gets its own reader whose
  * `end` is the section's end, so a lying count inside a section can never read past it.
  */
-class Reader {
+export class Reader {
   pos: number
 
   constructor(
@@ -331,11 +331,11 @@ class Reader {
   }
 }
 
-function hex(b: number): string {
+export function hex(b: number): string {
   return b.toString(16).padStart(2, '0')
 }
 
-interface Section {
+export interface Section {
   id: number
   /** Offset of the id byte. */
   start: number
@@ -352,7 +352,7 @@ interface MemorySite {
   limits: MemoryLimits
 }
 
-interface Parsed {
+export interface Parsed {
   info: ModuleInfo
   sections: Section[]
   memorySites: MemorySite[]
@@ -362,7 +362,7 @@ interface Parsed {
   exportCount: number
 }
 
-function parse(bytes: Uint8Array, moduleName: string): Parsed {
+export function parse(bytes: Uint8Array, moduleName: string): Parsed {
   if (!(bytes instanceof Uint8Array)) {
     throw errors.invalidModule(moduleName, 'expected the module bytes as a Uint8Array')
   }
@@ -572,7 +572,7 @@ function parse(bytes: Uint8Array, moduleName: string): Parsed {
 }
 
 /** Minimal unsigned LEB128, so rewritten sections never grow more than they must. */
-function encodeU32(n: number): number[] {
+export function encodeU32(n: number): number[] {
   const out: number[] = []
   do {
     let b = n % 128
@@ -583,7 +583,7 @@ function encodeU32(n: number): number[] {
   return out
 }
 
-function encodeName(s: string): number[] {
+export function encodeName(s: string): number[] {
   const utf8 = utf8Encoder.encode(s)
   const out = encodeU32(utf8.length)
   append(out, utf8)
@@ -595,7 +595,7 @@ function append(out: number[], items: ArrayLike<number>): void {
   for (let i = 0; i < items.length; i++) out.push(items[i]!)
 }
 
-function concat(parts: ArrayLike<number>[]): Uint8Array {
+export function concat(parts: ArrayLike<number>[]): Uint8Array {
   let len = 0
   for (const p of parts) len += p.length
   const out = new Uint8Array(len)
@@ -608,7 +608,7 @@ function concat(parts: ArrayLike<number>[]): Uint8Array {
 }
 
 /** A section with a fresh size prefix; the payload is whatever the caller assembled. */
-function encodeSection(id: number, payload: Uint8Array, moduleName: string): Uint8Array {
+export function encodeSection(id: number, payload: Uint8Array, moduleName: string): Uint8Array {
   if (payload.length > 0xffffffff) throw errors.invalidModule(moduleName, `rewritten section ${id} is too large`)
   return concat([[id], encodeU32(payload.length), payload])
 }
@@ -803,7 +803,7 @@ export function codeSectionStart(bytes: Uint8Array): number | undefined {
  * still get `ERR_WASM_INVALID_MODULE` (with the original as `cause`) instead of a crash path
  * they were never told to expect.
  */
-function guard<T>(moduleName: string, fn: () => T): T {
+export function guard<T>(moduleName: string, fn: () => T): T {
   try {
     return fn()
   } catch (err) {
