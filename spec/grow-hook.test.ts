@@ -120,6 +120,7 @@ describe('memory.grow hook: the decoder', () => {
       (func (export "run") (result i32)
         (local ${'i32 '.repeat(70)}) (local $v v128)
         (block (drop (i32.const -64)))                          ;; block type 0x40, i32.const -64 = 0x40
+        (block ${'(block '.repeat(64)} (br_table 3 64 64 (i32.const 5)) ${')'.repeat(64)}) ;; labels 0x40
         (local.set 64 (call $f64))                              ;; local.set 64, call 64
         (i32.store offset=64 (i32.const 0) (local.get 64))      ;; memarg offset 0x40
         (i32.store8 offset=64 align=1 (i32.const 1) (i32.const 64))

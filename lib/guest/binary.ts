@@ -9,7 +9,8 @@
  * failure surfaces as one error type (`ERR_WASM_INVALID_MODULE`) that callers can branch on.
  *
  * Only the sections the sandbox needs are decoded (type, import, function, memory, global,
- * export, start); the rest are skipped by size. The `name` custom section is read on its own,
+ * export, start); the rest are skipped by size. Function bodies are decoded by grow-hook.ts,
+ * with this reader, and only to find `memory.grow`. The `name` custom section is read on its own,
  * and only when a trap needs function names (`readFunctionNames`). This is not a full validator: a module this
  * reader accepts can still be rejected by the engine, which validates everything again.
  */

@@ -92,13 +92,14 @@ const BYTES8 = 11
 const SELECT_T = 12
 const HEAP_TYPE = 13
 const TRY_TABLE = 14
-const PREFIX_FC = 15
-const PREFIX_FD = 16
-const PREFIX_FE = 17
-const BYTES16 = 18
-const LANE = 19
-const MEMARG_LANE = 20
-const ZERO_BYTE = 21
+const BYTES16 = 15
+const LANE = 16
+const MEMARG_LANE = 17
+const ZERO_BYTE = 18
+// The prefixes last, so one comparison finds them.
+const PREFIX_FC = 19
+const PREFIX_FD = 20
+const PREFIX_FE = 21
 
 function table(size: number, entries: [kind: number, from: number, to?: number][]): Uint8Array {
   const t = new Uint8Array(size)
@@ -192,6 +193,10 @@ const FE_OPS = table(0x4f, [
   [MEMARG, 0x10, 0x4e], // atomic loads, stores, read-modify-writes
 ])
 
+/** `VAL_TYPES` as a table, for the hot loop. */
+const IS_VAL_TYPE = new Uint8Array(256)
+for (const b of VAL_TYPES.keys()) IS_VAL_TYPE[b] = 1
+
 /** Thrown inside the decoder for anything it does not know; caught into `skipped`. */
 class Unsupported extends Error {}
 
@@ -199,26 +204,57 @@ function unsupported(what: string, at: number): never {
   throw new Unsupported(`${what} at byte offset ${at}`)
 }
 
-function blockType(r: Reader): void {
-  const at = r.pos
-  const b = r.u8('block type')
-  if (b === 0x40 || VAL_TYPES.has(b)) return
-  // Any other one-byte negative s33 is a reference type with a heap type after it.
-  if ((b & 0xc0) === 0x40) unsupported(`block type 0x${hex(b)}`, at)
-  r.pos = at
-  r.skipLeb(33, true, 'block type')
-  if ((r.bytes[r.pos - 1]! & 0x40) !== 0) unsupported('negative block type', at)
+/** The value of the LEB128 `skip` last stepped over (set by `skip`; a number, not a pair, so nothing is allocated per instruction). */
+let lebValue = 0
+
+/**
+ * Steps over the LEB128 at `pos` (signed or not: only the continuation bits matter) and
+ * returns where it ends; its value, as unsigned, is in `lebValue` (exact up to 2^53). Past the
+ * end of the array a byte reads as `undefined`, which ends the LEB; `scanBody` then finds
+ * itself past the end of the body.
+ */
+function skip(bytes: Uint8Array, pos: number): number {
+  let b = bytes[pos++]!
+  if ((b & 0x80) === 0) {
+    lebValue = b
+    return pos
+  }
+  let value = b & 0x7f
+  let scale = 128
+  do {
+    b = bytes[pos++]!
+    value += (b & 0x7f) * scale
+    scale *= 128
+  } while ((b & 0x80) !== 0 && scale < 2 ** 70)
+  lebValue = value
+  return pos
 }
 
-function memarg(r: Reader): void {
-  // Bit 6 of the alignment field says a memory index follows (multi-memory).
-  if ((r.u32('memarg alignment') & 0x40) !== 0) r.u32('memarg memory index')
-  r.skipLeb(64, false, 'memarg offset')
+/** Past a block type: empty, a value type, or a type index (a non-negative s33). */
+function blockType(bytes: Uint8Array, pos: number): number {
+  const b = bytes[pos]!
+  if (b === 0x40 || IS_VAL_TYPE[b] === 1) return pos + 1
+  // Any other one-byte negative s33 is a reference type with a heap type after it.
+  if ((b & 0xc0) === 0x40) unsupported(`block type 0x${hex(b)}`, pos)
+  const end = skip(bytes, pos)
+  if ((bytes[end - 1]! & 0x40) !== 0) unsupported('negative block type', pos)
+  return end
+}
+
+/** Past a memarg: alignment flags (bit 6: a memory index follows, multi-memory), then the offset. */
+function memarg(bytes: Uint8Array, pos: number): number {
+  pos = skip(bytes, pos)
+  if ((lebValue & 0x40) !== 0) pos = skip(bytes, pos)
+  return skip(bytes, pos)
 }
 
 /**
  * Steps over one function body (`r` spans exactly it), pushing `[opcode offset, end of its
- * immediate, memory index]` for each `memory.grow` onto `sites`.
+ * immediate, memory index]` for each `memory.grow` onto `sites`. The local declarations go
+ * through the checked reader; the instructions, the bulk of any module, are read straight from
+ * the bytes (it runs at load, over every byte of code), checking only that the last
+ * instruction ends exactly at the end of the body. LEB widths are not checked: the engine
+ * validates the module after the rewrite, and an invalid one is compiled unhooked (load.ts).
  */
 function scanBody(r: Reader, sites: number[]): void {
   const decls = r.count('local declaration')
@@ -228,13 +264,17 @@ function scanBody(r: Reader, sites: number[]): void {
     const t = r.u8('local type')
     if (!VAL_TYPES.has(t)) unsupported(`local of type 0x${hex(t)}`, at)
   }
-  while (r.pos < r.end) {
-    const at = r.pos
-    const op = r.u8('opcode')
+  const bytes = r.bytes
+  const end = r.end
+  let pos = r.pos
+  while (pos < end) {
+    const at = pos
+    const op = bytes[pos++]!
     let kind = OPS[op]!
     let sub = -1
-    if (kind >= PREFIX_FC && kind <= PREFIX_FE) {
-      sub = r.u32('prefixed opcode')
+    if (kind >= PREFIX_FC) {
+      pos = skip(bytes, pos)
+      sub = lebValue
       const ops = kind === PREFIX_FC ? FC_OPS : kind === PREFIX_FD ? FD_OPS : FE_OPS
       kind = sub < ops.length ? ops[sub]! : UNKNOWN
     }
@@ -242,74 +282,66 @@ function scanBody(r: Reader, sites: number[]): void {
       case NONE:
         break
       case U32:
-        r.u32('immediate')
+      case I32:
+      case I64:
+        pos = skip(bytes, pos)
         break
       case U32X2:
-        r.u32('immediate')
-        r.u32('immediate')
+        pos = skip(bytes, skip(bytes, pos))
         break
       case BLOCK:
-        blockType(r)
+        pos = blockType(bytes, pos)
         break
       case BR_TABLE: {
-        const n = r.count('br_table label')
-        for (let i = 0; i <= n; i++) r.u32('br_table label')
+        pos = skip(bytes, pos)
+        // Labels, then the default; a lying count runs past the end and stops there.
+        for (let n = lebValue; n >= 0 && pos <= end; n--) pos = skip(bytes, pos)
         break
       }
       case MEMARG:
-        memarg(r)
+        pos = memarg(bytes, pos)
         break
       case MEMARG_LANE:
-        memarg(r)
-        r.skip(1, 'lane index')
+        pos = memarg(bytes, pos) + 1
         break
-      case GROW: {
-        const memory = r.u32('memory index')
-        sites.push(at, r.pos, memory)
-        break
-      }
-      case I32:
-        r.skipLeb(32, true, 'i32.const')
-        break
-      case I64:
-        r.skipLeb(64, true, 'i64.const')
+      case GROW:
+        pos = skip(bytes, pos)
+        sites.push(at, pos, lebValue)
         break
       case BYTES4:
-        r.skip(4, 'f32.const')
+        pos += 4
         break
       case BYTES8:
-        r.skip(8, 'f64.const')
+        pos += 8
         break
       case BYTES16:
-        r.skip(16, 'v128 immediate')
+        pos += 16
         break
       case LANE:
-        r.skip(1, 'lane index')
+        pos += 1
         break
       case ZERO_BYTE:
-        if (r.u8('atomic.fence flags') !== 0) unsupported('atomic.fence flags', r.pos - 1)
+        if (bytes[pos++] !== 0) unsupported('atomic.fence flags', pos - 1)
         break
       case SELECT_T: {
-        const n = r.count('select type')
-        for (let i = 0; i < n; i++) {
-          const t = r.u8('select type')
-          if (!VAL_TYPES.has(t)) unsupported(`select type 0x${hex(t)}`, r.pos - 1)
+        pos = skip(bytes, pos)
+        for (let n = lebValue; n > 0 && pos <= end; n--, pos++) {
+          if (IS_VAL_TYPE[bytes[pos]!] !== 1) unsupported(`select type 0x${hex(bytes[pos] ?? 0)}`, pos)
         }
         break
       }
       case HEAP_TYPE: {
-        const h = r.u8('heap type')
-        if (h !== 0x70 && h !== 0x6f) unsupported(`heap type 0x${hex(h)}`, r.pos - 1)
+        const h = bytes[pos++]!
+        if (h !== 0x70 && h !== 0x6f) unsupported(`heap type 0x${hex(h ?? 0)}`, pos - 1)
         break
       }
       case TRY_TABLE: {
-        blockType(r)
-        const n = r.count('catch clause')
-        for (let i = 0; i < n; i++) {
-          const c = r.u8('catch kind')
-          if (c > 3) unsupported(`catch kind ${c}`, r.pos - 1)
-          if (c <= 1) r.u32('catch tag')
-          r.u32('catch label')
+        pos = skip(bytes, blockType(bytes, pos))
+        for (let n = lebValue; n > 0 && pos <= end; n--) {
+          const c = bytes[pos++]!
+          if (c > 3) unsupported(`catch kind ${c}`, pos - 1)
+          if (c <= 1) pos = skip(bytes, pos) // the tag
+          pos = skip(bytes, pos) // the label
         }
         break
       }
@@ -317,6 +349,7 @@ function scanBody(r: Reader, sites: number[]): void {
         unsupported(sub < 0 ? `opcode 0x${hex(op)}` : `opcode 0x${hex(op)} ${sub}`, at)
     }
   }
+  if (pos !== end) unsupported('an instruction runs past the end of its function body', end)
 }
 
 /** A function body with at least one `memory.grow`. */
