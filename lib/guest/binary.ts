@@ -353,7 +353,7 @@ interface MemorySite {
   limits: MemoryLimits
 }
 
-export interface Parsed {
+interface Parsed {
   info: ModuleInfo
   sections: Section[]
   memorySites: MemorySite[]
@@ -596,7 +596,7 @@ function append(out: number[], items: ArrayLike<number>): void {
   for (let i = 0; i < items.length; i++) out.push(items[i]!)
 }
 
-export function concat(parts: ArrayLike<number>[]): Uint8Array {
+function concat(parts: ArrayLike<number>[]): Uint8Array {
   let len = 0
   for (const p of parts) len += p.length
   const out = new Uint8Array(len)
@@ -609,7 +609,7 @@ export function concat(parts: ArrayLike<number>[]): Uint8Array {
 }
 
 /** A section with a fresh size prefix; the payload is whatever the caller assembled. */
-export function encodeSection(id: number, payload: Uint8Array, moduleName: string): Uint8Array {
+function encodeSection(id: number, payload: Uint8Array, moduleName: string): Uint8Array {
   if (payload.length > 0xffffffff) throw errors.invalidModule(moduleName, `rewritten section ${id} is too large`)
   return concat([[id], encodeU32(payload.length), payload])
 }
@@ -804,7 +804,7 @@ export function codeSectionStart(bytes: Uint8Array): number | undefined {
  * still get `ERR_WASM_INVALID_MODULE` (with the original as `cause`) instead of a crash path
  * they were never told to expect.
  */
-export function guard<T>(moduleName: string, fn: () => T): T {
+function guard<T>(moduleName: string, fn: () => T): T {
   try {
     return fn()
   } catch (err) {

@@ -204,30 +204,33 @@ function unsupported(what: string, at: number): never {
   throw new Unsupported(`${what} at byte offset ${at}`)
 }
 
-/** The value of the LEB128 `skip` last stepped over (set by `skip`; a number, not a pair, so nothing is allocated per instruction). */
+/** The value of the LEB128 `read` last stepped over (a variable, not a pair, so nothing is allocated per instruction). */
 let lebValue = 0
 
 /**
- * Steps over the LEB128 at `pos` (signed or not: only the continuation bits matter) and
- * returns where it ends; its value, as unsigned, is in `lebValue` (exact up to 2^53). Past the
- * end of the array a byte reads as `undefined`, which ends the LEB; `scanBody` then finds
- * itself past the end of the body.
+ * Past the LEB128 at `pos`, signed or not: only the continuation bits matter. Past the end of
+ * the array a byte reads as `undefined`, which ends it; `scanBody` then finds itself past the
+ * end of the body. At most 10 bytes, as any valid LEB.
  */
 function skip(bytes: Uint8Array, pos: number): number {
-  let b = bytes[pos++]!
-  if ((b & 0x80) === 0) {
-    lebValue = b
-    return pos
-  }
-  let value = b & 0x7f
-  let scale = 128
-  do {
-    b = bytes[pos++]!
-    value += (b & 0x7f) * scale
-    scale *= 128
-  } while ((b & 0x80) !== 0 && scale < 2 ** 70)
-  lebValue = value
+  const stop = pos + 10
+  while ((bytes[pos++]! & 0x80) !== 0 && pos < stop) continue
   return pos
+}
+
+/**
+ * As `skip`, keeping the value in `lebValue`: for small unsigned values (sub-opcodes, flags,
+ * indices, counts), kept a small integer so storing it allocates nothing.
+ */
+function read(bytes: Uint8Array, pos: number): number {
+  let b = bytes[pos++]!
+  let value = b & 0x7f
+  for (let shift = 7; (b & 0x80) !== 0 && shift < 35; shift += 7) {
+    b = bytes[pos++]!
+    value |= (b & 0x7f) << shift
+  }
+  lebValue = value >>> 0
+  return (b & 0x80) !== 0 ? skip(bytes, pos) : pos
 }
 
 /** Past a block type: empty, a value type, or a type index (a non-negative s33). */
@@ -243,7 +246,7 @@ function blockType(bytes: Uint8Array, pos: number): number {
 
 /** Past a memarg: alignment flags (bit 6: a memory index follows, multi-memory), then the offset. */
 function memarg(bytes: Uint8Array, pos: number): number {
-  pos = skip(bytes, pos)
+  pos = read(bytes, pos)
   if ((lebValue & 0x40) !== 0) pos = skip(bytes, pos)
   return skip(bytes, pos)
 }
@@ -272,19 +275,21 @@ function scanBody(r: Reader, sites: number[]): void {
     const op = bytes[pos++]!
     let kind = OPS[op]!
     let sub = -1
+    if (kind === NONE) continue
     if (kind >= PREFIX_FC) {
-      pos = skip(bytes, pos)
+      pos = read(bytes, pos)
       sub = lebValue
       const ops = kind === PREFIX_FC ? FC_OPS : kind === PREFIX_FD ? FD_OPS : FE_OPS
       kind = sub < ops.length ? ops[sub]! : UNKNOWN
     }
     switch (kind) {
-      case NONE:
+      case NONE: // a prefixed opcode without immediates
         break
       case U32:
       case I32:
       case I64:
-        pos = skip(bytes, pos)
+        if (bytes[pos]! < 0x80) pos++
+        else pos = skip(bytes, pos)
         break
       case U32X2:
         pos = skip(bytes, skip(bytes, pos))
@@ -293,7 +298,7 @@ function scanBody(r: Reader, sites: number[]): void {
         pos = blockType(bytes, pos)
         break
       case BR_TABLE: {
-        pos = skip(bytes, pos)
+        pos = read(bytes, pos)
         // Labels, then the default; a lying count runs past the end and stops there.
         for (let n = lebValue; n >= 0 && pos <= end; n--) pos = skip(bytes, pos)
         break
@@ -305,7 +310,7 @@ function scanBody(r: Reader, sites: number[]): void {
         pos = memarg(bytes, pos) + 1
         break
       case GROW:
-        pos = skip(bytes, pos)
+        pos = read(bytes, pos)
         sites.push(at, pos, lebValue)
         break
       case BYTES4:
@@ -324,7 +329,7 @@ function scanBody(r: Reader, sites: number[]): void {
         if (bytes[pos++] !== 0) unsupported('atomic.fence flags', pos - 1)
         break
       case SELECT_T: {
-        pos = skip(bytes, pos)
+        pos = read(bytes, pos)
         for (let n = lebValue; n > 0 && pos <= end; n--, pos++) {
           if (IS_VAL_TYPE[bytes[pos]!] !== 1) unsupported(`select type 0x${hex(bytes[pos] ?? 0)}`, pos)
         }
@@ -336,7 +341,7 @@ function scanBody(r: Reader, sites: number[]): void {
         break
       }
       case TRY_TABLE: {
-        pos = skip(bytes, blockType(bytes, pos))
+        pos = read(bytes, blockType(bytes, pos))
         for (let n = lebValue; n > 0 && pos <= end; n--) {
           const c = bytes[pos++]!
           if (c > 3) unsupported(`catch kind ${c}`, pos - 1)
