@@ -357,6 +357,16 @@ function scanBody(r: Reader, sites: number[]): void {
   if (pos !== end) unsupported('an instruction runs past the end of its function body', end)
 }
 
+/** Offsets of every `40 00` and `40 80` in `[start, end)`, ascending: where a memory.grow of memory 0 may be. */
+function growCandidates(bytes: Uint8Array, start: number, end: number): number[] {
+  const out: number[] = []
+  for (let at = bytes.indexOf(0x40, start); at >= 0 && at < end; at = bytes.indexOf(0x40, at + 1)) {
+    const next = bytes[at + 1]
+    if (next === 0x00 || next === 0x80) out.push(at)
+  }
+  return out
+}
+
 /** A function body with at least one `memory.grow`. */
 interface Body {
   /** Offset of its size LEB. */
@@ -448,6 +458,11 @@ export function hookMemoryGrow(bytes: Uint8Array, moduleName = '<module>'): Grow
   const bodies: Body[] = []
   let bodyCount: number
   let bodiesStart: number
+  // With one memory, memory.grow is 0x40 then a memory index of 0: `40 00`, or padded `40 80 ...`.
+  // A body without that pair has none and is not decoded: most bodies, decoding being the cost.
+  const memories = info.memories.length + info.imports.filter((i) => i.kind === 'memory').length
+  const candidates = memories <= 1 ? growCandidates(bytes, code.payloadStart, code.end) : undefined
+  let next = 0
   try {
     const r = new Reader(bytes, code.payloadStart, code.end, moduleName)
     bodyCount = r.count('function body')
@@ -456,6 +471,13 @@ export function hookMemoryGrow(bytes: Uint8Array, moduleName = '<module>'): Grow
       const sizeAt = r.pos
       const size = r.u32('function body size')
       if (size > r.remaining) r.fail('function body runs past the code section')
+      if (candidates) {
+        while (next < candidates.length && candidates[next]! < r.pos) next++
+        if (next === candidates.length || candidates[next]! >= r.pos + size) {
+          r.pos += size
+          continue
+        }
+      }
       const sites: number[] = []
       scanBody(new Reader(bytes, r.pos, r.pos + size, moduleName), sites)
       if (sites.length > 0) bodies.push({ sizeAt, start: r.pos, end: r.pos + size, sites })
