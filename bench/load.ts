@@ -1,24 +1,36 @@
 /**
- * `node build/bench/load.js [--runs N]` (after `npm run build:spec`)
+ * `node build/bench/load.js [--runs N] [--cold]` (after `npm run build:spec`)
  *
  * What loading a guest costs: `loadGuest` (read, parse, the load-time rewrites, compile) for
  * examples/upper.wasm, the largest C guest (examples/guests/c-wasi/wordfreq.wasm) and a big
  * module made of wordfreq's function bodies repeated to about 1 MB of code, each with its own
  * memory limit so the compile cache never answers. Then, on its own, the memory.grow hook's
  * rewrite (lib/guest/grow-hook.ts) per MB of code section, against `WebAssembly.compile` of the
- * same module. Medians of N runs (default 15), with the spread (min-max); the machine's load
- * average is printed, since a shared machine makes these noisy.
+ * same module. `--cold`: also one `loadGuest` per fresh process, as a CLI run pays it (the
+ * decoder then runs before the JIT has warmed up). Medians of N runs (default 15), with the
+ * spread (min-max); the machine's load average is printed, since a shared machine makes these
+ * noisy.
  */
+import { spawnSync } from 'node:child_process'
 import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { loadGuest } from '../lib/index.js'
 import { median, repoRoot } from './harness.js'
 
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '15' } } })
+const { values } = parseArgs({ options: { runs: { type: 'string', default: '15' }, cold: { type: 'boolean', default: false }, one: { type: 'string' } } })
 const RUNS = Number(values.runs)
 const root = repoRoot()
+
+if (values.one !== undefined) {
+  // One cold load in this fresh process (--cold spawns these): what a CLI run or a first stream pays.
+  const t = performance.now()
+  await loadGuest(values.one, { memoryLimit: 64 * 1024 * 1024 })
+  console.log(performance.now() - t)
+  process.exit(0)
+}
 
 function leb(n: number): number[] {
   const out: number[] = []
@@ -112,6 +124,22 @@ for (const [name, path] of [
 ] as const) {
   const stat = await measure(() => loadGuest(path, { memoryLimit: limit++ * PAGE }))
   console.log(`  ${name.padEnd(44)} ${fmt(stat)}`)
+}
+
+if (values.cold) {
+  console.log(`cold loadGuest, one per fresh process (${RUNS} processes each):`)
+  for (const [name, path] of [
+    ['examples/upper.wasm', join(root, 'examples/upper.wasm')],
+    ['examples/guests/c-wasi/wordfreq.wasm', join(root, 'examples/guests/c-wasi/wordfreq.wasm')],
+    [`wordfreq repeated (${(big.length / 1e6).toFixed(2)} MB)`, bigPath],
+  ] as const) {
+    const ms: number[] = []
+    for (let i = 0; i < RUNS; i++) {
+      const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--one', path], { encoding: 'utf8' })
+      ms.push(Number(r.stdout.trim()))
+    }
+    console.log(`  ${name.padEnd(44)} ${fmt({ median: median(ms), min: Math.min(...ms), max: Math.max(...ms) })}`)
+  }
 }
 
 // Imported by path so this file also builds on a tree without the hook (to compare with it).
