@@ -12,7 +12,7 @@
  * noisy.
  */
 import { spawnSync } from 'node:child_process'
-import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -163,3 +163,4 @@ if (hook) {
   }
 }
 console.log(`load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' ')}`)
+rmSync(dir, { recursive: true, force: true })
