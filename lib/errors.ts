@@ -77,6 +77,20 @@ export function isWasmSandboxError(err: unknown): err is WasmSandboxError {
   return err instanceof WasmSandboxError
 }
 
+/** A `memory.grow` the engine refused, and what the guest did after it, for the message. */
+export interface RefusedGrow {
+  /** Bytes of linear memory when it was refused. */
+  atBytes: number
+  /** Bytes the guest asked for on top. */
+  askedBytes: number
+  /** What the guest did next, after "then the guest": `trapped: unreachable`, `returned status 1`. */
+  then?: string | undefined
+  /** The non-zero status it returned, if that is what it did. */
+  status?: number | undefined
+  /** The code a WASI program exited with, if that is what it did. */
+  exitCode?: number | undefined
+}
+
 /** Where a runtime error happened, as the executor knows it. */
 export interface GuestSite {
   module: string
@@ -196,11 +210,37 @@ export const errors = {
       { offset },
     )
   },
-  memoryLimit(site: GuestSite, limitBytes: number, cause?: unknown): WasmSandboxError {
+  /**
+   * `refused`: the `memory.grow` the engine refused (known for certain, lib/guest/grow-hook.ts)
+   * and what the guest did next; without it, the limit is inferred from the memory size.
+   */
+  memoryLimit(site: GuestSite, limitBytes: number, cause?: unknown, refused?: RefusedGrow): WasmSandboxError {
+    const details = { ...site, cause, status: refused?.status, exitCode: refused?.exitCode }
+    if (!refused) {
+      return new WasmSandboxError(
+        'ERR_WASM_MEMORY_LIMIT',
+        `Guest hit the memory limit of ${limitBytes} bytes in ${at(site)}. Raise limits.memory if the guest legitimately needs more.`,
+        details,
+      )
+    }
+    const { atBytes, askedBytes } = refused
+    const asked = `memory.grow asked for ${askedBytes} bytes more at ${atBytes} bytes (${atBytes + askedBytes} in all)`
+    const then = refused.then ? `; then the guest ${refused.then}` : ''
+    if (atBytes + askedBytes <= limitBytes) {
+      // Under the cap: the module's own declared maximum refused it, or the host had no memory.
+      return new WasmSandboxError(
+        'ERR_WASM_MEMORY_LIMIT',
+        `Guest ran out of memory in ${at(site)}: ${asked}, within limits.memory (${limitBytes} bytes), and was refused ` +
+          `by the module's own declared maximum or because the host could not allocate it${then}. ` +
+          'Rebuild the guest with a larger maximum memory, or give the process more memory.',
+        details,
+      )
+    }
     return new WasmSandboxError(
       'ERR_WASM_MEMORY_LIMIT',
-      `Guest hit the memory limit of ${limitBytes} bytes in ${at(site)}. Raise limits.memory if the guest legitimately needs more.`,
-      { ...site, cause },
+      `Guest hit the memory limit of ${limitBytes} bytes in ${at(site)}: ${asked} and was refused${then}. ` +
+        'Raise limits.memory if the guest legitimately needs more.',
+      details,
     )
   },
   initialMemoryTooLarge(module: string, initialBytes: number, limitBytes: number): WasmSandboxError {

@@ -108,15 +108,16 @@ describe('C guest without libc (examples/guests/c/linenum.wasm)', () => {
     })
   }
 
-  it('the arena at the memory limit: one page short of the scratch buffer fails with status 3, one page more runs', async () => {
+  it('the arena at the memory limit: one page short of the scratch buffer is the memory limit (status 3), one page more runs', async () => {
     // alloc(1024) fits in the initial memory, the 64 KiB scratch buffer needs one more page.
     const initial = initialMemory(readFileSync(linenum))
     const input = Buffer.from('a line\n')
     const options = (memory: number): SandboxOptions => ({ isolation: 'inline', bufferSize: 1024, limits: { memory } })
+    // Its grow was refused, then it returned 3: the limit, with the status and its message.
     await assert.rejects(run(wasmTransform(linenum, options(initial)), input), {
-      code: 'ERR_WASM_GUEST_ERROR',
+      code: 'ERR_WASM_MEMORY_LIMIT',
       status: 3,
-      message: /linenum: out of memory for the output buffer/,
+      message: /asked for 65536 bytes more .* then the guest returned status 3 \(sandbox\.fail: "linenum: out of memory for the output buffer"\)/,
     })
     assert.equal((await run(wasmTransform(linenum, options(initial + 65536)), input)).toString(), '     1\ta line\n')
   })
@@ -226,13 +227,13 @@ describe('C guest with wasi-libc, a reactor (examples/guests/c-wasi/wordfreq.was
     })
   }
 
-  it('malloc failing at the memory limit fails the stream with status 3 and a message', async () => {
+  it('malloc failing at the memory limit is ERR_WASM_MEMORY_LIMIT, with its status 3 and message', async () => {
     // 60 000 distinct words need about 4 MiB of table and copies; 1 MiB of memory does not hold them.
     const input = Buffer.from(Array.from({ length: 60_000 }, (_, i) => `w${i}`).join(' '))
     await assert.rejects(run(wasmTransform(wordfreq, { bufferSize: 4096, limits: { memory: 1 << 20 } }), input, [65536]), {
-      code: 'ERR_WASM_GUEST_ERROR',
+      code: 'ERR_WASM_MEMORY_LIMIT',
       status: 3,
-      message: /wordfreq: out of memory after \d+ distinct words/,
+      message: /memory limit of 1048576 bytes.*then the guest returned status 3 \(sandbox\.fail: "wordfreq: out of memory after \d+ distinct words"\)/,
     })
     // The same input with the default memory limit runs.
     const output = await run(wasmTransform(wordfreq, { bufferSize: 4096 }), input, [65536])

@@ -9,7 +9,8 @@
  * failure surfaces as one error type (`ERR_WASM_INVALID_MODULE`) that callers can branch on.
  *
  * Only the sections the sandbox needs are decoded (type, import, function, memory, global,
- * export, start); the rest are skipped by size. The `name` custom section is read on its own,
+ * export, start); the rest are skipped by size. Function bodies are decoded by grow-hook.ts,
+ * with this reader, and only to find `memory.grow`. The `name` custom section is read on its own,
  * and only when a trap needs function names (`readFunctionNames`). This is not a full validator: a module this
  * reader accepts can still be rejected by the engine, which validates everything again.
  */
@@ -81,16 +82,16 @@ const MAX_PAGES_64 = 2 ** 48
 const DEFAULT_MODULE_NAME = '<module>'
 const DEFAULT_GLOBAL_PREFIX = '__wasm_sandbox_global_'
 
-const SECTION_CUSTOM = 0
-const SECTION_TYPE = 1
+export const SECTION_CUSTOM = 0
+export const SECTION_TYPE = 1
 const SECTION_IMPORT = 2
-const SECTION_FUNCTION = 3
+export const SECTION_FUNCTION = 3
 const SECTION_TABLE = 4
 const SECTION_MEMORY = 5
-const SECTION_GLOBAL = 6
-const SECTION_EXPORT = 7
+export const SECTION_GLOBAL = 6
+export const SECTION_EXPORT = 7
 const SECTION_START = 8
-const SECTION_CODE = 10
+export const SECTION_CODE = 10
 const SECTION_TAG = 13
 
 /**
@@ -98,7 +99,7 @@ const SECTION_TAG = 13
  * (tag, 13, sits between memory and global; datacount, 12, between element and code), so
  * ordering is checked by rank, which also rejects duplicate sections.
  */
-const SECTION_RANK: ReadonlyMap<number, number> = new Map([
+export const SECTION_RANK: ReadonlyMap<number, number> = new Map([
   [1, 1], // type
   [2, 2], // import
   [3, 3], // function
@@ -114,7 +115,7 @@ const SECTION_RANK: ReadonlyMap<number, number> = new Map([
   [11, 13], // data
 ])
 
-const VAL_TYPES: ReadonlyMap<number, ValType> = new Map([
+export const VAL_TYPES: ReadonlyMap<number, ValType> = new Map([
   [0x7f, 'i32'],
   [0x7e, 'i64'],
   [0x7d, 'f32'],
@@ -135,7 +136,7 @@ const utf8Encoder = new TextEncoder()
  * Bounds-checked cursor over one region of the module. Each section gets its own reader whose
  * `end` is the section's end, so a lying count inside a section can never read past it.
  */
-class Reader {
+export class Reader {
   pos: number
 
   constructor(
@@ -331,11 +332,11 @@ class Reader {
   }
 }
 
-function hex(b: number): string {
+export function hex(b: number): string {
   return b.toString(16).padStart(2, '0')
 }
 
-interface Section {
+export interface Section {
   id: number
   /** Offset of the id byte. */
   start: number
@@ -362,7 +363,7 @@ interface Parsed {
   exportCount: number
 }
 
-function parse(bytes: Uint8Array, moduleName: string): Parsed {
+export function parse(bytes: Uint8Array, moduleName: string): Parsed {
   if (!(bytes instanceof Uint8Array)) {
     throw errors.invalidModule(moduleName, 'expected the module bytes as a Uint8Array')
   }
@@ -572,7 +573,7 @@ function parse(bytes: Uint8Array, moduleName: string): Parsed {
 }
 
 /** Minimal unsigned LEB128, so rewritten sections never grow more than they must. */
-function encodeU32(n: number): number[] {
+export function encodeU32(n: number): number[] {
   const out: number[] = []
   do {
     let b = n % 128
@@ -583,7 +584,7 @@ function encodeU32(n: number): number[] {
   return out
 }
 
-function encodeName(s: string): number[] {
+export function encodeName(s: string): number[] {
   const utf8 = utf8Encoder.encode(s)
   const out = encodeU32(utf8.length)
   append(out, utf8)

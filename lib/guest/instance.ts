@@ -2,6 +2,7 @@ import '../wasm-globals.js'
 import { errors, WasmSandboxError, type GuestSite } from '../errors.js'
 import { wasmBacktrace } from './backtrace.js'
 import { PAGE_SIZE } from './binary.js'
+import { readRefusal } from './grow-hook.js'
 import type { GuestState } from '../checkpoint/types.js'
 import type { LoadedGuest } from './load.js'
 
@@ -170,6 +171,8 @@ export class GuestInstance {
   private logCount = 0
   private logBytes = 0
   private logDropped = 0
+  /** The grow hook's record (grow-hook.ts): a refused `memory.grow` in the current call. */
+  private readonly growRecord: WebAssembly.Global | undefined
 
   constructor(guest: LoadedGuest, sink: OutputSink, limits: InstanceLimits = NO_LIMITS, wasi?: GuestWasi, services: GuestServices = {}) {
     this.guest = guest
@@ -197,6 +200,7 @@ export class GuestInstance {
     }
     this.exports = instance.exports as unknown as GuestExports
     this.memory = memory = imported ?? this.exports.memory!
+    this.growRecord = guest.growHook ? (instance.exports[guest.growHook.record] as WebAssembly.Global) : undefined
     wasi?.attach(instance)
     this.view = new Uint8Array(this.memory.buffer)
   }
@@ -325,6 +329,8 @@ export class GuestInstance {
 
   private allocRegion(length: number): void {
     const ptr = this.callExport('alloc', this.exports.alloc, length, 0, this.site.offset) >>> 0
+    // malloc's NULL after its grow was refused: the region would overwrite the guest's data.
+    if (ptr === 0 && this.refusal()) throw this.abort(this.refused(undefined, 'returned 0 from alloc'))
     const size = this.currentView().length
     if (ptr + length > size) {
       throw this.abort(errors.outOfBounds(this.site, 'alloc result', ptr, length, size))
@@ -335,7 +341,10 @@ export class GuestInstance {
 
   private callStatus(name: string, fn: (a: number, b: number) => number, a: number, b: number, offset: number): void {
     const status = this.callExport(name, fn, a, b, offset)
-    if (status !== 0) throw this.abort(errors.guestError({ ...this.site }, status, this.failMessage))
+    if (status !== 0) {
+      const said = this.failMessage === undefined ? '' : ` (sandbox.fail: ${JSON.stringify(this.failMessage)})`
+      throw this.abort(this.refusal() ? this.refused(undefined, `returned status ${status}${said}`, status) : errors.guestError({ ...this.site }, status, this.failMessage))
+    }
     if (this.checkMemory && this.memory.buffer.byteLength > this.limits.memory!) {
       throw this.abort(errors.memoryLimit({ ...this.site }, this.limits.memory!))
     }
@@ -348,6 +357,8 @@ export class GuestInstance {
     this.failMessage = undefined
     this.failure = undefined
     this.logCount = this.logBytes = 0
+    // Per call: a refusal the guest handled in an earlier call explains nothing now.
+    if (this.growRecord) this.growRecord.value = 0n
     try {
       return fn(a, b)
     } catch (err) {
@@ -382,18 +393,38 @@ export class GuestInstance {
     this.broken = true
     if (this.failure) return this.failure
     if (err instanceof WasmSandboxError) return err
-    const limit = Math.min(this.guest.memoryLimit ?? Infinity, this.limits.memory ?? Infinity)
-    // A trap right after memory.grow was refused at the cap is, to the user, the cap.
-    if (limit !== undefined && this.memory !== undefined && this.memory.buffer.byteLength + PAGE_SIZE > limit) {
-      return errors.memoryLimit({ ...this.site }, limit, err)
+    if (this.refusal()) return this.refused(err, `trapped: ${err instanceof Error ? err.message : String(err)}`)
+    if (this.growRecord === undefined || this.checkMemory) {
+      // Not known for certain (no hook, or a cap the binary does not carry): a trap with memory
+      // within a page of the cap is taken to follow a refused memory.grow.
+      const limit = this.memoryCap()
+      if (this.memory !== undefined && this.memory.buffer.byteLength + PAGE_SIZE > limit) {
+        return errors.memoryLimit({ ...this.site }, limit, err)
+      }
     }
     return errors.trap({ ...this.site }, err, wasmBacktrace(err, this.guest))
   }
 
+  /** An out-of-bounds pointer right after a refused grow is the allocator's NULL: the limit. */
   private abort(err: WasmSandboxError): WasmSandboxError {
     this.broken = true
+    if (err.code === 'ERR_WASM_OUT_OF_BOUNDS' && this.refusal()) err = this.refused(err, 'passed an out-of-bounds pointer')
     this.failure = err
     return err
+  }
+
+  private memoryCap(): number {
+    return Math.min(this.guest.memoryLimit ?? Infinity, this.limits.memory ?? Infinity)
+  }
+
+  /** The grow refused in the current call, if any (only for a hooked guest). */
+  private refusal(): ReturnType<typeof readRefusal> {
+    return this.growRecord ? readRefusal(this.growRecord) : undefined
+  }
+
+  /** ERR_WASM_MEMORY_LIMIT for the refused grow, saying what the guest did next. */
+  private refused(cause: unknown, then: string, status?: number): WasmSandboxError {
+    return errors.memoryLimit({ ...this.site }, this.memoryCap(), cause, { ...this.refusal()!, then, status })
   }
 
   private readonly emit = (ptr: number, len: number): void => {

@@ -6,6 +6,7 @@ import { errors } from '../errors.js'
 import { logger } from '../log.js'
 import { validateAbi, validateCompiledAbi, type GuestAbi } from './abi.js'
 import { codeSectionStart, exportMutableGlobals, limitMemory, parseModule, PAGE_SIZE, type ValType } from './binary.js'
+import { hookMemoryGrow } from './grow-hook.js'
 
 const log = logger('loader')
 
@@ -34,10 +35,16 @@ export interface LoadedGuest {
    */
   readonly functionExports?: readonly (readonly [string, number])[] | undefined
   /**
-   * Bytes the rewrites moved the code section by: a code offset in the compiled module minus
-   * this is the offset in the guest's own file. 0 or `undefined` when nothing moved.
+   * Where the rewrites moved the code: pairs `[compiled offset, shift]`, ascending; a byte at a
+   * compiled offset `o` is at `o - shift` in the guest's own file, the shift being that of the
+   * last pair at or before `o` (`originalOffset` in grow-hook.ts). `undefined` when nothing moved.
    */
-  readonly codeShift?: number | undefined
+  readonly codeOffsets?: readonly number[] | undefined
+  /**
+   * Set when every `memory.grow` was rewritten to record a refusal (grow-hook.ts): the export
+   * name of the record global, and the index of the first added function (the hooks).
+   */
+  readonly growHook?: { readonly record: string; readonly firstHook: number } | undefined
   /** The guest declares that it keeps no state between chunks (a `wasm-sandbox.stateless` custom section). */
   readonly stateless: boolean
 }
@@ -211,14 +218,43 @@ export async function compile(bytes: Uint8Array, name: string, options: LoadOpti
     // The host creates an imported memory: with the rewritten maximum, or it would not link.
     if (imported) abi = { ...abi, importedMemory: { ...imported, maximum: Math.min(imported.maximum ?? maxPages, maxPages) } }
   }
+  // Before the grow hook, so the checkpointed globals are the guest's own and not the record.
   const exported = exportMutableGlobals(bytes, undefined, name)
   bytes = exported.bytes
   const globals = exported.globals.map(({ exportName, valType }) => ({ exportName, valType }))
   const codeShift = codeStart === undefined ? 0 : (codeSectionStart(bytes) ?? codeStart) - codeStart
-  try {
-    const module = await WebAssembly.compile(bytes)
+  let codeOffsets: number[] | undefined = codeShift === 0 ? undefined : [0, codeShift]
+  let growHook: LoadedGuest['growHook']
+  let unhooked: Uint8Array | undefined
+  if (memoryLimit !== undefined) {
+    // A refusal can only be the limit's doing once there is one; without, nothing to explain.
+    const hooked = hookMemoryGrow(bytes, name)
+    if (hooked.kind === 'hooked') {
+      unhooked = bytes
+      bytes = hooked.bytes
+      growHook = { record: hooked.record, firstHook: hooked.firstHook }
+      codeOffsets = hooked.offsets.map((v, i) => (i % 2 === 1 ? v + codeShift : v))
+    } else if (hooked.kind === 'skipped') {
+      log('%s: memory.grow left as it is (%s); a refused grow is inferred from the memory size', name, hooked.reason)
+    }
+  }
+  const done = (module: WebAssembly.Module): LoadedGuest => {
     log('compiled %s (%d bytes, sha256 %s)', name, bytes.length, hash.slice(0, 12))
-    return { name, module, abi, hash, memoryLimit, globals, stateless: declaresStateless(module), functionExports, codeShift }
+    return { name, module, abi, hash, memoryLimit, globals, stateless: declaresStateless(module), functionExports, codeOffsets, growHook }
+  }
+  try {
+    return done(await WebAssembly.compile(bytes))
+  } catch (err) {
+    if (unhooked === undefined) throw errors.invalidModule(name, (err as Error).message, err)
+  }
+  // The engine refused the hooked module. Never seen, but the hook must not be what rejects a
+  // guest: compile it as it was, and report its own error if it has one.
+  log('%s: the module with memory.grow hooked did not compile; compiling it as it was', name)
+  bytes = unhooked
+  growHook = undefined
+  codeOffsets = codeShift === 0 ? undefined : [0, codeShift]
+  try {
+    return done(await WebAssembly.compile(bytes))
   } catch (err) {
     throw errors.invalidModule(name, (err as Error).message, err)
   }

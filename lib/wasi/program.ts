@@ -4,6 +4,7 @@ import { errors, type GuestSite, type WasmSandboxError } from '../errors.js'
 import type { LoadedGuest } from '../guest/load.js'
 import type { OutputSink } from '../guest/instance.js'
 import { PAGE_SIZE } from '../guest/binary.js'
+import { readRefusal } from '../guest/grow-hook.js'
 import { FileSystemImage } from './filesystem.js'
 import { memoryViews, wasiImports, wasmerPreview1, WasiExit, type StandardStreams } from './imports.js'
 import { ownPreview1, type MemoryViews } from './own-preview1.js'
@@ -71,7 +72,7 @@ export class WasiRuntime {
   /** The memory of the instance that runs now: the shared imports read and write it. */
   memory: WebAssembly.Memory | undefined
   readonly memoryLimit: number | undefined
-  private readonly guest: LoadedGuest
+  readonly guest: LoadedGuest
   private readonly config: WasiConfig
   private readonly streams: StandardStreams
   private readonly args: string[]
@@ -118,36 +119,48 @@ export class WasiProgram {
   private readonly instance: WebAssembly.Instance
   private readonly memory: WebAssembly.Memory
   private readonly wasi: WASI | undefined
+  /** The grow hook's record (lib/guest/grow-hook.ts); a fresh instance runs once, so never reset. */
+  private readonly growRecord: WebAssembly.Global | undefined
 
   constructor(runtime: WasiRuntime, instance: WebAssembly.Instance, wasi: WASI | undefined) {
     this.runtime = runtime
     this.instance = instance
     this.memory = instance.exports.memory as WebAssembly.Memory
     this.wasi = wasi
+    const hook = runtime.guest.growHook
+    this.growRecord = hook ? (instance.exports[hook.record] as WebAssembly.Global) : undefined
   }
 
   /**
    * Runs `_start` to its end. Returns the exit code (0 when `_start` returns); throws the typed
-   * error for a trap or a memory limit. `site` says where in the input the program was.
+   * error for a trap or a memory limit, and for a non-zero exit after a refused memory.grow
+   * (malloc failed, then `exit(1)` or `abort()`). `site` says where in the input the program was.
    */
   run(site: GuestSite): number {
     this.runtime.memory = this.memory
     const start = this.instance.exports._start as () => void
+    let code: number
     try {
       start()
       return 0
     } catch (err) {
-      if (err instanceof WasiExit) return err.code
-      throw this.classify(err, site)
+      if (!(err instanceof WasiExit)) throw this.classify(err, site)
+      code = err.code
     } finally {
       this.wasi?.free()
     }
+    const refusal = code !== 0 && this.growRecord ? readRefusal(this.growRecord) : undefined
+    if (refusal) throw errors.memoryLimit({ ...site }, this.runtime.memoryLimit!, undefined, { ...refusal, then: `exited with code ${code}`, exitCode: code })
+    return code
   }
 
   private classify(err: unknown, site: GuestSite): WasmSandboxError | unknown {
     if ((err as { name?: string })?.name === 'WasmSandboxError') return err
     const limit = this.runtime.memoryLimit
-    if (limit !== undefined && this.memory.buffer.byteLength + PAGE_SIZE > limit) return errors.memoryLimit({ ...site }, limit, err)
+    const refusal = this.growRecord ? readRefusal(this.growRecord) : undefined
+    if (refusal) return errors.memoryLimit({ ...site }, limit!, err, { ...refusal, then: `trapped: ${(err as Error)?.message ?? String(err)}` })
+    // Without the hook, only a guess: a trap with memory within a page of the cap.
+    if (!this.growRecord && limit !== undefined && this.memory.buffer.byteLength + PAGE_SIZE > limit) return errors.memoryLimit({ ...site }, limit, err)
     if (err instanceof WebAssembly.RuntimeError || err instanceof RangeError) return errors.trap({ ...site }, err)
     return err
   }
