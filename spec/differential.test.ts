@@ -30,6 +30,8 @@ interface Variant {
   chunkDependent?: true
   /** The expected output, where a simple reference exists: a check beside mode vs mode. */
   ref?: (input: Buffer, bufferSize: number) => Buffer
+  /** Fewer runs than NUM_RUNS, for a costly guest (one that always fails costs a new thread per stream). */
+  runs?: number
 }
 
 /** A directory granted to lookup.wasm as /data (made in `before`). */
@@ -63,7 +65,7 @@ const GUESTS: Record<string, Variant[]> = {
     { label: 'per record', options: record(), ref: perLine((line) => Buffer.concat([Buffer.from('1\n'), line])) },
   ],
   'wasi/escape.wasm': [{ options: { wasi: { args: ['escape'] } } }, { label: 'per record', options: record({ args: ['escape'] }) }],
-  'wasi/fail.wasm': [{}, { label: 'per record', options: record() }],
+  'wasi/fail.wasm': [{ runs: 3 }, { label: 'per record', options: record(), runs: 3 }],
   'wasi/grep.wasm': [
     { options: { wasi: { args: ['grep', 'ERROR'] } }, ref: (input) => grepRef(input) },
     { label: 'per record', options: record({ args: ['grep', 'ERROR'] }), ref: (input) => grepRef(input) },
@@ -74,7 +76,8 @@ const GUESTS: Record<string, Variant[]> = {
   ],
   'wasi/lookup.wasm': [
     { text: true, options: { wasi: { args: ['lookup', '/data/dict.txt'], preopens: { '/data': '' } } }, ref: lookupRef },
-    { label: 'per record', text: true, options: record({ args: ['lookup', '/data/dict.txt'], preopens: { '/data': '' } }), ref: lookupRef },
+    // Each record's run gets its own view of the granted directory: a few ms each.
+    { label: 'per record', text: true, options: record({ args: ['lookup', '/data/dict.txt'], preopens: { '/data': '' } }), ref: lookupRef, runs: 4 },
   ],
   'wasi/upper.wasm': [{ ref: upperRef }, { label: 'per record', options: record(), ref: upperRef }],
   'wasi/wc.wasm': [{ ref: wcRef }, { label: 'per record', options: record(), ref: perLine(wcRef) }],
@@ -146,16 +149,21 @@ function assertSame(got: Outcome, want: Outcome, what: string): void {
 const WORDS = ['alpha', 'ERROR', 'beta', 'apple', 'x', 'ERR', 'OR', 'caf\u00e9', 'Tab\there', 'z'.repeat(40)]
 const SEPARATORS = [' ', ' ', '\n', '\n', '\r\n', '  ', '\t', '\n\n']
 
-/** Lines of words: what every guest accepts. Up to about 6 KB (`size: 'max'`: fast-check's default keeps arrays to a few items, too short for a checkpoint). */
-const textInput = fc
-  .array(fc.tuple(fc.constantFrom(...WORDS), fc.constantFrom(...SEPARATORS)), { maxLength: 600, size: 'max' })
-  .map((parts) => Buffer.from(parts.map(([w, s]) => w + s).join(''), 'utf8'))
+/**
+ * Lines of words: what every guest accepts. Up to `parts` words, about 6 KB for 600 (`size:
+ * 'max'`: fast-check's default keeps arrays to a few items, too short for a checkpoint).
+ */
+const textInput = (parts: number): fc.Arbitrary<Buffer> =>
+  fc
+    .array(fc.tuple(fc.constantFrom(...WORDS), fc.constantFrom(...SEPARATORS)), { maxLength: parts, size: 'max' })
+    .map((words) => Buffer.from(words.map(([w, s]) => w + s).join(''), 'utf8'))
 
 /** Either text or any bytes (NULs, no newlines for long stretches, high bytes). */
-const anyInput = fc.oneof(
-  { arbitrary: textInput, weight: 3 },
-  { arbitrary: fc.uint8Array({ maxLength: 4096, size: 'max' }).map((bytes) => Buffer.from(bytes)), weight: 1 },
-)
+const anyInput = (parts: number): fc.Arbitrary<Buffer> =>
+  fc.oneof(
+    { arbitrary: textInput(parts), weight: 3 },
+    { arbitrary: fc.uint8Array({ maxLength: parts * 7, size: 'max' }).map((bytes) => Buffer.from(bytes)), weight: 1 },
+  )
 
 /** Random sizes to cut the input into writes; each mode gets its own. */
 const splits = fc.array(fc.integer({ min: 1, max: 3000 }), { minLength: 1, maxLength: 6 })
@@ -206,6 +214,9 @@ describe('differential: every example guest gives the same output in every mode'
         const runs: ModeName[] = modes.length > 1 ? modes : [...modes, ...modes]
         const declared = variant.stateless && !guest.stateless ? withCustomSection(bytes, 'wasm-sandbox.stateless') : undefined
         const resumeFrom = modes.filter((m): m is Exclude<ModeName, 'resume'> => m !== 'resume')
+        // A run per record costs a WASI instance per line: fewer lines.
+        const parts = variant.options?.wasi?.mode === 'record' ? 100 : 600
+        const numRuns = variant.runs ?? NUM_RUNS
         const base: SandboxOptions = { ...variant.options, ...(variant.chunkDependent ? { maxLatency: Infinity } : {}) }
         let resumedMidway = 0
         let succeeded = 0
@@ -220,7 +231,7 @@ describe('differential: every example guest gives the same output in every mode'
 
         await fc.assert(
           fc.asyncProperty(
-            variant.text ? textInput : anyInput,
+            variant.text ? textInput(parts) : anyInput(parts),
             fc.integer({ min: 16, max: 1024 }),
             fc.array(splits, { minLength: runs.length, maxLength: runs.length }),
             fc.record({
@@ -268,11 +279,11 @@ describe('differential: every example guest gives the same output in every mode'
             },
           ),
           // A hang fails the run; shrinking it (another hang per step) is cut short.
-          { numRuns: NUM_RUNS, includeErrorInReport: true, interruptAfterTimeLimit: 4 * HANG_MS, markInterruptAsFailure: true },
+          { numRuns, includeErrorInReport: true, interruptAfterTimeLimit: 4 * HANG_MS, markInterruptAsFailure: true },
         )
-        t.diagnostic(`modes: ${runs.join(', ')}; ${succeeded} of ${NUM_RUNS} runs gave output; ${resumedMidway} resumed from a checkpoint past byte 0`)
+        t.diagnostic(`modes: ${runs.join(', ')}; ${succeeded} of ${numRuns} runs gave output; ${resumedMidway} resumed from a checkpoint past byte 0`)
         // Without a resume past byte 0 the resume mode would be a plain second run.
-        if (modes.includes('resume') && succeeded > NUM_RUNS / 2) assert.ok(resumedMidway > 0, 'no run resumed from a checkpoint: the resume mode tested nothing')
+        if (modes.includes('resume') && succeeded > numRuns / 2) assert.ok(resumedMidway > 0, 'no run resumed from a checkpoint: the resume mode tested nothing')
       })
     }
   }
