@@ -13,9 +13,9 @@ import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import fc from 'fast-check'
-import { loadGuest, MemoryCheckpointStorage, WasmSandboxError, wasmTransform, type LoadedGuest, type SandboxOptions } from '../lib/index.js'
+import { loadGuest, MemoryCheckpointStorage, WasmSandboxError, wasmTransform, type LoadedGuest, type SandboxOptions, type SandboxStream } from '../lib/index.js'
 import { counterGlobalRef, example, grepRef, numbererRef, passRef, splitLines, upperRef, wcRef } from './helpers/reference.js'
-import { run } from './helpers/streams.js'
+import { delay, run } from './helpers/streams.js'
 
 /** What a guest entry says about running it; one guest may have several (a WASI program per mode). */
 interface Variant {
@@ -165,8 +165,21 @@ const anyInput = (parts: number): fc.Arbitrary<Buffer> =>
     { arbitrary: fc.uint8Array({ maxLength: parts * 7, size: 'max' }).map((bytes) => Buffer.from(bytes)), weight: 1 },
   )
 
+/** Text of about 1.2 KB, for the one run every guest gets first. */
+const KNOWN_INPUT = Buffer.from(Array.from({ length: 160 }, (_, i) => WORDS[(i * 7) % WORDS.length]!.slice(0, 8) + SEPARATORS[i % SEPARATORS.length]).join(''))
+
 /** Random sizes to cut the input into writes; each mode gets its own. */
 const splits = fc.array(fc.integer({ min: 1, max: 3000 }), { minLength: 1, maxLength: 6 })
+
+/**
+ * Waits (up to a second) until a pooled stream's extra instances have started. They take a worker
+ * only when one is free and are dropped once the input ends, so a small input written at once
+ * would run on the first instance alone and the pool mode would test nothing.
+ */
+async function poolStarted(stream: SandboxStream, size: number): Promise<void> {
+  const until = performance.now() + 1000
+  while ((stream.metrics().concurrency?.instances ?? 0) < size && performance.now() < until) await delay(2)
+}
 
 type ModeName = 'inline' | 'worker' | 'pool' | 'resume'
 const NUM_RUNS = 10
@@ -219,6 +232,7 @@ describe('differential: every example guest gives the same output in every mode'
         const numRuns = variant.runs ?? NUM_RUNS
         const base: SandboxOptions = { ...variant.options, ...(variant.chunkDependent ? { maxLatency: Infinity } : {}) }
         let resumedMidway = 0
+        let pooled = 0
         let succeeded = 0
 
         /** Options for running in `mode` (one of inline, worker, pool). */
@@ -232,14 +246,15 @@ describe('differential: every example guest gives the same output in every mode'
         await fc.assert(
           fc.asyncProperty(
             variant.text ? textInput(parts) : anyInput(parts),
-            fc.integer({ min: 16, max: 1024 }),
+            // Small chunks, so a pool has many to spread over its instances.
+            fc.integer({ min: 16, max: 512 }),
             fc.array(splits, { minLength: runs.length, maxLength: runs.length }),
             fc.record({
               poolSize: fc.integer({ min: 2, max: 3 }),
               declaredSection: fc.boolean(),
               // Per mille of the input (fc.double mostly gives 0 or 1).
               cut: fc.integer({ min: 0, max: 1000 }),
-              every: fc.integer({ min: 1, max: 1024 }),
+              every: fc.integer({ min: 1, max: 512 }),
               firstMode: fc.nat({ max: resumeFrom.length - 1 }),
               thenMode: fc.nat({ max: resumeFrom.length - 1 }),
             }),
@@ -252,7 +267,9 @@ describe('differential: every example guest gives the same output in every mode'
                   const cut = Math.floor((r.cut * input.length) / 1000)
                   const storage = new MemoryCheckpointStorage({ keep: 1 })
                   const checkpointing = { ...placed(first, bufferSize, r.poolSize), checkpoint: { storage, every: r.every } }
-                  const head = await outcomeOf(run(wasmTransform(bytes, checkpointing), input.subarray(0, cut), writes[i]), `${first} run up to byte ${cut}`)
+                  const stopped = wasmTransform(bytes, checkpointing)
+                  if (first === 'pool') await poolStarted(stopped, r.poolSize)
+                  const head = await outcomeOf(run(stopped, input.subarray(0, cut), writes[i]), `${first} run up to byte ${cut}`)
                   let outcome = head
                   if ('output' in head) {
                     // The first run stopped at `cut` (its flush output lies past the checkpoint and is cut off).
@@ -260,6 +277,7 @@ describe('differential: every example guest gives the same output in every mode'
                     const from = checkpoint?.inputOffset ?? 0
                     if (from > 0) resumedMidway++
                     const rest = wasmTransform(bytes, { ...placed(then, bufferSize, r.poolSize), ...(checkpoint ? { resumeFrom: checkpoint } : {}) })
+                    if (then === 'pool') await poolStarted(rest, r.poolSize)
                     const tail = await outcomeOf(run(rest, input.subarray(from), writes[i]), `${then} run resumed at byte ${from}`)
                     outcome = 'output' in tail ? { output: Buffer.concat([head.output.subarray(0, checkpoint?.outputOffset ?? 0), tail.output]) } : tail
                   }
@@ -270,7 +288,10 @@ describe('differential: every example guest gives the same output in every mode'
                 const options = placed(mode, bufferSize, r.poolSize)
                 if (module === declared) delete options.stateless
                 const label = mode === 'pool' ? `pool of ${r.poolSize}${module === declared ? ', declared stateless by its section' : ''}` : mode
-                outcomes.push([label, await outcomeOf(run(wasmTransform(module, options), input, writes[i]), label)])
+                const stream = wasmTransform(module, options)
+                if (mode === 'pool') await poolStarted(stream, r.poolSize)
+                outcomes.push([label, await outcomeOf(run(stream, input, writes[i]), label)])
+                if (mode === 'pool' && (stream.metrics().concurrency?.instances ?? 1) > 1) pooled++
               }
               const [firstLabel, reference] = outcomes[0]!
               if ('output' in reference) succeeded++
@@ -279,11 +300,21 @@ describe('differential: every example guest gives the same output in every mode'
             },
           ),
           // A hang fails the run; shrinking it (another hang per step) is cut short.
-          { numRuns, includeErrorInReport: true, interruptAfterTimeLimit: 4 * HANG_MS, markInterruptAsFailure: true },
+          {
+            numRuns,
+            // First a run known to resume past byte 0 and to pool (small chunks, a checkpoint due
+            // at every chunk, the cut near the end), so the coverage checks below cannot fail by chance.
+            examples: [[KNOWN_INPUT, 32, runs.map(() => [100, 7]), { poolSize: 2, declaredSection: true, cut: 900, every: 1, firstMode: 0, thenMode: resumeFrom.length - 1 }]],
+            includeErrorInReport: true,
+            interruptAfterTimeLimit: 3 * HANG_MS,
+            markInterruptAsFailure: true,
+          },
         )
-        t.diagnostic(`modes: ${runs.join(', ')}; ${succeeded} of ${numRuns} runs gave output; ${resumedMidway} resumed from a checkpoint past byte 0`)
+        t.diagnostic(`modes: ${runs.join(', ')}; ${succeeded} of ${numRuns} runs gave output; ${resumedMidway} resumed from a checkpoint past byte 0; ${pooled} pool runs had 2 instances or more`)
         // Without a resume past byte 0 the resume mode would be a plain second run.
         if (modes.includes('resume') && succeeded > numRuns / 2) assert.ok(resumedMidway > 0, 'no run resumed from a checkpoint: the resume mode tested nothing')
+        // Extra instances start only if a worker is free at once: one may have run alone.
+        if (modes.includes('pool') && succeeded > numRuns / 2) assert.ok(pooled > 0, 'no pool run had a second instance: the pool mode tested nothing')
       })
     }
   }
