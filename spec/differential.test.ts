@@ -299,13 +299,13 @@ describe('differential: every example guest gives the same output in every mode'
               if (variant.ref) assertSame(reference, { output: variant.ref(input, bufferSize) }, `${firstLabel} against the reference`)
             },
           ),
-          // A hang fails the run; shrinking it (another hang per step) is cut short.
           {
             numRuns,
             // First a run known to resume past byte 0 and to pool (small chunks, a checkpoint due
-            // at every chunk, the cut near the end), so the coverage checks below cannot fail by chance.
+            // at every chunk, the cut near the end), so the coverage checks below do not rest on chance.
             examples: [[KNOWN_INPUT, 32, runs.map(() => [100, 7]), { poolSize: 2, declaredSection: true, cut: 900, every: 1, firstMode: 0, thenMode: resumeFrom.length - 1 }]],
             includeErrorInReport: true,
+            // A hang fails the run; shrinking it (another hang per step) is cut short.
             interruptAfterTimeLimit: 3 * HANG_MS,
             markInterruptAsFailure: true,
           },
