@@ -31,6 +31,8 @@ interface Entry {
   held: Buffer[]
   done: boolean
   skipped: WasmSandboxError | undefined
+  /** The guest failed on it while an earlier job was still running: the stream fails when its turn comes. */
+  failed: WasmSandboxError | undefined
 }
 
 /**
@@ -40,7 +42,9 @@ interface Entry {
  * held until every job before it is delivered, at most `holdLimit` bytes before the instance
  * that produces it is paused (the instance running the oldest job never is). The end of input
  * flushes each instance in turn. Instances past the first take a worker only if one is free at
- * once, so pooled streams never wait on each other for their extra instances.
+ * once, so pooled streams never wait on each other for their extra instances. A failure, too,
+ * comes in input order: a job that fails while earlier ones still run fails the stream only once
+ * they are delivered (an earlier failure wins), as one instance would have.
  *
  * With `size` 'auto' it starts with one instance and, every window of chunks, adds one while the
  * last one added raised throughput by 10 % or more, up to the machine's cores; one that did not
@@ -69,6 +73,8 @@ export class PoolRunner implements GuestRunner {
   private flushing = 0
   private pastGuestMs = 0
   private failed = false
+  /** A job failed behind earlier ones still running: take no new jobs, fail once those are delivered. */
+  private failing = false
   private destroyed = false
   /** 'auto': still trying more instances, the window being measured, and what was measured. */
   private growing: boolean
@@ -103,6 +109,7 @@ export class PoolRunner implements GuestRunner {
       return
     }
     this.failed = false
+    this.failing = false
     const first = this.spawn(this.options)
     first.start((err) => {
       if (err) {
@@ -129,7 +136,12 @@ export class PoolRunner implements GuestRunner {
   }
 
   process(job: Job, callback: RunnerCallback): void {
-    const entry: Entry = { job, instance: undefined, held: [], done: false, skipped: undefined }
+    if (this.failing) {
+      // Its output would never be delivered: hold the caller until the failure is reported.
+      this.accepting = callback
+      return
+    }
+    const entry: Entry = { job, instance: undefined, held: [], done: false, skipped: undefined, failed: undefined }
     this.order.push(entry)
     this.entries.set(job, entry)
     if (!job.input) {
@@ -232,7 +244,7 @@ export class PoolRunner implements GuestRunner {
           const found = ours(job)
           if (found) this.onDone(found.instance, found.entry)
         },
-        failed: (job, err) => this.onFailed(job, err),
+        failed: (job, err) => this.onFailed(runner, job, err),
         skipped: (job, err) => {
           const found = ours(job)
           if (found) this.onSkipped(found.instance, found.entry, err)
@@ -248,7 +260,7 @@ export class PoolRunner implements GuestRunner {
 
   /** The instance took the job: the caller may send the next once some instance has room. */
   private accept(callback: RunnerCallback): void {
-    if (this.hasRoom()) callback(null)
+    if (this.hasRoom() && !this.failing) callback(null)
     else this.accepting = callback
   }
 
@@ -291,7 +303,7 @@ export class PoolRunner implements GuestRunner {
   /** Room opened (a job done, an instance joined): hand back a held accept. */
   private release(): void {
     const callback = this.accepting
-    if (callback && this.hasRoom()) {
+    if (callback && this.hasRoom() && !this.failing) {
       this.accepting = undefined
       callback(null)
     }
@@ -340,8 +352,27 @@ export class PoolRunner implements GuestRunner {
     this.advance()
   }
 
-  private onFailed(job: Job | undefined, err: WasmSandboxError): void {
+  private onFailed(runner: GuestRunner, job: Job | undefined, err: WasmSandboxError): void {
     if (this.failed || this.destroyed) return
+    const entry = job?.input ? this.entries.get(job) : undefined
+    const index = this.instances.findIndex((i) => i.runner === runner)
+    if (!entry || entry === this.order[0] || index === -1) {
+      this.fail(job, err)
+      return
+    }
+    // Earlier jobs still run on the other instances: one instance would have delivered their
+    // output and then failed here (or failed on one of them first), so the failure waits its turn.
+    entry.failed = err
+    for (const chunk of entry.held) this.heldBytes -= chunk.length
+    entry.held = []
+    this.failing = true
+    const [gone] = this.instances.splice(index, 1)
+    this.pastGuestMs += gone!.runner.guestTimeMs()
+    gone!.runner.destroy()
+    this.advance()
+  }
+
+  private fail(job: Job | undefined, err: WasmSandboxError): void {
     this.failed = true
     this.stopAll()
     this.hooks.failed(job, err)
@@ -352,6 +383,10 @@ export class PoolRunner implements GuestRunner {
     const order = this.order
     while (order.length > 0 && !this.blocked) {
       const head = order[0]!
+      if (head.failed) {
+        this.fail(head.job, head.failed)
+        return
+      }
       while (head.held.length > 0) {
         const chunk = head.held.shift()!
         this.heldBytes -= chunk.length
