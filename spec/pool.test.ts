@@ -126,6 +126,20 @@ describe('pool: maxConcurrency for stateless guests', () => {
     sandbox.close()
   })
 
+  it('a stream stopped while its first instance starts leaves no worker behind', async () => {
+    // limits.deadline fired during start() destroyed the pool before its first instance was
+    // one of its instances: that one finished starting afterwards and kept its worker, busy,
+    // for good (found by npm run soak: seed 1, case 1675). A thread lost per such stream, and
+    // under a sandbox's maxWorkers, a place lost too.
+    const sandbox = createSandbox({ maxConcurrency: 3, stateless: true, limits: { deadline: 1 } })
+    const stream = sandbox.createStreamProcessor(example('upper.wasm')).stream()
+    await assert.rejects(run(stream, Buffer.from('x')), { code: 'ERR_WASM_TIMEOUT' })
+    const end = Date.now() + 3000
+    while (sandbox.workers().live > sandbox.workers().idle && Date.now() < end) await new Promise((r) => setTimeout(r, 10))
+    sandbox.close()
+    assert.equal(sandbox.workers().live - sandbox.workers().idle, 0, 'a busy worker outlived the stopped stream')
+  })
+
   it('a slow consumer paces the pool without losing or reordering output', async () => {
     const input = Buffer.from(upperRef(randomLines(256 * 1024, 2)))
     const stream = wasmTransform(example('upper.wasm'), { bufferSize: 4096, highWaterMark: 4096, maxConcurrency: 3, stateless: true })
