@@ -102,6 +102,19 @@ describe('pool: maxConcurrency for stateless guests', () => {
     assert.deepEqual(out, Buffer.concat([input.subarray(0, 500), input.subarray(600)]))
   })
 
+  it("'skip' with every record failing: each is dropped as its own error, none lost, the stream ends", async () => {
+    // A chunk handed to an instance while it reported a skip met its dead worker: dropped as
+    // ERR_WASM_NO_INSTANCE, and the pool's queue could lose a chunk for good, a hang (found by
+    // npm run soak: seed 1, case 2338, a damaged WASI program trapping on most records).
+    const input = Buffer.from(Array.from({ length: 40 }, (_, i) => `line ${i}\n`).join(''))
+    const stream = wasmTransform(example('wasi/fail.wasm'), { bufferSize: 16, delimiter: '\n', maxConcurrency: 2, recoveryStrategy: 'skip', wasi: { mode: 'record' } })
+    const codes = new Map<string, number>()
+    stream.on('chunk-error', (err: WasmSandboxError) => codes.set(err.code, (codes.get(err.code) ?? 0) + 1))
+    const out = await run(stream, input, [7, 30, 1, 64])
+    assert.equal(out.length, 0)
+    assert.deepEqual([...codes.keys()], ['ERR_WASM_EXIT'])
+  })
+
   it("{ retry } runs the chunk again on a fresh instance, then fails as the strategy says", async () => {
     const input = jitterInput(12, 100, 9)
     input[300] = 0xff
@@ -124,6 +137,20 @@ describe('pool: maxConcurrency for stateless guests', () => {
     while (sandbox.workers().live > sandbox.workers().idle && Date.now() < end) await new Promise((r) => setTimeout(r, 10))
     assert.equal(sandbox.workers().live - sandbox.workers().idle, 0, 'a busy worker outlived the failed stream')
     sandbox.close()
+  })
+
+  it('a stream stopped while its first instance starts leaves no worker behind', async () => {
+    // limits.deadline fired during start() destroyed the pool before its first instance was
+    // one of its instances: that one finished starting afterwards and kept its worker, busy,
+    // for good (found by npm run soak: seed 1, case 1675). A thread lost per such stream, and
+    // under a sandbox's maxWorkers, a place lost too.
+    const sandbox = createSandbox({ maxConcurrency: 3, stateless: true, limits: { deadline: 1 } })
+    const stream = sandbox.createStreamProcessor(example('upper.wasm')).stream()
+    await assert.rejects(run(stream, Buffer.from('x')), { code: 'ERR_WASM_TIMEOUT' })
+    const end = Date.now() + 3000
+    while (sandbox.workers().live > sandbox.workers().idle && Date.now() < end) await new Promise((r) => setTimeout(r, 10))
+    sandbox.close()
+    assert.equal(sandbox.workers().live - sandbox.workers().idle, 0, 'a busy worker outlived the stopped stream')
   })
 
   it('a slow consumer paces the pool without losing or reordering output', async () => {

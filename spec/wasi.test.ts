@@ -137,6 +137,20 @@ describe('WASI whole-stream mode', () => {
     assert.deepEqual(out, input)
   })
 
+  it('limits.maxOutput passed by what the program writes after its last read is ERR_WASM_OUTPUT_LIMIT, not a crash', async () => {
+    // A chunk is reported done once the program has read it, so cat's copy of it comes back
+    // with no chunk outstanding; before the fix the limit check read the job of that output,
+    // undefined, and threw a TypeError out of the stream (found by npm run soak: seed 3, case 1).
+    const source = Readable.from((async function* () {
+      for (let i = 0; i < 4; i++) {
+        yield Buffer.from('hello, world')
+        await delay(60)
+      }
+    })())
+    const stream = wasmTransform(fixture('wasi-cat.wasm'), { limits: { maxOutput: 30 } })
+    await assert.rejects(pipeline(source, stream, collector()), { code: 'ERR_WASM_OUTPUT_LIMIT' })
+  })
+
   for (const mode of ['stream', 'record'] as const) {
     it(`a start function that never returns is stopped by limits.timeout (${mode} mode)`, async () => {
       const stream = wasmTransform(fixture('wasi-start-loop.wasm'), { wasi: { mode }, limits: { timeout: 200 } })

@@ -62,6 +62,11 @@ export class PoolRunner implements GuestRunner {
   private instances: Instance[] = []
   /** Extra instances still starting. */
   private readonly starting = new Set<GuestRunner>()
+  /**
+   * The first instance while it starts: in neither list yet, so a destroy (limits.deadline, an
+   * abort) must reach it here, or it would finish starting after and keep its worker for good.
+   */
+  private first: GuestRunner | undefined
   /** Jobs not yet delivered, in input order. */
   private readonly order: Entry[] = []
   private readonly entries = new Map<Job, Entry>()
@@ -111,7 +116,9 @@ export class PoolRunner implements GuestRunner {
     this.failed = false
     this.failing = false
     const first = this.spawn(this.options)
+    this.first = first
     first.start((err) => {
+      if (this.first === first) this.first = undefined
       if (err) {
         first.destroy()
         callback(err)
@@ -201,6 +208,8 @@ export class PoolRunner implements GuestRunner {
     }
     for (const runner of this.starting) runner.destroy()
     this.starting.clear()
+    // It calls back with the error of a stopped instance, which the start above passes on.
+    this.first?.destroy()
     this.instances = []
     this.accepting = undefined
   }

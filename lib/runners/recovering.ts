@@ -210,6 +210,10 @@ export class RecoveringRunner extends WrappingRunner {
     if (strategy === 'skip') {
       this.pending.shift()
       log('skipping the job at offset %d: %s', job.offset, err.message)
+      // Recovering from here on: a job handed over from inside the hook (a pool routes the next
+      // chunk to the instance that has just freed a place) must wait for the new instance, not
+      // meet the dead one and be skipped as ERR_WASM_NO_INSTANCE.
+      if (job.input) this.recovering = true
       this.hooks.skipped?.(job, err)
       // After a skipped end of input nothing remains to run.
       if (this.destroyed || !job.input) return

@@ -50,6 +50,8 @@ interface Rings {
   ctlSab: SharedArrayBuffer
 }
 const ringsOf = new WeakMap<Worker, Rings>()
+/** Whose output a WASI program writes before it has been sent any input (a banner). */
+const BEFORE_INPUT: Job = { offset: 0, input: Buffer.alloc(0) }
 
 /** The smallest output frame a ring is sized for. */
 const MIN_OUTPUT_FRAME = 16 * 1024
@@ -94,6 +96,12 @@ export class WorkerRunner implements GuestRunner {
   private readonly onWorkerExit = (code: number): void => this.onDeath(new Error(`worker exited with code ${code}`))
   /** Jobs sent to the worker and not yet done, oldest first: output frames belong to the first. */
   private readonly sent: Job[] = []
+  /**
+   * The job sent last. A WASI program in stream mode reports a chunk done once it has read it
+   * and writes what it made of it after, when no job may be outstanding: that output is the
+   * last chunk's.
+   */
+  private lastSent: Job | undefined
   private input: FrameRing | undefined
   private output: FrameRing | undefined
   private ctl: Int32Array | undefined
@@ -129,6 +137,7 @@ export class WorkerRunner implements GuestRunner {
     this.pending = undefined
     this.parts = []
     this.sent.length = 0
+    this.lastSent = undefined
     this.startCallback = callback
     this.outstanding = 0
     this.cancelWait = this.pool.acquire((err, worker) => {
@@ -213,6 +222,7 @@ export class WorkerRunner implements GuestRunner {
     }
     this.busy(+1)
     this.sent.push(job)
+    this.lastSent = job
     this.pending = { kind: job.input ? IN_CHUNK : IN_FLUSH, chunk: job.input, pos: 0, offset: job.offset, callback }
     this.writePending()
     this.settleLater()
@@ -386,7 +396,7 @@ export class WorkerRunner implements GuestRunner {
         const chunk = Buffer.allocUnsafe(header[H_LENGTH]!)
         output.copyPayload(chunk, 0)
         output.consume()
-        if (!this.hooks.output(this.sent[0]!, chunk)) this.paused = true
+        if (!this.hooks.output(this.sent[0] ?? this.lastSent ?? BEFORE_INPUT, chunk)) this.paused = true
       } else if (kind === OUT_STDERR) {
         const chunk = Buffer.allocUnsafe(header[H_LENGTH]!)
         output.copyPayload(chunk, 0)
