@@ -294,6 +294,16 @@ describe('WASI modules at load', () => {
     const unknown = wat.parseWat('y', '(module (import "wasi_snapshot_preview1" "fd_teleport" (func)) (memory (export "memory") 1) (func (export "_start")))').toBinary({}).buffer
     await assert.rejects(run(wasmTransform(Buffer.from(unknown)), Buffer.from('x')), { code: 'ERR_WASM_UNKNOWN_IMPORT', message: /fd_teleport/ })
   })
+
+  // Found by the soak: both were ERR_WASM_WORKER_DIED with V8's stack trace as the message.
+  it('a command that fails to link, or traps in its start function, fails typed', async () => {
+    const wat = await import('wabt').then((m) => m.default())
+    const wasi = '(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))'
+    const linking = wat.parseWat('l', `(module ${wasi} (import "sandbox" "emit" (func (param i32 i32))) (memory (export "memory") 1) (func (export "_start")))`).toBinary({}).buffer
+    await assert.rejects(run(wasmTransform(Buffer.from(linking)), Buffer.from('x')), { code: 'ERR_WASM_INVALID_MODULE', message: /cannot instantiate/ })
+    const trapping = wat.parseWat('t', `(module ${wasi} (memory (export "memory") 1) (func $s unreachable) (start $s) (func (export "_start")))`).toBinary({}).buffer
+    await assert.rejects(run(wasmTransform(Buffer.from(trapping)), Buffer.from('x')), { code: 'ERR_WASM_TRAP', exportName: 'start' })
+  })
 })
 
 describe('ABI v1 guests built with wasi-libc (reactors)', () => {

@@ -119,6 +119,9 @@ export class WorkerRunner implements GuestRunner {
   /** The check that runs once the event loop is idle; see `settleLater`. */
   private idle: NodeJS.Immediate | undefined
   private readonly onIdle = (): void => this.settle()
+  /** Asks for output while the input waits for room; see `askForOutput`. */
+  private outputDue: NodeJS.Timeout | undefined
+  private readonly onOutputDue = (): void => this.askForOutput(true)
   private drainAgain = false
   private destroyed = false
   /** Guest time of the workers this runner has already replaced. */
@@ -357,10 +360,24 @@ export class WorkerRunner implements GuestRunner {
     input.wakeReader()
     this.writePending()
     this.drain()
-    // Asked for only when the pending input does not wait for room already: the worker then
-    // wakes this thread at half a ring, not for each chunk's output (it also does so before it
-    // blocks on a full output ring, so nothing waits on both sides).
-    while (!this.pending && !this.paused && this.output === output) {
+    this.askForOutput(false)
+  }
+
+  /**
+   * Asks the worker to post a message when it writes output. While the pending input waits for
+   * room, not at once: the worker then wakes this thread at half a ring, and each chunk's output
+   * would cost a message of its own (it also wakes it before it blocks on a full output ring, so
+   * nothing waits on both sides). A millisecond later it does, so a slow chunk does not hold
+   * back the output of the chunks before it.
+   */
+  private askForOutput(evenIfWaitingForRoom: boolean): void {
+    const output = this.output
+    if (this.pending && !evenIfWaitingForRoom) {
+      if (this.outputDue) this.outputDue.refresh()
+      else this.outputDue = setTimeout(this.onOutputDue, 1).unref()
+      return
+    }
+    while (!this.paused && output && this.output === output) {
       output.sleep()
       if (!output.peek()) return
       output.awake()
@@ -503,6 +520,8 @@ export class WorkerRunner implements GuestRunner {
     this.watchdog = undefined
     if (this.idle) clearImmediate(this.idle)
     this.idle = undefined
+    if (this.outputDue) clearTimeout(this.outputDue)
+    this.outputDue = undefined
     this.worker = undefined
     this.output = undefined
     this.pending = undefined

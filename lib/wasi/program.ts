@@ -93,7 +93,7 @@ export class WasiRuntime {
 
   /** A fresh instance, ready to run. */
   prepare(): WasiProgram {
-    if (this.shared) return new WasiProgram(this, new WebAssembly.Instance(this.guest.module, this.shared), undefined)
+    if (this.shared) return new WasiProgram(this, this.instantiate(this.shared), undefined)
     const fs = this.image!.mount()
     const preopens: Record<string, string> = {}
     for (const grant of this.config.preopens) preopens[grant.guestPath] = grant.guestPath
@@ -101,10 +101,25 @@ export class WasiRuntime {
     let memory: WebAssembly.Memory | undefined
     const views = memoryViews(() => memory!)
     const imports = wasiImports(wasmerPreview1(wasi, this.guest.module), this.config, this.streams, views, fs)
-    const instance = new WebAssembly.Instance(this.guest.module, imports)
+    const instance = this.instantiate(imports)
     memory = instance.exports.memory as WebAssembly.Memory
     wasi.instantiate(instance, {})
     return new WasiProgram(this, instance, wasi)
+  }
+
+  /**
+   * A module the reader accepted can still fail to link (an import WASI does not provide) or
+   * trap in its start function: typed errors, not a dead worker with V8's stack as its message.
+   */
+  private instantiate(imports: WebAssembly.Imports): WebAssembly.Instance {
+    try {
+      return new WebAssembly.Instance(this.guest.module, imports)
+    } catch (err) {
+      // A missing import module is a TypeError, a missing or mismatched field a LinkError.
+      if (err instanceof WebAssembly.LinkError || err instanceof TypeError) throw errors.invalidModule(this.guest.name, `cannot instantiate: ${err.message}`, err)
+      if (err instanceof WebAssembly.RuntimeError) throw errors.trap({ module: this.guest.name, exportName: 'start', offset: 0 }, err)
+      throw err
+    }
   }
 }
 
