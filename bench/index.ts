@@ -5,7 +5,7 @@
  * chunk sizes, what checkpoints cost (numberer, wc; see checkpointScenarios), then the fixed
  * per-chunk cost split by layer, then WASI programs against @wasmer/wasi and node:wasi (wasi.ts;
  * `--filter wasi` for those alone), then start-up, pools and many streams (scale.ts; `--filter
- * scale`), then the CLI file to file against `tr` (file-to-file.ts; `--filter file`). Each cell is warmed up once, then
+ * scale`), then the CLI file to file against `tr` (file-to-file.ts; `--filter file-to-file`). Each cell is warmed up once, then
  * run REPS times interleaved with all other cells; the median is reported. Ends with one
  * `BENCH_JSON {...}` line for machines.
  */
@@ -110,7 +110,7 @@ async function main(): Promise<void> {
   throughputCells(checkpointScenarios(guests))
   const wasiCells = wasiCellsSelected(filter, repoRoot())
   const scaleSelected = filter === undefined || filter.startsWith('scale')
-  const fileSelected = filter === undefined || filter.startsWith('file')
+  const fileSelected = filter === undefined || filter.startsWith('file-to-file')
   if (cells.length === 0 && wasiCells.length === 0 && !scaleSelected && !fileSelected) throw new Error(`no scenario matches --filter ${JSON.stringify(filter)}`)
 
   console.log(
