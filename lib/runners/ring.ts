@@ -132,9 +132,7 @@ export class FrameRing {
 
   /** Wakes a reader still asleep after frames written with `lazyWake`. */
   wakeReader(): void {
-    if (!this.wakeOwed) return
-    this.wakeOwed = false
-    this.notifyWaiter()
+    if (this.wakeOwed) this.notifyWaiter()
   }
 
   /** Reads the next frame's header into `this.header`; false when the ring is empty. */
