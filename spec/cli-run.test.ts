@@ -3,6 +3,7 @@
  * and backpressure, and checkpoints that let the same command resume after a failure or a kill.
  */
 import assert from 'node:assert/strict'
+import type { ChildProcess } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
@@ -15,6 +16,18 @@ after(() => dirs.cleanup())
 const PRECIOUS = Buffer.from('an earlier result that must survive a failed run\n')
 
 /** The last line of standard error, parsed: what --stats printed. */
+/** Polls until `reached()` while `child` runs; fails (killing it) if it ends first or 20 s pass. */
+async function whileRunning(child: ChildProcess, reached: () => boolean, failure: string): Promise<void> {
+  const deadline = Date.now() + 20_000
+  while (!reached()) {
+    if (Date.now() > deadline || child.exitCode !== null) {
+      child.kill('SIGKILL')
+      assert.fail(failure)
+    }
+    await delay(5)
+  }
+}
+
 function stats(stderr: string): Record<string, unknown> {
   const lines = stderr.trimEnd().split('\n')
   return JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>
@@ -187,14 +200,7 @@ describe('run: --checkpoint-dir', () => {
     const args = [example('numberer.wasm'), w.input, '-o', w.output, '-b', '1024', '--checkpoint-dir', w.ck, '--checkpoint-every', '4096']
     const child = spawnWasmSandbox(args)
     const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)))
-    const deadline = Date.now() + 20_000
-    while (!(existsSync(w.ck) && readdirSync(w.ck).some((f) => f.startsWith('checkpoint-')))) {
-      if (Date.now() > deadline || child.exitCode !== null) {
-        child.kill('SIGKILL')
-        assert.fail('no checkpoint appeared while the run was going')
-      }
-      await delay(5)
-    }
+    await whileRunning(child, () => existsSync(w.ck) && readdirSync(w.ck).some((f) => f.startsWith('checkpoint-')), 'no checkpoint appeared while the run was going')
     child.kill('SIGKILL')
     assert.equal(await exited, 'SIGKILL')
     assert.deepEqual(readFileSync(w.output), PRECIOUS)
@@ -209,14 +215,7 @@ describe('run: --checkpoint-dir', () => {
     const child = spawnWasmSandbox([fixture('slow.wasm'), w.input, '-o', w.output, '-b', '1024', '--checkpoint-dir', w.ck, '--checkpoint-every', String(1 << 30)])
     const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)))
     const partial = join(w.dir, '.out.bin.partial')
-    const deadline = Date.now() + 20_000
-    while (!(existsSync(partial) && statSync(partial).size > 0)) {
-      if (Date.now() > deadline || child.exitCode !== null) {
-        child.kill('SIGKILL')
-        assert.fail('the run never started writing')
-      }
-      await delay(10)
-    }
+    await whileRunning(child, () => existsSync(partial) && statSync(partial).size > 0, 'the run never started writing')
     child.kill('SIGINT')
     assert.equal(await exited, 'SIGINT')
     assert.deepEqual(readFileSync(w.output), PRECIOUS)
