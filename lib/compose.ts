@@ -22,6 +22,8 @@ const log = logger('compose')
 export interface StreamMetrics {
   /** Input offset reached: bytes handed to the guest (or dropped before it). */
   bytesIn: number
+  /** Input offset the guest has finished: `bytesIn` less the chunks still in flight to it. */
+  bytesProcessed: number
   /** Output bytes the guest produced. */
   bytesOut: number
   /** Chunks handed to the guest. */
@@ -61,6 +63,7 @@ function collectMetrics(stages: readonly Stream[]): StreamMetrics {
   const last = tap?.lastCheckpoint
   return {
     bytesIn: executor?.bytesIn ?? 0,
+    bytesProcessed: executor?.bytesProcessed ?? 0,
     bytesOut: executor?.bytesOut ?? 0,
     chunks: executor?.chunks ?? 0,
     guestTimeMs: executor?.guestTimeMs() ?? 0,

@@ -185,4 +185,29 @@ describe('metrics()', () => {
       assert.equal(m.backpressureWaits, 0)
     })
   }
+
+  it('bytesProcessed trails bytesIn by the chunks in flight, at most maxInFlight + 2 of them, and catches up at the end', async () => {
+    // slow.wasm busy-loops (first byte × 10^7) iterations per chunk: byte 1 makes each chunk take milliseconds.
+    const stream = wasmTransform(example('../spec/fixtures/slow.wasm'), { bufferSize: 1024, flowControl: { maxInFlight: 4 } })
+    const input = Buffer.alloc(1024 * 24, 1)
+    const seen: Array<[number, number]> = []
+    const sink = new Writable({
+      write(_chunk, _enc, cb) {
+        const m = stream.metrics()
+        seen.push([m.bytesIn, m.bytesProcessed])
+        cb()
+      },
+    })
+    await pipeline(sourceOf(input, [4096]), stream, sink)
+    for (const [bytesIn, processed] of seen) {
+      assert.ok(processed <= bytesIn, `processed ${processed} of ${bytesIn}`)
+      // Four queued in the worker's input ring, the one its guest is working on, and the one
+      // handed to the runner and waiting for ring room (the executor takes no more until it fits).
+      assert.ok(bytesIn - processed <= 6 * 1024, `${bytesIn - processed} bytes in flight, more than 4 + 2 chunks`)
+    }
+    assert.ok(seen.some(([bytesIn, processed]) => processed < bytesIn), `chunks were in flight while output came: ${JSON.stringify(seen)}`)
+    const m = stream.metrics()
+    assert.equal(m.bytesProcessed, input.length)
+    assert.equal(m.bytesIn, input.length)
+  })
 })

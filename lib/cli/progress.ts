@@ -70,7 +70,7 @@ export class ProgressLine {
     this.interval = interval
   }
 
-  /** Starts drawing, reading the input offset reached from `read` (`stream.metrics().bytesIn`). */
+  /** Starts drawing, reading the input offset reached from `read` (`stream.metrics().bytesProcessed`). */
   track(read: () => number): void {
     this.read = read
     this.startedAt = performance.now()

@@ -144,7 +144,7 @@ export async function run({ module, input: inputArg, flags, programArgs }: RunRe
       if (LOG_LEVELS.indexOf(entry.level) > showLog) return
       diagnostics.write(`wasm-sandbox: guest ${entry.level}: ${printable(entry.message)} (${entry.exportName} at input offset ${entry.offset})\n`)
     })
-    progress?.track(() => created.metrics().bytesIn)
+    progress?.track(() => created.metrics().bytesProcessed)
   }
   try {
     if (checkpoint) {

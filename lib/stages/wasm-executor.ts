@@ -6,7 +6,7 @@ import type { GuestLogEntry } from '../guest/instance.js'
 import { isLoadedGuest, type LoadedGuest, type ModuleSource } from '../guest/load.js'
 import { loadGuest } from '../runners/guest-loader.js'
 import { logger } from '../log.js'
-import { DEFAULT_LIMITS, DEFAULT_BUFFER_SIZE, resolveGuestConfig, type Isolation, type Limits, type RecoveryStrategy } from '../options.js'
+import { DEFAULT_LIMITS, DEFAULT_BUFFER_SIZE, defaultMaxInFlight, resolveGuestConfig, type Isolation, type Limits, type RecoveryStrategy } from '../options.js'
 import { runnerChain } from '../runners/chain.js'
 import type { WorkerPool } from '../runners/worker-pool.js'
 import { endOfInput, type ConcurrencyReport, type GuestRunner, type Job, type RunnerFactory, type RunnerHooks, type Snapshot } from '../runners/runner.js'
@@ -33,7 +33,7 @@ export interface WasmExecutorOptions {
   recoveryStrategy?: RecoveryStrategy
   /** With recovery, the guest keeps no state between chunks: restart it from `init`. Default false. */
   stateless?: boolean
-  /** Chunks queued to a worker at once. Default 2. */
+  /** Chunks queued to a worker at once. Default: enough for 1 MiB, 2 to 64 (`defaultMaxInFlight`). */
   maxInFlight?: number
   /**
    * The complete runner chain (see `runnerChain`). Default: built from `isolation`,
@@ -67,6 +67,8 @@ export interface WasmExecutorOptions {
 export class WasmExecutor extends Transform {
   /** Input offset just past the last chunk received. */
   bytesIn = 0
+  /** Input offset just past the last chunk the guest finished (or skipped): bytesIn less what is in flight. */
+  bytesProcessed = 0
   /** Output bytes delivered so far. */
   bytesOut = 0
   /** Bytes waiting in the output queue. */
@@ -112,10 +114,10 @@ export class WasmExecutor extends Transform {
     this.source = module
     this.bufferSize = bufferSize
     this.limits = { ...DEFAULT_LIMITS, ...options.limits }
-    this.maxInFlight = options.maxInFlight ?? 2
+    this.maxInFlight = options.maxInFlight ?? defaultMaxInFlight(bufferSize)
     this.resumeFrom = options.resumeFrom
     if (this.resumeFrom) {
-      this.bytesIn = this.resumeFrom.inputOffset
+      this.bytesIn = this.bytesProcessed = this.resumeFrom.inputOffset
       this.bytesOut = this.resumeFrom.outputOffset
     }
     const snapshots = options.snapshots
@@ -233,6 +235,7 @@ export class WasmExecutor extends Transform {
 
   /** The guest's flush is done: trailing output it queued goes out before EOF. */
   private ended(): void {
+    this.bytesProcessed = this.bytesIn
     log('done: %d bytes in, %d bytes out', this.bytesIn, this.bytesOut)
     this.lastGuestMs = this.guestTimeMs()
     this.runner?.destroy()
@@ -317,14 +320,16 @@ export class WasmExecutor extends Transform {
   }
 
   private readonly onDone = (job: Job): void => {
-    if (!job.input) this.ended()
+    if (job.input) this.bytesProcessed = job.offset + job.input.length
+    else this.ended()
   }
 
   private readonly onSkipped = (job: Job, err: WasmSandboxError): void => {
     this.chunksSkipped++
     log('skipped the chunk at offset %d: %s', err.offset, err.message)
     emitSafely(this, 'chunk-error', err)
-    if (!job.input && !this.destroyed) this.ended()
+    if (job.input) this.bytesProcessed = job.offset + job.input.length
+    else if (!this.destroyed) this.ended()
   }
 
   private readonly onSnapshot = (snapshot: Snapshot): void => {
