@@ -41,9 +41,10 @@ const MiB = 1024 * KiB
 const SIZES = [16 * KiB, 64 * KiB, 1 * MiB]
 /**
  * Input bytes per run of a throughput cell. 256 MiB runs took 15-80 ms here and scattered by
- * ±60%; 2 GiB keeps the full run under a minute with far steadier medians.
+ * ±60%. 2 GiB was steadier, but with the checkpoint cells, WASI, scale and file-to-file parts
+ * the whole bench took 9 minutes; 1 GiB (0.5-1 s a run for a fast guest) keeps it near 5.
  */
-const VOLUME = 2048 * MiB
+const VOLUME = 1024 * MiB
 /** The per-chunk table: chunks of 4 KiB, the smallest Buffer.allocUnsafe does not pool. */
 const SMALL_CHUNK = 4 * KiB
 const SMALL_CHUNKS = 200_000
@@ -170,7 +171,7 @@ async function main(): Promise<void> {
   if (wasiCells.length > 0) wasi = await runWasiBench(wasiCells, { quick: values.quick })
   // Start-up, pools and many streams (bench/scale.ts): after the rest, since it leaves threads behind for a moment.
   let scaleReport: ScaleReport | undefined
-  if (scaleSelected) scaleReport = await runScaleBench(repoRoot(), values.quick)
+  if (scaleSelected) scaleReport = await runScaleBench(repoRoot(), values.quick, filter !== undefined)
   // The CLI as users run it, one process per command (bench/file-to-file.ts).
   let fileReport: FileReport | undefined
   if (fileSelected) {

@@ -178,6 +178,16 @@ export function verdicts(results: readonly Result[], sizes: readonly number[]): 
       met: worker >= 0.85,
     })
   }
+  // Issue 10's aims for the worker path, at 64 KiB.
+  const ratioAims: Array<[string, string, string, number]> = [
+    ['wasmTransform(upper, inline)', 'bare(upper)', 'wasmTransform(upper, inline) >= 0.85x bare(upper) at 64 KiB', 0.85],
+    ['wasmTransform(upper, worker)', 'wasmTransform(upper, inline)', 'wasmTransform(upper, worker) >= 0.6x inline at 64 KiB', 0.6],
+    ['wasmTransform(upper-scalar, worker)', 'wasmTransform(upper-scalar, inline)', 'wasmTransform(upper-scalar, worker) >= 0.9x inline at 64 KiB', 0.9],
+  ]
+  for (const [a, b, aim, floor] of ratioAims) {
+    const value = at(a, b, (x, y) => x.mbps / y.mbps)
+    if (value !== undefined) out.push({ aim, chunkBytes: AIM_SIZE, value, unit: 'x', met: value >= floor })
+  }
   for (const isolation of ['worker', 'inline'] as const) {
     const v = checkpointVerdict(results, sizes, isolation)
     if (v) out.push(v)

@@ -198,7 +198,11 @@ async function workerCost(root: string): Promise<ScaleReport['worker']> {
   return { startMs: median(times), rssMb: rss }
 }
 
-export async function runScaleBench(root: string, quick: boolean): Promise<ScaleReport> {
+/**
+ * `unbounded` adds the 1,000 streams on 1,000 threads: about a minute on its own, so only
+ * `--filter scale` runs it, to keep the whole bench near 5 minutes.
+ */
+export async function runScaleBench(root: string, quick: boolean, unbounded: boolean): Promise<ScaleReport> {
   console.log('\nScale: stream start-up (upper), ms per stream; ratios against inline in the same run')
   const rows = await startup(root, quick)
   for (const row of rows) {
@@ -216,10 +220,11 @@ export async function runScaleBench(root: string, quick: boolean): Promise<Scale
   const cores = availableParallelism()
   const crowdRows = [await crowd(root, count, undefined, `default (${cores * 4})`)]
   for (const perCore of [1, 2, 8]) crowdRows.push(await crowd(root, count, cores * perCore, `maxWorkers ${cores * perCore}`))
-  crowdRows.push(await crowd(root, count, Infinity, 'maxWorkers: Infinity'))
+  if (unbounded) crowdRows.push(await crowd(root, count, Infinity, 'maxWorkers: Infinity'))
   for (const row of crowdRows) {
     console.log(`  ${row.streams} streams, ${row.label.padEnd(20)} ${row.wallMs.toFixed(0).padStart(6)} ms wall, peak RSS ${row.peakRssMb.toFixed(0)} MB, at most ${row.maxLive} workers`)
   }
+  if (!unbounded) console.log('  (without a bound, a thread per stream: npm run bench -- --filter scale)')
   const worker = await workerCost(root)
   console.log(`\nOne worker: ${worker.startMs.toFixed(1)} ms for a 1-byte stream on a new thread (median of 10), about ${worker.rssMb.toFixed(1)} MB RSS each (16 idle)`)
   console.log("\n'auto' against the fixed settings (MB/s, median of 3; aim: within 10 % of the best)")

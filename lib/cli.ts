@@ -3,9 +3,13 @@
  * The `wasm-sandbox` command: `run` (the default) pipes input through a guest, `inspect` tells
  * what a module is. A thin layer on the public API; each concern is a file in cli/.
  */
-import { CommanderError } from 'commander'
-import { buildProgram, splitAtTerminator } from './cli/program.js'
-import { EXIT, report } from './cli/report.js'
+import { prestartWorker } from './cli/prestart.js'
+
+// Before the rest of the tool is even loaded (hence the dynamic imports below).
+prestartWorker(process.argv.slice(2))
+const { CommanderError } = await import('commander')
+const { buildProgram, splitAtTerminator } = await import('./cli/program.js')
+const { EXIT, report } = await import('./cli/report.js')
 
 const HINT = "run 'wasm-sandbox --help' for the options, 'wasm-sandbox help inspect' for inspect"
 

@@ -190,10 +190,16 @@ export const AUTO_BUFFER_SIZES = [64 * 1024, 256 * 1024, 1024 * 1024] as const
  * tens of microseconds (on a busy 2-core machine, up to milliseconds of the guest waiting): at
  * two 64 KiB chunks deep a guest doing 220 µs of work per chunk sat idle a third of the time
  * (0.69x inline), at 1 MiB deep it kept up (1.02x).
+ *
+ * A pool keeps two per instance: its guests are slow by choice (else one instance would do),
+ * so wake-ups cost little beside a chunk, and a deep queue balances badly. Chunks are dealt out
+ * as instances have room, and with 64 queued to each, two instances of a guest whose chunks
+ * take 1-9 ms ran 1.42x one instance instead of 1.95x.
  */
 const IN_FLIGHT_BYTES = 1024 * 1024
 /** At least two, so reading and the guest overlap; at most 64, so tiny chunks keep a small ring. */
-export function defaultMaxInFlight(bufferSize: number): number {
+export function defaultMaxInFlight(bufferSize: number, maxConcurrency: number | 'auto' = 1): number {
+  if (maxConcurrency !== 1) return 2
   return Math.min(64, Math.max(2, Math.ceil(IN_FLIGHT_BYTES / bufferSize)))
 }
 /** Node's longest timer: a longer delay would silently fire after 1 ms. */
@@ -347,13 +353,13 @@ export function resolveGateSettings(strategy: unknown, flowControl: unknown, hig
   }
 }
 
-function resolveFlowControl(value: unknown, highWaterMark: number, bufferSize: number): Required<FlowControlOptions> {
+function resolveFlowControl(value: unknown, highWaterMark: number, bufferSize: number, maxConcurrency: number | 'auto'): Required<FlowControlOptions> {
   const gate = resolveGateSettings(undefined, value, highWaterMark)
   const flow = (value ?? {}) as FlowControlOptions
   return {
     highWaterMark: gate.high,
     lowWaterMark: gate.low,
-    maxInFlight: positiveInt('flowControl.maxInFlight', flow.maxInFlight, defaultMaxInFlight(bufferSize), 1024),
+    maxInFlight: positiveInt('flowControl.maxInFlight', flow.maxInFlight, defaultMaxInFlight(bufferSize, maxConcurrency), 1024),
     sampleRate: gate.sampleRate,
     maxDelay: gate.maxDelay,
   }
@@ -479,7 +485,7 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
     stateless: options.stateless,
     wasi: { ...resolveWasiFor(options.wasi), delimiter },
     // With 'auto' the rings are made for the largest chunk (see createSandboxStream): two of those.
-    flowControl: resolveFlowControl(options.flowControl, highWaterMark, autoBufferSize ? AUTO_BUFFER_SIZES.at(-1)! : bufferSize),
+    flowControl: resolveFlowControl(options.flowControl, highWaterMark, autoBufferSize ? AUTO_BUFFER_SIZES.at(-1)! : bufferSize, maxConcurrency),
     guestConfig: resolveGuestConfig(options.guestConfig),
     signal: resolveSignal(options.signal),
     maxWorkers: options.maxWorkers === Infinity ? Infinity : options.maxWorkers === undefined ? undefined : positiveInt('maxWorkers', options.maxWorkers, 1),
