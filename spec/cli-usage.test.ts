@@ -171,3 +171,23 @@ describe('command line: --timeout with --inline', () => {
     }
   })
 })
+
+describe('command line: the worker started before the tool has loaded', () => {
+  it('is started for a run in a worker, not for --inline, inspect, help or version', async () => {
+    const { runsInWorker } = await import('../lib/cli/prestart.js')
+    assert.equal(runsInWorker(['upper.wasm', 'in.txt', '-o', 'out.txt']), true)
+    assert.equal(runsInWorker(['run', 'upper.wasm']), true)
+    // After `--` the arguments are the WASI program's, not ours.
+    assert.equal(runsInWorker(['prog.wasm', '--', '--inline', '--help']), true)
+    for (const argv of [[], ['--inline', 'upper.wasm'], ['inspect', 'upper.wasm'], ['help', 'inspect'], ['--help'], ['-h'], ['--version'], ['-V']]) {
+      assert.equal(runsInWorker(argv), false, JSON.stringify(argv))
+    }
+  })
+
+  it('left unused (a usage error), it does not keep the tool from exiting', () => {
+    // A worker kept alive would hold the tool until spawnSync's timeout kills it (status null).
+    const result = wasmSandbox([example('upper.wasm'), '--bogus-option'], { timeout: 20_000 })
+    assert.equal(result.status, 2, result.stderr)
+    assert.match(result.stderr, /unknown option '--bogus-option'/)
+  })
+})
