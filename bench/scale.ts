@@ -30,17 +30,27 @@ interface AutoRow {
   ratioToBest: number
 }
 
-async function throughputOf(module: Buffer | string, options: SandboxOptions, input: Buffer, piece: number): Promise<number> {
-  const times: number[] = []
+/** Seconds for one stream of `input`, written in pieces of `piece` bytes. */
+async function secondsFor(module: Buffer | string, options: SandboxOptions, input: Buffer, piece: number): Promise<number> {
+  const started = performance.now()
+  const pieces = (function* () {
+    for (let at = 0; at < input.length; at += piece) yield input.subarray(at, at + piece)
+  })()
+  await pipeline(Readable.from(pieces), wasmTransform(module, options), sink())
+  return (performance.now() - started) / 1000
+}
+
+/**
+ * MB/s under each option set, median of 3 runs taken in turn (one of each per round): this
+ * machine drifts by tens of percent within a minute, and runs of one setting taken together
+ * would compare one moment with another.
+ */
+async function throughputsOf(module: Buffer | string, settings: readonly SandboxOptions[], input: Buffer, piece: number): Promise<number[]> {
+  const seconds: number[][] = settings.map(() => [])
   for (let rep = 0; rep < 3; rep++) {
-    const started = performance.now()
-    const pieces = (function* () {
-      for (let at = 0; at < input.length; at += piece) yield input.subarray(at, at + piece)
-    })()
-    await pipeline(Readable.from(pieces), wasmTransform(module, options), sink())
-    times.push(performance.now() - started)
+    for (let i = 0; i < settings.length; i++) seconds[i]!.push(await secondsFor(module, settings[i]!, input, piece))
   }
-  return input.length / MiB / (median(times) / 1000)
+  return seconds.map((s) => input.length / MiB / median(s))
 }
 
 export async function autoVersusFixed(root: string, quick: boolean): Promise<AutoRow[]> {
@@ -75,9 +85,9 @@ export async function autoVersusFixed(root: string, quick: boolean): Promise<Aut
   ]
   const rows: AutoRow[] = []
   for (const w of workloads) {
-    const fixed: AutoRow['fixed'] = []
-    for (const [setting, options] of w.fixed) fixed.push({ setting, mbps: await throughputOf(w.module, { ...w.base, ...options }, w.input, MiB) })
-    const auto = await throughputOf(w.module, { ...w.base, ...w.auto }, w.input, MiB)
+    const rates = await throughputsOf(w.module, [...w.fixed.map(([, options]) => ({ ...w.base, ...options })), { ...w.base, ...w.auto }], w.input, MiB)
+    const auto = rates.pop()!
+    const fixed: AutoRow['fixed'] = w.fixed.map(([setting], i) => ({ setting, mbps: rates[i]! }))
     rows.push({ workload: w.workload, fixed, auto, ratioToBest: auto / Math.max(...fixed.map((f) => f.mbps)) })
   }
   return rows
@@ -87,7 +97,7 @@ export interface ScaleReport {
   auto: AutoRow[]
   startup: Array<{ size: number; mode: string; concurrent: number; msPerStream: number }>
   pool: Array<{ instances: number; mbps: number; ratio: number }>
-  crowd: Array<{ label: string; streams: number; wallMs: number; peakRssMb: number; maxLive: number }>
+  crowd: Array<{ label: string; streams: number; wallMs: number; peakRssMb: number; rssGrowthMb: number; maxLive: number }>
   worker: { startMs: number; rssMb: number }
 }
 
@@ -140,29 +150,19 @@ async function poolScaling(root: string, quick: boolean): Promise<ScaleReport['p
   const jitter = readFileSync(join(root, 'spec', 'fixtures', 'jitter.wasm'))
   const chunk = 4 * KiB
   const input = Buffer.alloc((quick ? 60 : 200) * chunk, '7')
-  const rows: ScaleReport['pool'] = []
-  let base = 0
-  for (const instances of [1, 2, 4]) {
-    const options: SandboxOptions = { bufferSize: chunk, maxConcurrency: instances, stateless: true, limits: { timeout: 30_000 } }
-    await pipeline(Readable.from([input.subarray(0, 8 * chunk)]), wasmTransform(jitter, options), sink())
-    const times: number[] = []
-    for (let rep = 0; rep < 3; rep++) {
-      const started = performance.now()
-      await pipeline(Readable.from([input]), wasmTransform(jitter, options), sink())
-      times.push(performance.now() - started)
-    }
-    const mbps = input.length / MiB / (median(times) / 1000)
-    if (instances === 1) base = mbps
-    rows.push({ instances, mbps, ratio: mbps / base })
-  }
-  return rows
+  const counts = [1, 2, 4]
+  const settings = counts.map((instances): SandboxOptions => ({ bufferSize: chunk, maxConcurrency: instances, stateless: true, limits: { timeout: 30_000 } }))
+  for (const options of settings) await secondsFor(jitter, options, input.subarray(0, 8 * chunk), input.length)
+  const rates = await throughputsOf(jitter, settings, input, input.length)
+  return counts.map((instances, i) => ({ instances, mbps: rates[i]!, ratio: rates[i]! / rates[0]! }))
 }
 
 /** `streams` short calls at once through one sandbox: wall time, peak RSS, most workers alive. */
 async function crowd(root: string, streams: number, maxWorkers: number | undefined, label: string): Promise<ScaleReport['crowd'][number]> {
   const module = join(root, 'examples', 'upper.wasm')
   const sandbox = createSandbox(maxWorkers === undefined ? {} : { maxWorkers })
-  let peak = process.memoryUsage().rss
+  const before = process.memoryUsage().rss
+  let peak = before
   let maxLive = 0
   const sample = setInterval(() => {
     peak = Math.max(peak, process.memoryUsage().rss)
@@ -175,7 +175,7 @@ async function crowd(root: string, streams: number, maxWorkers: number | undefin
   clearInterval(sample)
   sandbox.close()
   await new Promise((resolve) => setTimeout(resolve, 300))
-  return { label, streams, wallMs, peakRssMb: peak / MiB, maxLive }
+  return { label, streams, wallMs, peakRssMb: peak / MiB, rssGrowthMb: (peak - before) / MiB, maxLive }
 }
 
 /** One worker: time from asking to a started guest, and resident memory per idle worker. */
@@ -222,7 +222,7 @@ export async function runScaleBench(root: string, quick: boolean, unbounded: boo
   for (const perCore of [1, 2, 8]) crowdRows.push(await crowd(root, count, cores * perCore, `maxWorkers ${cores * perCore}`))
   if (unbounded) crowdRows.push(await crowd(root, count, Infinity, 'maxWorkers: Infinity'))
   for (const row of crowdRows) {
-    console.log(`  ${row.streams} streams, ${row.label.padEnd(20)} ${row.wallMs.toFixed(0).padStart(6)} ms wall, peak RSS ${row.peakRssMb.toFixed(0)} MB, at most ${row.maxLive} workers`)
+    console.log(`  ${row.streams} streams, ${row.label.padEnd(20)} ${row.wallMs.toFixed(0).padStart(6)} ms wall, peak RSS ${row.peakRssMb.toFixed(0)} MB (+${row.rssGrowthMb.toFixed(0)} MB over the RSS before), at most ${row.maxLive} workers`)
   }
   if (!unbounded) console.log('  (without a bound, a thread per stream: npm run bench -- --filter scale)')
   const worker = await workerCost(root)
