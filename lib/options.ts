@@ -85,7 +85,7 @@ export interface SandboxOptions {
   delimiter?: string | Uint8Array
   /** With `delimiter`, the longest record accepted, in bytes. Default max(16 × bufferSize, 1 MiB), at most 1 GiB. */
   maxRecordSize?: number
-  /** Bytes each stage buffers before it applies backpressure. Default `bufferSize`. */
+  /** Bytes each stage buffers before it applies backpressure. Default max(`bufferSize`, 256 KiB). */
   highWaterMark?: number
   /**
    * Milliseconds input may wait for a chunk to fill before it goes to the guest short (with a
@@ -178,6 +178,17 @@ export interface ResolvedOptions {
 }
 
 export const DEFAULT_BUFFER_SIZE = 64 * 1024
+/**
+ * The stages' highWaterMark by default: room for a few chunks, not one. At one chunk each
+ * stage's readable side is full after every push, so every chunk takes a pause, a 'drain' and a
+ * resume through each hop (readable-stream's Transform: about 2 µs a hop, against 0.5 µs at two
+ * chunks). `upper` at 64 KiB, interleaved runs: inline 0.66x -> 0.77x the bare loop, worker
+ * 0.54x -> 0.72x. Large chunks keep their own size: already one chunk is plenty per hop.
+ */
+const MIN_DEFAULT_HIGH_WATER_MARK = 256 * 1024
+export function defaultHighWaterMark(bufferSize: number): number {
+  return Math.max(bufferSize, MIN_DEFAULT_HIGH_WATER_MARK)
+}
 export const DEFAULT_MAX_LATENCY = 10
 /**
  * The chunk sizes `bufferSize: 'auto'` tries, in order: the default first (smaller chunks only
@@ -450,7 +461,7 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
   rejectUnknown('option', options, KNOWN_KEYS)
   const autoBufferSize = options.bufferSize === 'auto'
   const { bufferSize, delimiter, maxRecordSize } = resolveChunking(autoBufferSize ? AUTO_BUFFER_SIZES[0] : options.bufferSize, options.delimiter, options.maxRecordSize)
-  const highWaterMark = positiveInt('highWaterMark', options.highWaterMark, bufferSize)
+  const highWaterMark = positiveInt('highWaterMark', options.highWaterMark, defaultHighWaterMark(bufferSize))
   const isolation = resolveIsolation(options.isolation)
   const maxConcurrency = options.maxConcurrency === 'auto' ? (isolation === 'inline' ? 1 : 'auto') : positiveInt('maxConcurrency', options.maxConcurrency, 1, 1024)
   if (maxConcurrency !== 'auto' && maxConcurrency > 1 && isolation === 'inline') {

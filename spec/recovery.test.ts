@@ -83,17 +83,19 @@ describe('recovery after a worker dies', () => {
     type Killable = { worker?: { terminate(): Promise<number> }; inner?: Killable }
     const workerOf = (r: Killable | undefined): Killable['worker'] => r && (r.worker ?? workerOf(r.inner))
     const executor = stream.stages[1] as unknown as { runner: Killable }
+    const sink = collector()
     async function* source(): AsyncGenerator<Buffer> {
       for (let i = 0; i < chunks; i++) {
         if (i === REPLAY_LOG_JOBS + 5) {
-          await delay(30)
+          // Between chunks: once every chunk so far is done (the stages buffer far more than
+          // these 4-byte chunks, so the source is not held back until then).
+          while (sink.chunks.reduce((n, c) => n + c.length, 0) < i * 4) await delay(5)
           await workerOf(executor.runner)!.terminate()
           await delay(30)
         }
         yield input.subarray(i * 4, i * 4 + 4)
       }
     }
-    const sink = collector()
     await pipeline(Readable.from(source()), stream, sink)
     assert.deepEqual(sink.result(), expected)
   })

@@ -65,7 +65,7 @@ function runCommand(programArgs: () => string[] | undefined, exit: (status: numb
       new Option('-d, --delimiter <s>', "cut only after this delimiter, e.g. '\\n' (escapes \\n \\r \\t \\0 \\\\)"),
       new Option('--max-record-size <bytes>', 'longest record with --delimiter (default max(16 x buffer size, 1 MiB))'),
       new Option('--max-latency <ms>', 'hand held input to the guest after this long (default 10 for standard input; a file waits for full chunks)'),
-      new Option('--high-water-mark <bytes>', 'bytes each stage buffers before it applies backpressure (default: the buffer size)'),
+      new Option('--high-water-mark <bytes>', 'bytes each stage buffers before it applies backpressure (default: the buffer size, at least 256 KiB)'),
     ]),
     ...group('Limits:', [
       new Option('--timeout <ms>', 'time limit per guest call (default 5000; not with --inline)'),

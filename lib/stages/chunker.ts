@@ -2,7 +2,7 @@ import type { TransformCallback } from 'node:stream'
 import { Transform } from 'readable-stream'
 import { errors } from '../errors.js'
 import { logger } from '../log.js'
-import { resolveChunking, resolveMaxLatency } from '../options.js'
+import { defaultHighWaterMark, resolveChunking, resolveMaxLatency } from '../options.js'
 import { tagOffset } from './offset.js'
 
 const log = logger('chunker')
@@ -14,7 +14,7 @@ export interface ChunkerOptions {
   delimiter?: string | Uint8Array
   /** With a delimiter: the longest record accepted. Default max(16 × bufferSize, 1 MiB). */
   maxRecordSize?: number
-  /** Bytes buffered on each side before backpressure applies. Default bufferSize. */
+  /** Bytes buffered on each side before backpressure applies. Default max(bufferSize, 256 KiB). */
   highWaterMark?: number
   /** Input offset of the first byte written (for a resumed stream). Default 0. */
   startOffset?: number
@@ -71,7 +71,7 @@ export class Chunker extends Transform {
 
   constructor(options: ChunkerOptions = {}) {
     const { bufferSize, delimiter, maxRecordSize } = resolveChunking(options.bufferSize, options.delimiter, options.maxRecordSize)
-    const hwm = options.highWaterMark ?? bufferSize
+    const hwm = options.highWaterMark ?? defaultHighWaterMark(bufferSize)
     super({ readableHighWaterMark: hwm, writableHighWaterMark: hwm })
     this.bufferSize = bufferSize
     this.delimiter = delimiter

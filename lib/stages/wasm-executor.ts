@@ -6,7 +6,7 @@ import type { GuestLogEntry } from '../guest/instance.js'
 import { isLoadedGuest, type LoadedGuest, type ModuleSource } from '../guest/load.js'
 import { loadGuest } from '../runners/guest-loader.js'
 import { logger } from '../log.js'
-import { DEFAULT_LIMITS, DEFAULT_BUFFER_SIZE, defaultMaxInFlight, resolveGuestConfig, type Isolation, type Limits, type RecoveryStrategy } from '../options.js'
+import { DEFAULT_LIMITS, DEFAULT_BUFFER_SIZE, defaultHighWaterMark, defaultMaxInFlight, resolveGuestConfig, type Isolation, type Limits, type RecoveryStrategy } from '../options.js'
 import { runnerChain } from '../runners/chain.js'
 import type { WorkerPool } from '../runners/worker-pool.js'
 import { endOfInput, type ConcurrencyReport, type GuestRunner, type Job, type RunnerFactory, type RunnerHooks, type Snapshot } from '../runners/runner.js'
@@ -23,7 +23,7 @@ const guestLog = logger('guest')
 export interface WasmExecutorOptions {
   /** Input region the guest allocates up front. Default 64 KiB. */
   bufferSize?: number
-  /** Bytes buffered on each side before backpressure applies. Default bufferSize. */
+  /** Bytes buffered on each side before backpressure applies. Default max(bufferSize, 256 KiB). */
   highWaterMark?: number
   /** Where the guest runs. Default `'worker'`. */
   isolation?: Isolation
@@ -109,7 +109,7 @@ export class WasmExecutor extends Transform {
 
   constructor(module: ModuleSource | LoadedGuest, options: WasmExecutorOptions = {}) {
     const bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE
-    const hwm = options.highWaterMark ?? bufferSize
+    const hwm = options.highWaterMark ?? defaultHighWaterMark(bufferSize)
     super({ readableHighWaterMark: hwm, writableHighWaterMark: hwm })
     this.source = module
     this.bufferSize = bufferSize
