@@ -17,6 +17,7 @@ import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { encodeU32, Reader } from '../lib/guest/binary.js'
 import { loadGuest } from '../lib/index.js'
 import { median, repoRoot } from './harness.js'
 
@@ -32,26 +33,11 @@ if (values.one !== undefined) {
   process.exit(0)
 }
 
-function leb(n: number): number[] {
-  const out: number[] = []
-  do {
-    let b = n & 0x7f
-    n >>>= 7
-    if (n !== 0) b |= 0x80
-    out.push(b)
-  } while (n !== 0)
-  return out
-}
+const leb = encodeU32
 
 function readLeb(bytes: Uint8Array, at: number): [value: number, next: number] {
-  let value = 0
-  let shift = 0
-  for (;;) {
-    const b = bytes[at++]!
-    value += (b & 0x7f) * 2 ** shift
-    shift += 7
-    if ((b & 0x80) === 0) return [value, at]
-  }
+  const reader = new Reader(bytes, at, bytes.length, 'the module')
+  return [reader.u32('a LEB128 u32'), reader.pos]
 }
 
 /**

@@ -20,6 +20,7 @@ import { bigModule } from '../spec/helpers/big-module.js'
 import { watchEventLoop } from '../spec/helpers/event-loop.js'
 import { loadGuest } from '../lib/index.js'
 import { DEFAULT_LIMITS } from '../lib/options.js'
+import { median } from './harness.js'
 
 const MB = 1_000_000
 const MiB = 1024 * 1024
@@ -69,11 +70,6 @@ function inChild(file: string, source: string): Measured {
 
 const fmt = (m: Measured): string =>
   `load ${m.loadMs.toFixed(1).padStart(7)} ms   longest stall ${m.stallMs.toFixed(1).padStart(6)} ms (main thread busy ${m.busyMs.toFixed(1).padStart(5)} ms at most)   RSS +${m.rssAfterMiB.toFixed(0).padStart(4)} MiB after, +${m.rssSettledMiB.toFixed(0).padStart(4)} MiB 0.5 s later, +${m.rssPeakMiB.toFixed(0).padStart(4)} MiB at peak`
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.floor(sorted.length / 2)]!
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({

@@ -4,6 +4,7 @@
  * a section's size field changed). Byte noise mostly dies in validation; section moves keep each
  * section well-formed, so they reach the linker, the ABI checks and the guest's own code.
  */
+import { encodeU32 } from '../lib/guest/binary.js'
 import type { Rng } from './random.js'
 
 export interface Section {
@@ -42,14 +43,7 @@ function assemble(header: Buffer, sections: Section[]): Buffer {
 }
 
 function uleb(n: number): Buffer {
-  const out: number[] = []
-  do {
-    let byte = n & 0x7f
-    n = Math.floor(n / 128)
-    if (n > 0) byte |= 0x80
-    out.push(byte)
-  } while (n > 0)
-  return Buffer.from(out)
+  return Buffer.from(encodeU32(n))
 }
 
 /** One mutation: the damaged bytes and a line saying what was done (kept in the reproducer). */

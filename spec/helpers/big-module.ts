@@ -5,20 +5,12 @@
  * other. Written directly into one buffer, so 100 MB takes a few tens of milliseconds.
  */
 
+import { encodeName, encodeU32 } from '../../lib/guest/binary.js'
+
 const MAGIC = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]
 
-function uleb(n: number): number[] {
-  const out: number[] = []
-  do {
-    let byte = n & 0x7f
-    n = Math.floor(n / 128)
-    if (n !== 0) byte |= 0x80
-    out.push(byte)
-  } while (n !== 0)
-  return out
-}
-
-const name = (s: string): number[] => [...uleb(s.length), ...Buffer.from(s)]
+const uleb = encodeU32
+const name = encodeName
 const section = (id: number, payload: number[]): number[] => [id, ...uleb(payload.length), ...payload]
 const I32 = 0x7f
 
