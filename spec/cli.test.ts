@@ -44,6 +44,38 @@ describe('command-line tool', () => {
   })
 })
 
+describe('command-line tool: standard input and output redirected to files', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'wasm-sandbox-cli-redirect-'))
+  after(() => rmSync(dir, { recursive: true, force: true }))
+  // Several MiB, so the input is read and the output written in more than one piece.
+  const text = readFileSync(demo)
+  const bigInput = Buffer.concat(Array.from({ length: Math.ceil((3 * 1024 * 1024) / text.length) }, () => text))
+  const inPath = join(dir, 'in.txt')
+  writeFileSync(inPath, bigInput)
+  const node = `'${process.execPath}' '${cli}' '${example('upper.wasm')}'`
+  const sh = (script: string) => spawnSync('sh', ['-c', script], { cwd: dir, encoding: 'buffer', timeout: 30_000 })
+
+  it('< in > out: the output file holds exactly the transformed input', () => {
+    const result = sh(`${node} < in.txt > out.txt`)
+    assert.equal(result.status, 0, result.stderr.toString())
+    assert.deepEqual(readFileSync(join(dir, 'out.txt')), upperRef(bigInput))
+  })
+
+  it('>> appends, and output shares the file offset with the commands around it', () => {
+    writeFileSync(join(dir, 'log.txt'), 'kept\n')
+    const result = sh(`{ echo before; ${node} < in.txt; echo after; } >> log.txt`)
+    assert.equal(result.status, 0, result.stderr.toString())
+    const expected = Buffer.concat([Buffer.from('kept\nbefore\n'), upperRef(bigInput), Buffer.from('after\n')])
+    assert.deepEqual(readFileSync(join(dir, 'log.txt')), expected)
+  })
+
+  it('reads standard input from the offset the shell left it at', () => {
+    const result = sh(`{ dd bs=5 count=1 of=/dev/null 2>/dev/null; ${node}; } < in.txt > rest.txt`)
+    assert.equal(result.status, 0, result.stderr.toString())
+    assert.deepEqual(readFileSync(join(dir, 'rest.txt')), upperRef(bigInput.subarray(5)))
+  })
+})
+
 describe('command-line tool: the output file', () => {
   const dirs: string[] = []
   after(() => {

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto'
-import { createWriteStream, unlinkSync } from 'node:fs'
+import { createReadStream, createWriteStream, fstatSync, unlinkSync } from 'node:fs'
 import { open, realpath, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
-import type { Writable } from 'node:stream'
+import type { Readable, Writable } from 'node:stream'
 import { FileSink } from '../checkpoint/file-sink.js'
 import { UsageError } from './options.js'
 
@@ -28,11 +28,31 @@ export interface Output {
   discardSync(): void
 }
 
-export const standardOutput: Output = {
-  stream: process.stdout,
-  commit: async () => {},
-  discard: async () => {},
-  discardSync: () => {},
+/** Bytes buffered before a write to a file or device: 64 KiB writes went one thread-pool round trip at a time. */
+const WRITE_BUFFER = 1024 * 1024
+
+/**
+ * Standard output. Redirected to a regular file (`> out`), Node's own `process.stdout` writes
+ * synchronously, a chunk at a time on the main thread (512 MiB took 2.6-3 s against 1.7 s with
+ * `-o`): a write stream on fd 1 writes a MiB at a time from the thread pool instead, at the
+ * file's own offset (so `>>` still appends). Left open: the process still owns its stdout.
+ */
+export function standardOutput(): Output {
+  const stream = isRegularFile(1) ? createWriteStream('', { fd: 1, autoClose: false, highWaterMark: WRITE_BUFFER }) : process.stdout
+  return { stream, commit: async () => {}, discard: async () => {}, discardSync: () => {} }
+}
+
+/** Standard input; from a regular file (`< in`), read a MiB at a time, as a named input is. */
+export function standardInput(readBytes: number): Readable {
+  return isRegularFile(0) ? createReadStream('', { fd: 0, autoClose: false, highWaterMark: readBytes }) : process.stdin
+}
+
+function isRegularFile(fd: number): boolean {
+  try {
+    return fstatSync(fd).isFile()
+  } catch {
+    return false
+  }
 }
 
 /**
@@ -50,7 +70,7 @@ async function replacingFile(target: string, mode: number | undefined): Promise<
   const output: Output = {
     // FileSink fsyncs when it finishes, so the rename never exposes a file still in the page cache.
     // Up to a MiB of output buffered while a write is in flight, written in one writev.
-    stream: new FileSink(handle, 0, 1024 * 1024) as unknown as Writable,
+    stream: new FileSink(handle, 0, WRITE_BUFFER) as unknown as Writable,
     async commit() {
       await handle.close()
       await rename(temp, target)
@@ -101,9 +121,7 @@ export async function openOutput(path: string): Promise<Output> {
   // A device or a pipe (/dev/null, a FIFO) is written in place: renaming a file over it would
   // replace the device itself, and truncating one loses nothing.
   if (target.kind === 'device') {
-    // A MiB buffered, as for a file: 64 KiB writes against the default 16 KiB mark went one
-    // thread-pool round trip at a time.
-    const stream = createWriteStream(path, { highWaterMark: 1024 * 1024 })
+    const stream = createWriteStream(path, { highWaterMark: WRITE_BUFFER })
     return { stream, commit: async () => {}, discard: async () => void stream.destroy(), discardSync: () => {} }
   }
   return replacingFile(target.real, target.mode)

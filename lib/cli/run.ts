@@ -12,7 +12,7 @@ import { isWasmSandboxError } from '../errors.js'
 import { LOG_LEVELS, type GuestLogEntry } from '../guest/instance.js'
 import { resolveOptions, type SandboxOptions } from '../options.js'
 import { checkpointOptions, logLevel, sandboxOptions, UsageError, type RunFlags } from './options.js'
-import { openOutput, outputTarget, sameFile, standardOutput, type Output } from './output.js'
+import { openOutput, outputTarget, sameFile, standardInput, standardOutput, type Output } from './output.js'
 import { ProgressLine } from './progress.js'
 import { addHint, EXIT, report } from './report.js'
 
@@ -174,7 +174,7 @@ async function runStream(
   attach: (stream: SandboxStream) => void,
 ): Promise<void> {
   // '-' is standard output, as it is standard input for the input.
-  const output: Output = outputPath === undefined ? standardOutput : await openOutput(outputPath)
+  const output: Output = outputPath === undefined ? standardOutput() : await openOutput(outputPath)
   const removeHandlers = onInterrupt(() => output.discardSync(), outputPath ?? 'the output')
   try {
     // Created just before the pipeline takes it, so a module that fails to load has someone to
@@ -183,7 +183,7 @@ async function runStream(
     attach(stream)
     // Reads of a MiB: the chunker cuts them into bufferSize chunks without copying, and 64 KiB
     // reads cost a thread-pool round trip each (the CLI's whole run is about a read per chunk).
-    const source = input !== undefined ? createReadStream(input, { highWaterMark: READ_BYTES }) : process.stdin
+    const source = input !== undefined ? createReadStream(input, { highWaterMark: READ_BYTES }) : standardInput(READ_BYTES)
     await pipeline(source, stream, output.stream)
     await output.commit()
   } catch (err) {
