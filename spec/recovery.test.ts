@@ -8,8 +8,9 @@ import { describe, it } from 'node:test'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { REPLAY_LOG_JOBS } from '../lib/runners/recovering.js'
-import { WasmExecutor, wasmTransform, type Isolation, type SandboxOptions } from '../lib/index.js'
-import { example, fixture } from './helpers/reference.js'
+import { MSG_SESSION } from '../lib/runners/protocol.js'
+import { WasmExecutor, WorkerPool, wasmTransform, type Isolation, type SandboxOptions } from '../lib/index.js'
+import { example, fixture, upperRef } from './helpers/reference.js'
 import { collector, delay, run, sourceOf } from './helpers/streams.js'
 
 const isolations: Isolation[] = ['inline', 'worker']
@@ -98,6 +99,60 @@ describe('recovery after a worker dies', () => {
     }
     await pipeline(Readable.from(source()), stream, sink)
     assert.deepEqual(sink.result(), expected)
+  })
+})
+
+/** A pool whose first `deaths` workers are terminated as soon as they are sent a guest to start. */
+function poolKillingStarts(deaths: number): { workers: WorkerPool; killed: () => number } {
+  const workers = new WorkerPool()
+  const acquire = workers.acquire.bind(workers)
+  let killed = 0
+  workers.acquire = (callback, wait) =>
+    acquire((err, worker) => {
+      if (worker && killed < deaths) {
+        killed++
+        const post = worker.postMessage.bind(worker)
+        worker.postMessage = (message: unknown, transfer?: never) => {
+          post(message, transfer)
+          if ((message as { kind?: number }).kind !== MSG_SESSION) return
+          worker.postMessage = post
+          void worker.terminate()
+        }
+      }
+      callback(err, worker)
+    }, wait)
+  return { workers, killed: () => killed }
+}
+
+describe('recovery from a worker that dies while the guest starts', () => {
+  const input = Buffer.from('a thread that dies while the guest starts is replaced\n'.repeat(2000))
+
+  for (const recoveryStrategy of [{ retry: 1 }, 'skip'] as const) {
+    it(`${JSON.stringify(recoveryStrategy)}: the guest starts on a new thread, and every byte comes out`, async () => {
+      const { workers, killed } = poolKillingStarts(1)
+      try {
+        const executor = new WasmExecutor(example('upper.wasm'), { isolation: 'worker', bufferSize: 4096, recoveryStrategy, workers })
+        const sink = collector()
+        await pipeline(sourceOf(input, [1000]), executor, sink)
+        assert.equal(killed(), 1)
+        assert.deepEqual(sink.result(), upperRef(input))
+      } finally {
+        workers.close()
+      }
+    })
+  }
+
+  it("'fail' fails at once, and a retry budget is spent by deaths at start too", async () => {
+    for (const [recoveryStrategy, deaths] of [['fail', 1], [{ retry: 1 }, 2], [{ retry: 2 }, 3]] as const) {
+      const { workers, killed } = poolKillingStarts(deaths)
+      try {
+        const executor = new WasmExecutor(example('upper.wasm'), { isolation: 'worker', bufferSize: 4096, recoveryStrategy, workers })
+        await assert.rejects(pipeline(sourceOf(input, [1000]), executor, collector()), { code: 'ERR_WASM_WORKER_DIED' }, JSON.stringify(recoveryStrategy))
+        assert.equal(killed(), deaths, JSON.stringify(recoveryStrategy))
+      } finally {
+        workers.close()
+      }
+    }
   })
 })
 

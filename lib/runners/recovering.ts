@@ -74,7 +74,31 @@ export class RecoveringRunner extends WrappingRunner {
       return
     }
     this.base = restore
-    this.inner.start(callback, restore)
+    this.startInner(callback, 0)
+  }
+
+  /**
+   * A thread that dies while the guest starts (killed, out of memory) is the same accident as one
+   * that dies on a chunk, and gets the same retries. Any other start failure (a trap in `init`, a
+   * module the worker refuses) would only happen again.
+   */
+  private startInner(callback: RunnerCallback, attempt: number): void {
+    const run = (err?: Error | null): void => {
+      if (err && !this.destroyed && (err as WasmSandboxError).code === 'ERR_WASM_WORKER_DIED' && attempt < this.retries()) {
+        log('the thread died while %s started (attempt %d): %s', this.guestName, attempt + 1, err.message)
+        this.startInner(callback, attempt + 1)
+        return
+      }
+      callback(err)
+    }
+    if (attempt === 0) this.inner.start(run, this.base)
+    else this.inner.restart(run, this.base)
+  }
+
+  /** Tries after the first for one failure: 'skip' gets one, as for an instance lost between jobs. */
+  private retries(): number {
+    const strategy = this.options.strategy
+    return strategy === 'skip' ? 1 : strategy.retry
   }
 
   override process(job: Job, callback: RunnerCallback): void {
@@ -200,7 +224,7 @@ export class RecoveringRunner extends WrappingRunner {
       return
     }
     const strategy = this.options.strategy
-    const retries = strategy === 'skip' ? 1 : strategy.retry
+    const retries = this.retries()
     if (!job) {
       // The instance died between jobs (a worker killed while idle): nothing to skip or retry.
       if (++this.attempts > retries) this.hooks.failed(job, err)
@@ -237,6 +261,11 @@ export class RecoveringRunner extends WrappingRunner {
         if (this.destroyed || generation !== this.generation) return
         if (startErr) {
           log('restart after %s failed: %s', cause.code, startErr.message)
+          // The new thread died too: another try, from the same budget as the job's.
+          if ((startErr as WasmSandboxError).code === 'ERR_WASM_WORKER_DIED' && ++this.attempts <= this.retries()) {
+            this.recover(startErr as WasmSandboxError)
+            return
+          }
           this.hooks.failed(this.pending[0], startErr as WasmSandboxError)
           return
         }
