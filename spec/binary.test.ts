@@ -382,6 +382,49 @@ describe('limitMemory', () => {
   })
 })
 
+describe('importMemory', () => {
+  const imports = (m: WasmModule) => WA.Module.imports(m).map((i) => `${i.module}.${i.name}:${i.kind}`)
+
+  test('moves the one defined memory to an import with its limits; data, exports and code still use it', () => {
+    const source = wat(`(module
+      (import "env" "f" (func $f (param i32)))
+      (memory (export "mem") 2 5)
+      (data (i32.const 8) "hi")
+      (func (export "peek") (result i32) (i32.load8_u (i32.const 9))))`)
+    const moved = binary.importMemory(source, 'host', 'memory')!
+    assert.deepEqual(moved.limits, { initial: 2, maximum: 5, shared: false, memory64: false })
+    const module = new WA.Module(moved.bytes)
+    assert.deepEqual(imports(module), ['env.f:function', 'host.memory:memory'])
+    assert.equal(binary.parseModule(moved.bytes).memories.length, 0)
+    const memory = new WA.Memory({ initial: 2, maximum: 5 })
+    new Uint8Array(memory.buffer).fill(7)
+    const exports = new WA.Instance(module, { env: { f: () => {} }, host: { memory } }).exports
+    assert.equal(exports.mem, memory, 'the export is the memory given')
+    assert.equal((exports.peek as () => number)(), 'i'.charCodeAt(0), 'the data segment was written into it')
+    assert.equal(new Uint8Array(memory.buffer)[0], 7, 'and nothing else was')
+  })
+
+  test('adds an import section in the right place when there is none', () => {
+    const source = wat(`(module (type (func)) (memory 1) (func (export "size") (result i32) (memory.size)))`)
+    const moved = binary.importMemory(source, 'host', 'memory')!
+    const module = new WA.Module(moved.bytes)
+    assert.deepEqual(imports(module), ['host.memory:memory'])
+    const exports = new WA.Instance(module, { host: { memory: new WA.Memory({ initial: 1 }) } }).exports
+    assert.equal((exports.size as () => number)(), 1)
+  })
+
+  test('changes nothing for an imported memory, none, or a shared one', () => {
+    for (const text of [
+      `(module (import "env" "memory" (memory 1)))`,
+      `(module (func))`,
+    ]) {
+      assert.equal(binary.importMemory(wat(text), 'host', 'memory'), undefined, text)
+    }
+    const shared = wat(`(module (memory 1 1 shared))`, { threads: true })
+    assert.equal(binary.importMemory(shared, 'host', 'memory'), undefined)
+  })
+})
+
 describe('exportMutableGlobals', () => {
   test('exports unexported mutable globals, keeps existing names, and they work through instance.exports', () => {
     const { bytes, globals } = binary.exportMutableGlobals(FULL)

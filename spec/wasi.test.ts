@@ -254,6 +254,17 @@ describe('WASI per-record mode', () => {
     assert.equal(out.toString(), expected)
   })
 
+  it("a record's instance sees a memory as fresh as a new one: zeroed, data re-written, at its declared size after a grow", async () => {
+    // The runs share one memory, zeroed between them, unless a run grew it (a new one then).
+    const records = ['a', 'g', 'b', 'g', 'g', 'c', 'd']
+    const input = Buffer.from(records.map((r) => `${r}\n`).join('').repeat(20))
+    for (const maxConcurrency of [1, 2]) {
+      const stream = wasmTransform(fixture('wasi-memory-probe.wasm'), { wasi: { mode: 'record' }, delimiter: '\n', bufferSize: 64, maxConcurrency })
+      const out = await run(stream, input, [7, 64])
+      assert.equal(out.toString(), '2 clean x\n'.repeat(records.length * 20), `maxConcurrency ${maxConcurrency}`)
+    }
+  })
+
   it('per chunk (no delimiter): upper over several MiB, cut at random points, matches the JS reference', async () => {
     const input = randomLines(4 * 1024 * 1024, 15)
     const out = await run(wasmTransform(program('upper.wasm'), { wasi: { mode: 'record' } }), input, SIZES)

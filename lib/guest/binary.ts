@@ -679,6 +679,51 @@ export function limitMemory(bytes: Uint8Array, maxPages: number, moduleName: str
 }
 
 /**
+ * Turns the module's one defined memory into an import of `module`.`field` with the same limits,
+ * so the host can hand each new instance a memory it already has. Memory index 0 stays the same
+ * (an imported memory comes first in the index space), as do exports and data segments that name
+ * it. Returns undefined, changing nothing, unless the module defines exactly one plain 32-bit
+ * memory and imports none.
+ */
+export function importMemory(bytes: Uint8Array, module: string, field: string, moduleName: string = DEFAULT_MODULE_NAME): { bytes: Uint8Array; limits: MemoryLimits } | undefined {
+  return guard(moduleName, () => {
+    const parsed = parse(bytes, moduleName)
+    const [site, ...others] = parsed.memorySites
+    if (!site || others.length > 0 || site.section.id !== SECTION_MEMORY) return undefined
+    if (site.limits.shared || site.limits.memory64) return undefined
+    const entry = [...encodeName(module), ...encodeName(field), 0x02, ...bytes.subarray(site.start, site.end)]
+    const imports = parsed.sections.find((s) => s.id === SECTION_IMPORT)
+    let importSection: Uint8Array
+    if (imports) {
+      const r = new Reader(bytes, imports.payloadStart, imports.end, moduleName)
+      const count = r.u32('import count')
+      importSection = encodeSection(SECTION_IMPORT, concat([encodeU32(count + 1), bytes.subarray(r.pos, imports.end), entry]), moduleName)
+    } else {
+      importSection = encodeSection(SECTION_IMPORT, concat([[1], entry]), moduleName)
+    }
+    // Where the import section goes when there was none: before the first section ranked after it.
+    const importRank = SECTION_RANK.get(SECTION_IMPORT)!
+    // The memory section itself ranks after the import section, so there is always one.
+    const insertAt = imports ?? parsed.sections.find((s) => s.id !== SECTION_CUSTOM && SECTION_RANK.get(s.id)! > importRank)!
+    const memory = site.section
+    const out: ArrayLike<number>[] = []
+    let copied = 0
+    for (const section of parsed.sections) {
+      if (section === insertAt) {
+        out.push(bytes.subarray(copied, section.start), importSection)
+        copied = section === imports ? section.end : section.start
+      }
+      if (section === memory) {
+        out.push(bytes.subarray(copied, section.start))
+        copied = section.end
+      }
+    }
+    out.push(bytes.subarray(copied))
+    return { bytes: concat(out), limits: site.limits }
+  })
+}
+
+/**
  * Export every mutable global that the module does not already export, under
  * `${prefix}${globalIndex}` (default prefix '__wasm_sandbox_global_'), so a host can read/restore
  * guest state without its help. Returns the new bytes and, for every mutable global (exported

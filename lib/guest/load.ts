@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { errors } from '../errors.js'
 import { logger } from '../log.js'
 import { validateAbi, validateCompiledAbi, type GuestAbi } from './abi.js'
-import { codeSectionStart, exportMutableGlobals, limitMemory, parseModule, PAGE_SIZE, type ValType } from './binary.js'
+import { codeSectionStart, exportMutableGlobals, importMemory, limitMemory, parseModule, PAGE_SIZE, type MemoryLimits, type ValType } from './binary.js'
 import { hookMemoryGrow } from './grow-hook.js'
 
 const log = logger('loader')
@@ -47,7 +47,16 @@ export interface LoadedGuest {
   readonly growHook?: { readonly record: string; readonly firstHook: number } | undefined
   /** The guest declares that it keeps no state between chunks (a `wasm-sandbox.stateless` custom section). */
   readonly stateless: boolean
+  /**
+   * A WASI command's memory, moved by the rewrite to an import (`HOST_MEMORY`) that the host
+   * fills with a memory of these limits, so runs once per record can reuse one memory, zeroed,
+   * instead of making and collecting one per record.
+   */
+  readonly hostMemory?: MemoryLimits | undefined
 }
+
+/** Where a rewritten WASI command imports its memory from (see `LoadedGuest.hostMemory`). */
+export const HOST_MEMORY = { module: 'wasm-sandbox:host', field: 'memory' } as const
 
 /** The custom section by which a guest declares itself stateless (docs/abi.md). */
 export const STATELESS_SECTION = 'wasm-sandbox.stateless'
@@ -218,6 +227,15 @@ export async function compile(bytes: Uint8Array, name: string, options: LoadOpti
     // The host creates an imported memory: with the rewritten maximum, or it would not link.
     if (imported) abi = { ...abi, importedMemory: { ...imported, maximum: Math.min(imported.maximum ?? maxPages, maxPages) } }
   }
+  let hostMemory: MemoryLimits | undefined
+  if (abi.kind === 'wasi-command') {
+    // Per-record runs made a memory per record, and collecting them was a third of a run.
+    const moved = importMemory(bytes, HOST_MEMORY.module, HOST_MEMORY.field, name)
+    if (moved) {
+      bytes = moved.bytes
+      hostMemory = moved.limits
+    }
+  }
   // Before the grow hook, so the checkpointed globals are the guest's own and not the record.
   const exported = exportMutableGlobals(bytes, undefined, name)
   bytes = exported.bytes
@@ -240,7 +258,7 @@ export async function compile(bytes: Uint8Array, name: string, options: LoadOpti
   }
   const done = (module: WebAssembly.Module): LoadedGuest => {
     log('compiled %s (%d bytes, sha256 %s)', name, bytes.length, hash.slice(0, 12))
-    return { name, module, abi, hash, memoryLimit, globals, stateless: declaresStateless(module), functionExports, codeOffsets, growHook }
+    return { name, module, abi, hash, memoryLimit, globals, stateless: declaresStateless(module), functionExports, codeOffsets, growHook, hostMemory }
   }
   try {
     return done(await WebAssembly.compile(bytes))

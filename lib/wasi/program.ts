@@ -1,9 +1,9 @@
 import type { WASI } from '@wasmer/wasi'
 import { loadWasmer, wasmer } from './wasmer.js'
 import { errors, type GuestSite, type WasmSandboxError } from '../errors.js'
-import type { LoadedGuest } from '../guest/load.js'
+import { HOST_MEMORY, type LoadedGuest } from '../guest/load.js'
 import type { OutputSink } from '../guest/instance.js'
-import { PAGE_SIZE } from '../guest/binary.js'
+import { PAGE_SIZE, type MemoryLimits } from '../guest/binary.js'
 import { readRefusal } from '../guest/grow-hook.js'
 import { FileSystemImage } from './filesystem.js'
 import { memoryViews, wasiImports, wasmerPreview1, WasiExit, type StandardStreams } from './imports.js'
@@ -64,6 +64,13 @@ export function standardWrites(output: OutputSink, stderr: OutputSink, tail: Std
 }
 
 /**
+ * Memories up to this size are zeroed and reused from run to run; larger ones are made anew. Here
+ * zeroing 2 pages took 2 µs against 20 µs for a new memory (before collecting it), 64 pages 100
+ * against 230 µs, 256 pages 780 against 310 µs: a new memory costs only the pages touched.
+ */
+const REUSED_MEMORY_PAGES = 64
+
+/**
  * Makes instances of one WASI command for a worker. With no directory granted the imports are
  * the host's own and built once, so an instance costs only `new WebAssembly.Instance`; with
  * grants each instance gets its own @wasmer/wasi object over a fresh copy of the granted files.
@@ -79,6 +86,8 @@ export class WasiRuntime {
   private readonly views: MemoryViews
   private readonly shared: WebAssembly.Imports | undefined
   private readonly image: FileSystemImage | undefined
+  /** The memory of the last run, once it has ended: the next instance's, zeroed, if it never grew. */
+  private spare: WebAssembly.Memory | undefined
 
   constructor(guest: LoadedGuest, config: WasiConfig, streams: StandardStreams, memoryLimit: number | undefined) {
     this.guest = guest
@@ -112,6 +121,7 @@ export class WasiRuntime {
    * trap in its start function: typed errors, not a dead worker with V8's stack as its message.
    */
   private instantiate(imports: WebAssembly.Imports): WebAssembly.Instance {
+    if (this.guest.hostMemory) imports[HOST_MEMORY.module] = { [HOST_MEMORY.field]: this.memoryForNextRun(this.guest.hostMemory) }
     try {
       return new WebAssembly.Instance(this.guest.module, imports)
     } catch (err) {
@@ -120,6 +130,27 @@ export class WasiRuntime {
       if (err instanceof WebAssembly.RuntimeError) throw errors.trap({ module: this.guest.name, exportName: 'start', offset: 0 }, err)
       throw err
     }
+  }
+
+  /** A run has ended: its memory may serve the next instance. */
+  recycle(memory: WebAssembly.Memory): void {
+    const limits = this.guest.hostMemory
+    if (limits && limits.initial <= REUSED_MEMORY_PAGES) this.spare = memory
+  }
+
+  /**
+   * What a fresh instance would get: a memory of the declared initial size, all zeros (the
+   * instantiation then writes the data segments). The last run's memory is that once zeroed,
+   * unless it grew, which cannot be undone.
+   */
+  private memoryForNextRun(limits: MemoryLimits): WebAssembly.Memory {
+    const spare = this.spare
+    this.spare = undefined
+    if (spare && spare.buffer.byteLength === limits.initial * PAGE_SIZE) {
+      new Uint8Array(spare.buffer).fill(0)
+      return spare
+    }
+    return new WebAssembly.Memory(limits.maximum === undefined ? { initial: limits.initial } : { initial: limits.initial, maximum: limits.maximum })
   }
 }
 
@@ -163,6 +194,7 @@ export class WasiProgram {
       code = err.code
     } finally {
       this.wasi?.free()
+      this.runtime.recycle(this.memory)
     }
     const refusal = code !== 0 && this.growRecord ? readRefusal(this.growRecord) : undefined
     if (refusal) throw errors.memoryLimit({ ...site }, this.runtime.memoryLimit!, undefined, { ...refusal, then: `exited with code ${code}`, exitCode: code })
