@@ -76,8 +76,8 @@ export async function autoVersusFixed(root: string, quick: boolean): Promise<Aut
     {
       workload: 'WASI filter per record (grep), instances',
       module: join(root, 'examples', 'wasi', 'grep.wasm'),
-      // A run per 200-byte line, a few thousand runs a second: 1 MiB is a couple of seconds.
-      input: Buffer.alloc(Math.round(MiB * scale), `${'x'.repeat(93)} ERROR ${'y'.repeat(99)}\n`),
+      // A run per 200-byte line, about 10,000 runs a second on one instance: 4 MiB is about a second.
+      input: Buffer.alloc(Math.round(4 * MiB * scale), `${'x'.repeat(93)} ERROR ${'y'.repeat(99)}\n`),
       base: { delimiter: '\n', bufferSize: 4 * KiB, wasi: { mode: 'record', args: ['grep', 'ERROR'] } },
       fixed: [1, 2, 4].map((n) => [`${n} instance${n > 1 ? 's' : ''}`, { maxConcurrency: n }]),
       auto: { maxConcurrency: 'auto' },
