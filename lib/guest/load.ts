@@ -7,6 +7,7 @@ import { logger } from '../log.js'
 import { validateAbi, validateCompiledAbi, type GuestAbi } from './abi.js'
 import { codeSectionStart, exportMutableGlobals, importMemory, limitMemory, parseModule, PAGE_SIZE, type MemoryLimits, type ValType } from './binary.js'
 import { hookMemoryGrow } from './grow-hook.js'
+import { HOST_MEMORY } from '../wasi/preview1.js'
 
 const log = logger('loader')
 
@@ -48,15 +49,12 @@ export interface LoadedGuest {
   /** The guest declares that it keeps no state between chunks (a `wasm-sandbox.stateless` custom section). */
   readonly stateless: boolean
   /**
-   * A WASI command's memory, moved by the rewrite to an import (`HOST_MEMORY`) that the host
-   * fills with a memory of these limits, so runs once per record can reuse one memory, zeroed,
-   * instead of making and collecting one per record.
+   * A WASI command's memory, moved by the rewrite to an import (`HOST_MEMORY`) that the host fills
+   * with a memory of these limits, so runs once per record can reuse one memory, zeroed, instead
+   * of making and collecting one per record.
    */
   readonly hostMemory?: MemoryLimits | undefined
 }
-
-/** Where a rewritten WASI command imports its memory from (see `LoadedGuest.hostMemory`). */
-export const HOST_MEMORY = { module: 'wasm-sandbox:host', field: 'memory' } as const
 
 /** The custom section by which a guest declares itself stateless (docs/abi.md). */
 export const STATELESS_SECTION = 'wasm-sandbox.stateless'

@@ -2,6 +2,9 @@
 
 export const WASI_MODULE = 'wasi_snapshot_preview1'
 
+/** Where the loader's rewrite of a WASI command imports its memory from (`LoadedGuest.hostMemory`). */
+export const HOST_MEMORY = { module: 'wasm-sandbox:host', field: 'memory' } as const
+
 /** Every function of `wasi_snapshot_preview1`; importing any other name is refused at load. */
 export const WASI_PREVIEW1_FUNCTIONS: ReadonlySet<string> = new Set([
   'args_get', 'args_sizes_get', 'environ_get', 'environ_sizes_get', 'clock_res_get', 'clock_time_get',
