@@ -170,7 +170,7 @@ describe('pool: maxConcurrency for stateless guests', () => {
   })
 
   it("'auto' chooses from measurements, says why, and never changes the output", async () => {
-    // About a second of guest work: several 200 ms windows to measure.
+    // About a second of guest work: several 100 ms windows to measure.
     const input = jitterInput(300, 512, 21)
     const stream = wasmTransform(declared, { bufferSize: 512, maxConcurrency: 'auto', limits: { timeout: 30_000 } })
     assert.deepEqual(await run(stream, input), input)
