@@ -238,6 +238,17 @@ describe('WASI capabilities: nothing unless granted', () => {
     })
   })
 
+  it('a granted directory per record: each run gets a fresh @wasmer/wasi object and a fresh memory', async () => {
+    // The whole-stream run is the reference: one program over all the lines.
+    const lines = ['apple', 'kiwi', 'banana', 'fig']
+    const input = Buffer.from(lines.map((l) => `${l}\n`).join('').repeat(15))
+    const wasi = { args: ['lookup', '/data/dict.txt'], preopens: { '/data': grant } }
+    const expected = (await run(wasmTransform(program('lookup.wasm'), { wasi }), input)).toString()
+    assert.match(expected, /^\+ apple\n- kiwi\n/)
+    const perRecord = wasmTransform(program('lookup.wasm'), { delimiter: '\n', bufferSize: 64, wasi: { ...wasi, mode: 'record' } })
+    assert.equal((await run(perRecord, input, [13])).toString(), expected)
+  })
+
   it('a deterministic clock and random make runs repeat', async () => {
     // escape.wasm does not read time; the options are validated and accepted on any program.
     const options: SandboxOptions = { wasi: { clock: 'fixed', random: 'seeded', seed: 7, startTime: 0 } }
