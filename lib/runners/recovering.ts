@@ -74,25 +74,24 @@ export class RecoveringRunner extends WrappingRunner {
       return
     }
     this.base = restore
-    this.startInner(callback, 0)
-  }
-
-  /**
-   * A thread that dies while the guest starts (killed, out of memory) is the same accident as one
-   * that dies on a chunk, and gets the same retries. Any other start failure (a trap in `init`, a
-   * module the worker refuses) would only happen again.
-   */
-  private startInner(callback: RunnerCallback, attempt: number): void {
-    const run = (err?: Error | null): void => {
-      if (err && !this.destroyed && (err as WasmSandboxError).code === 'ERR_WASM_WORKER_DIED' && attempt < this.retries()) {
-        log('the thread died while %s started (attempt %d): %s', this.guestName, attempt + 1, err.message)
-        this.startInner(callback, attempt + 1)
+    const started = (err?: Error | null): void => {
+      if (err && !this.destroyed && this.mayStartAgain(err)) {
+        log('the thread died while %s started (attempt %d): %s', this.guestName, this.attempts, err.message)
+        this.inner.restart(started, this.base)
         return
       }
       callback(err)
     }
-    if (attempt === 0) this.inner.start(run, this.base)
-    else this.inner.restart(run, this.base)
+    this.inner.start(started, restore)
+  }
+
+  /**
+   * A thread that dies while the guest starts (killed, out of memory) is the same accident as one
+   * that dies on a chunk, and spends the same budget. Any other start failure (a trap in `init`,
+   * a module the worker refuses) would only happen again.
+   */
+  private mayStartAgain(err: Error): boolean {
+    return (err as WasmSandboxError).code === 'ERR_WASM_WORKER_DIED' && ++this.attempts <= this.retries()
   }
 
   /** Tries after the first for one failure: 'skip' gets one, as for an instance lost between jobs. */
@@ -261,8 +260,7 @@ export class RecoveringRunner extends WrappingRunner {
         if (this.destroyed || generation !== this.generation) return
         if (startErr) {
           log('restart after %s failed: %s', cause.code, startErr.message)
-          // The new thread died too: another try, from the same budget as the job's.
-          if ((startErr as WasmSandboxError).code === 'ERR_WASM_WORKER_DIED' && ++this.attempts <= this.retries()) {
+          if (this.mayStartAgain(startErr)) {
             this.recover(startErr as WasmSandboxError)
             return
           }

@@ -89,6 +89,8 @@ export class WasiRuntime {
   private readonly image: FileSystemImage | undefined
   /** The memory of the last run, once it has ended: the next instance's, zeroed, if it never grew. */
   private spare: WebAssembly.Memory | undefined
+  /** The import the rewritten command takes its memory from, reused rather than made per run. */
+  private readonly hostImports: Record<string, WebAssembly.Memory> = {}
 
   constructor(guest: LoadedGuest, config: WasiConfig, streams: StandardStreams, memoryLimit: number | undefined) {
     this.guest = guest
@@ -122,7 +124,10 @@ export class WasiRuntime {
    * trap in its start function: typed errors, not a dead worker with V8's stack as its message.
    */
   private instantiate(imports: WebAssembly.Imports): WebAssembly.Instance {
-    if (this.guest.hostMemory) imports[HOST_MEMORY.module] = { [HOST_MEMORY.field]: this.memoryForNextRun(this.guest.hostMemory) }
+    if (this.guest.hostMemory) {
+      this.hostImports[HOST_MEMORY.field] = this.memoryForNextRun(this.guest.hostMemory)
+      imports[HOST_MEMORY.module] = this.hostImports
+    }
     try {
       return new WebAssembly.Instance(this.guest.module, imports)
     } catch (err) {
