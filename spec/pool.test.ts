@@ -149,8 +149,9 @@ describe('pool: maxConcurrency for stateless guests', () => {
     await assert.rejects(run(stream, Buffer.from('x')), { code: 'ERR_WASM_TIMEOUT' })
     const end = Date.now() + 3000
     while (sandbox.workers().live > sandbox.workers().idle && Date.now() < end) await new Promise((r) => setTimeout(r, 10))
-    sandbox.close()
+    // Before close(): it ends idle workers, which stay live until their threads have exited.
     assert.equal(sandbox.workers().live - sandbox.workers().idle, 0, 'a busy worker outlived the stopped stream')
+    sandbox.close()
   })
 
   it('a slow consumer paces the pool without losing or reordering output', async () => {

@@ -4,6 +4,8 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { availableParallelism } from 'node:os'
+import type { Worker } from 'node:worker_threads'
 import { createSandbox, wasmTransform, type Sandbox } from '../lib/index.js'
 import { WorkerPool } from '../lib/runners/worker-pool.js'
 import { example, fixture, upperRef } from './helpers/reference.js'
@@ -140,6 +142,52 @@ describe('warm workers', () => {
     assert.equal(pool.idleCount, 1)
     assert.ok(await until(() => pool.size === 0, 3000), 'the idle worker was never ended')
     stream.destroy()
+  })
+
+  it('a waiting request takes a worker handed back before the thread booted for it is online', async () => {
+    const pool = new WorkerPool({ idleMs: 50 })
+    const acquire = (): Promise<Worker> => new Promise((resolve, reject) => pool.acquire((err, w) => (err ? reject(err) : resolve(w!))))
+    const first = await acquire()
+    assert.equal(pool.bootingCount, 0)
+    const second = acquire()
+    assert.equal(pool.bootingCount, 1, 'a thread boots for the waiting request')
+    pool.release(first)
+    assert.equal(await second, first, 'the worker handed back went to the request waiting for one')
+    assert.ok(await until(() => pool.bootingCount === 0 && pool.idleCount === 1), 'the thread booted for it went idle')
+    assert.equal(pool.size, 2)
+    pool.release(first)
+    assert.ok(await until(() => pool.size === 0, 3000), 'the idle workers were never ended')
+  })
+
+  it('a burst of requests boots at most one thread per core at a time, and each gets a worker', async () => {
+    const pool = new WorkerPool({ idleMs: 50 })
+    let most = 0
+    const requests = Array.from({ length: 3 * availableParallelism() + 1 }, () => {
+      const got = new Promise<Worker>((resolve, reject) => pool.acquire((err, w) => (err ? reject(err) : resolve(w!))))
+      most = Math.max(most, pool.bootingCount)
+      return got
+    })
+    assert.equal(pool.bootingCount, availableParallelism())
+    assert.equal(pool.waitingCount, requests.length)
+    const sample = setInterval(() => (most = Math.max(most, pool.bootingCount)), 1)
+    const workers = await Promise.all(requests)
+    clearInterval(sample)
+    assert.equal(most, availableParallelism(), 'more threads booted at once than cores')
+    assert.equal(new Set(workers).size, requests.length, 'a worker given to two requests')
+    assert.equal(pool.waitingCount, 0)
+    for (const worker of workers) pool.release(worker)
+    assert.ok(await until(() => pool.size === 0, 3000), 'the idle workers were never ended')
+  })
+
+  it('a thread that dies before it is online fails the request it was booted for, and the next boots anew', async () => {
+    const pool = new WorkerPool({ idleMs: 50 })
+    const acquire = (): Promise<Worker> => new Promise((resolve, reject) => pool.acquire((err, w) => (err ? reject(err) : resolve(w!))))
+    process.once('worker', (worker: Worker) => void worker.terminate())
+    await assert.rejects(acquire(), /exited with code \d+ before it was online/)
+    assert.equal(pool.waitingCount, 0)
+    const worker = await acquire()
+    pool.release(worker)
+    assert.ok(await until(() => pool.size === 0, 3000), 'the idle worker was never ended')
   })
 
   it('maxWorkers is checked, and refused on a single stream', () => {

@@ -1,10 +1,10 @@
 /**
  * Run as a child process by destroy.test.ts: destroys streams before their guest runs, then does
  * nothing else. Ten are destroyed at once, while the module is still loading on the main thread;
- * ten, one at a time, as soon as their worker thread exists, while the guest is still starting in
- * it. Every other one is destroyed with an error. At exit it prints what each stream emitted and
- * how many workers were started and how many exited. The test passes only if this process exits
- * by itself.
+ * ten, one at a time, as soon as their worker thread is online and theirs, while the guest is
+ * still starting in it. Every other one is destroyed with an error. At exit it prints what each
+ * stream emitted and how many workers were started and how many exited. The test passes only if
+ * this process exits by itself.
  */
 import type { Worker } from 'node:worker_threads'
 import { wasmTransform } from '../../lib/index.js'
@@ -44,7 +44,9 @@ for (let i = 0; i < 10; i++) watched('loading', i)()
 
 for (let i = 0; i < 10; i++) {
   const destroy = watched('starting', i)
-  // 'worker' comes a tick after the thread is created, long before the guest in it is ready.
-  await new Promise((resolve) => process.once('worker', resolve))
+  // 'worker' comes a tick after the thread is created; the pool hands the thread to the stream
+  // when it is online (its listener runs before ours), long before the guest in it is ready.
+  const worker = await new Promise<Worker>((resolve) => process.once('worker', resolve))
+  await new Promise((resolve) => worker.once('online', resolve))
   destroy()
 }
