@@ -372,7 +372,10 @@ export class WorkerRunner implements GuestRunner {
    */
   private askForOutput(evenIfWaitingForRoom: boolean): void {
     const output = this.output
-    if (this.pending && !evenIfWaitingForRoom) {
+    if (!evenIfWaitingForRoom && (this.pending || this.sent.length >= this.options.maxInFlight)) {
+      // maxInFlight jobs out and none pending: the caller holds the next until one is done (a
+      // pool does). That is waiting for room too, counted in jobs, and is woken the same way.
+      if (!this.pending) this.input?.sleep()
       if (this.outputDue) this.outputDue.refresh()
       else this.outputDue = setTimeout(this.onOutputDue, 1).unref()
       return
