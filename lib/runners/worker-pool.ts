@@ -72,7 +72,7 @@ export class WorkerPool {
   private readonly idleSince = new Map<Worker, number>()
   private readonly waiting: WorkerCallback[] = []
   private live = 0
-  /** Threads started for waiting requests and not yet online: they count in `live`. */
+  /** Threads started for waiting requests (or by `prestart`) and not yet online; counted in `live`. */
   private readonly booting = new Set<Worker>()
   private readonly bootLimit: number
   private sweeper: NodeJS.Timeout | undefined
@@ -93,7 +93,7 @@ export class WorkerPool {
     return this.idle.length
   }
 
-  /** Threads booting for streams that wait. */
+  /** Threads booting for streams that wait (or by `prestart`). */
   get bootingCount(): number {
     return this.booting.size
   }
@@ -110,8 +110,8 @@ export class WorkerPool {
    * A waiting request takes whichever comes first: a worker another stream hands back, or a new
    * thread once it is online. At most BOOTING_PER_CORE threads per core boot at once, one for each
    * waiting request: a burst of short streams is served by the warm workers, as they free up,
-   * instead of booting a thread per stream (50 streams of 1 KiB at once on the shared pool took
-   * 1.6 s, 49 threads booting on 2 cores, against about 55 ms on the one warm worker). Every
+   * instead of booting a thread per stream (50 streams of 1 KiB at once on the shared pool, one
+   * warm worker to begin with, took 1.6 s with 49 threads booting on 2 cores; now 0.2 s). Every
    * waiting request still has a thread on its way while the bound allows, so a stream never waits
    * on another stream to end: a pipeline of several wasm streams cannot deadlock on workers.
    */
@@ -170,20 +170,19 @@ export class WorkerPool {
 
   /** Boots threads for the waiting requests, as many as the bounds allow. */
   private bootForWaiting(): void {
-    while (this.booting.size < this.waiting.length && this.booting.size < this.bootLimit && this.live < this.maxWorkers) {
-      if (!this.boot()) return
-    }
+    // A failed boot fails a waiting request, so each one gets a thread on its way or an error.
+    while (this.booting.size < this.waiting.length && this.booting.size < this.bootLimit && this.live < this.maxWorkers) this.boot()
     // Someone waits for them: they keep the process alive until handed over (`release` unrefs).
     if (this.waiting.length > 0) for (const worker of this.booting) worker.ref()
   }
 
   /** A new thread, handed to the first waiting request (or kept idle) once it is online. */
-  private boot(): boolean {
+  private boot(): void {
     const worker = this.newWorker()
     if (worker instanceof Error) {
       // No thread to be had (out of memory, a thread limit): the oldest request is told so.
       this.waiting.shift()?.(worker)
-      return false
+      return
     }
     this.booting.add(worker)
     worker.once('online', () => {
@@ -191,7 +190,6 @@ export class WorkerPool {
       this.release(worker)
       this.bootForWaiting()
     })
-    return true
   }
 
   /** A new thread, handed over at once: its messages queue until it is online. */
