@@ -96,11 +96,12 @@ let stopping = false
 function stop(signal) {
   if (!stopping) {
     stopping = true
-    console.error(`${signal}: no new connections; waiting for ${connections.size} open (again to close them)`)
+    // Closed before it says so: a client that reads the line and connects must be refused.
     server.close(() => {
       sandbox.close() // the idle warm workers end now rather than after their 2 s
       console.error('server closed')
     })
+    console.error(`${signal}: no new connections; waiting for ${connections.size} open (again to close them)`)
   } else {
     console.error(`${signal}: closing ${connections.size} open connections`)
     for (const socket of connections) socket.destroy()
