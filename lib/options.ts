@@ -25,7 +25,7 @@ export interface Limits {
   memory: number
   /** Milliseconds one guest call (`process_chunk`, `init`, `flush`, instantiation) may run. Default 5000. Worker isolation only. */
   timeout: number
-  /** Milliseconds the whole stream may take, from start to end of flush. Default: none. */
+  /** Milliseconds the whole stream may take, from start to end of flush (at most 2^31 - 1). Default: none (also `Infinity`). */
   deadline: number | undefined
   /** Bytes one chunk (or `flush`) may emit. Default (`undefined`): 16 × the chunk size + 1 MiB. */
   maxOutputPerChunk: number | undefined
@@ -38,7 +38,8 @@ export interface Limits {
   moduleSize: number
   /**
    * Milliseconds loading a module may take in the loader thread (reading, hashing, parsing,
-   * rewriting, compiling), for modules over 1 MiB; past it the load fails with ERR_WASM_TIMEOUT.
+   * rewriting, compiling), for modules over 256 KiB; past it the load fails with ERR_WASM_TIMEOUT.
+   * At most 2^31 - 1; `Infinity` for none.
    */
   loadTimeout: number
 }
@@ -304,6 +305,18 @@ function optionalPositive(name: string, value: unknown, fallback: number | undef
   return value
 }
 
+/**
+ * A time limit a timer enforces: a delay past Node's longest timer would fire after 1 ms (a
+ * deadline of 3e9 ms failed every stream at once), so it is refused; Infinity means none.
+ */
+function optionalDelay(name: string, value: unknown, fallback: number | undefined): number | undefined {
+  const ms = optionalPositive(name, value, fallback)
+  if (ms !== undefined && ms !== Infinity && ms > MAX_TIMER_DELAY) {
+    throw errors.invalidOption(`${name} must be a number of milliseconds up to ${MAX_TIMER_DELAY} (about 24.8 days), or Infinity for none, got ${ms}`)
+  }
+  return ms
+}
+
 function resolveLimits(value: unknown): Limits {
   const limits = (value ?? {}) as Partial<Limits>
   if (typeof limits !== 'object' || limits === null) throw errors.invalidOption('limits must be an object')
@@ -312,14 +325,16 @@ function resolveLimits(value: unknown): Limits {
   if (memory < 65536 || memory > 4 * 1024 ** 3) {
     throw errors.invalidOption(`limits.memory must be from 65536 (one page) to 4 GiB, got ${memory}`)
   }
+  const deadline = optionalDelay('limits.deadline', limits.deadline, undefined)
   return {
     memory,
     timeout: optionalPositive('limits.timeout', limits.timeout, DEFAULT_LIMITS.timeout)!,
-    deadline: optionalPositive('limits.deadline', limits.deadline, undefined),
+    // Infinity is no deadline, as when none is given: no timer, no DeadlineRunner.
+    deadline: deadline === Infinity ? undefined : deadline,
     maxOutputPerChunk: optionalPositive('limits.maxOutputPerChunk', limits.maxOutputPerChunk, undefined),
     maxOutput: optionalPositive('limits.maxOutput', limits.maxOutput, Infinity)!,
     moduleSize: optionalPositive('limits.moduleSize', limits.moduleSize, DEFAULT_LIMITS.moduleSize)!,
-    loadTimeout: optionalPositive('limits.loadTimeout', limits.loadTimeout, DEFAULT_LIMITS.loadTimeout)!,
+    loadTimeout: optionalDelay('limits.loadTimeout', limits.loadTimeout, DEFAULT_LIMITS.loadTimeout)!,
   }
 }
 

@@ -239,6 +239,16 @@ describe('time limits (worker isolation)', () => {
     assert.ok(ms < 1500, `took ${ms} ms`)
   })
 
+  it("a deadline past Node's longest timer is refused, not fired after 1 ms; Infinity is none", async () => {
+    // setTimeout clamps a longer delay to 1 ms: a deadline of 3e9 ms failed every stream at once.
+    for (const deadline of [2 ** 31, 3e9]) {
+      assert.throws(() => wasmTransform(example('upper.wasm'), { limits: { deadline } }), { code: 'ERR_WASM_INVALID_OPTION', message: /limits\.deadline .*2147483647/ })
+    }
+    for (const deadline of [2 ** 31 - 1, Infinity]) {
+      assert.deepEqual(await run(wasmTransform(example('upper.wasm'), { limits: { deadline } }), Buffer.from('abc'), [1, 2]), Buffer.from('ABC'))
+    }
+  })
+
   it('sandbox.call() is time-bounded too', async () => {
     await assert.rejects(createSandbox(options).call(fixture('loop-process.wasm'), 'x'), { code: 'ERR_WASM_TIMEOUT' })
   })

@@ -141,9 +141,19 @@ describe('loading big modules', () => {
 
   it('limits.loadTimeout is checked like every limit, and --load-timeout sets it in the CLI', () => {
     assert.throws(() => wasmTransform(example('upper.wasm'), { limits: { loadTimeout: 0 } }), { code: 'ERR_WASM_INVALID_OPTION' })
+    // Past Node's longest timer setTimeout fires after 1 ms: refused, not a load failed at once.
+    assert.throws(() => wasmTransform(example('upper.wasm'), { limits: { loadTimeout: 2 ** 31 } }), { code: 'ERR_WASM_INVALID_OPTION', message: /2147483647/ })
+    const tooLong = wasmSandbox(['--load-timeout', '3000000000', bigPath], { input: Buffer.from('x') })
+    assert.equal(tooLong.status, 2, tooLong.stderr)
+    assert.match(tooLong.stderr, /--load-timeout/)
     const cli = wasmSandbox(['--load-timeout', '1', bigPath], { input: Buffer.from('x') })
     assert.equal(cli.status, 1)
     assert.match(cli.stderr, /ERR_WASM_TIMEOUT: Loading wasm module .*big\.wasm took longer than --load-timeout \(1 ms\).*Raise --load-timeout/)
+  })
+
+  it('limits.loadTimeout: Infinity loads a big module in its thread with no time limit', async () => {
+    const modest = bigModule({ bytes: LOADER_LIMITS.inlineBytes + 64 * 1024 }).bytes
+    assert.deepEqual(await run(wasmTransform(modest, { limits: { loadTimeout: Infinity } }), Buffer.from('xyz')), Buffer.from('xyz'))
   })
 
   it('errors in the thread keep their code: a big module missing an export', async () => {

@@ -162,10 +162,13 @@ class LoaderThread {
     job.thread = this
     // Busy, it keeps the process alive as any pending I/O does; idle, it does not.
     this.worker.ref()
-    job.timer = setTimeout(() => {
-      this.end()
-      job.fail(errors.loadTimeout(job.request.name, job.request.timeoutMs))
-    }, job.request.timeoutMs)
+    // limits.loadTimeout: Infinity is no limit (a finite one is at most Node's longest timer).
+    if (Number.isFinite(job.request.timeoutMs)) {
+      job.timer = setTimeout(() => {
+        this.end()
+        job.fail(errors.loadTimeout(job.request.name, job.request.timeoutMs))
+      }, job.request.timeoutMs)
+    }
     const { timeoutMs: _, ...request } = job.request
     this.post({ type: 'load', request })
   }
