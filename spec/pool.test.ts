@@ -115,6 +115,20 @@ describe('pool: maxConcurrency for stateless guests', () => {
     assert.deepEqual([...codes.keys()], ['ERR_WASM_EXIT'])
   })
 
+  it("'skip' on an extra instance at the sandbox's maxWorkers: the instance waits for a worker to replace its own", async () => {
+    // The lost worker counts until its thread exits; the restart took a worker only if one was
+    // free at once, found none, and failed the stream with ERR_WASM_NO_INSTANCE.
+    const sandbox = createSandbox({ maxWorkers: 2, maxConcurrency: 2, stateless: true, recoveryStrategy: 'skip', bufferSize: 4 })
+    const stream = sandbox.createStreamProcessor(fixture('fail-on-bang.wasm')).stream()
+    let skipped = 0
+    stream.on('chunk-error', () => skipped++)
+    const chunks = Array.from({ length: 40 }, (_, i) => (i % 5 === 3 ? 'ab!d' : 'abcd'))
+    const out = await run(stream, Buffer.from(chunks.join('')))
+    assert.equal(skipped, 8)
+    assert.equal(out.toString(), chunks.filter((c) => !c.includes('!')).join(''))
+    sandbox.close()
+  })
+
   it("{ retry } runs the chunk again on a fresh instance, then fails as the strategy says", async () => {
     const input = jitterInput(12, 100, 9)
     input[300] = 0xff

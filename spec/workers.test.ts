@@ -179,6 +179,25 @@ describe('warm workers', () => {
     assert.ok(await until(() => pool.size === 0, 3000), 'the idle workers were never ended')
   })
 
+  it("a pool's extra instance never takes the slot a waiting request has no thread for yet", async () => {
+    // More waiting requests than threads boot at once: the last slot is the unserved one's. A
+    // spare took it, and a chain of a sandbox's streams with a pooled one last hung for good.
+    const cores = availableParallelism()
+    const pool = new WorkerPool({ maxWorkers: cores + 1, idleMs: 50 })
+    const requests = Array.from({ length: cores + 1 }, () => new Promise<Worker>((resolve, reject) => pool.acquire((err, w) => (err ? reject(err) : resolve(w!)))))
+    assert.equal(pool.bootingCount, cores)
+    let spare: Worker | undefined | 'none' = 'none'
+    pool.acquire((err, worker) => {
+      assert.equal(err, null)
+      spare = worker
+    }, false)
+    assert.equal(spare, undefined, 'the extra instance took the last slot')
+    const workers = await Promise.all(requests)
+    assert.equal(pool.size, cores + 1)
+    for (const worker of workers) pool.release(worker)
+    assert.ok(await until(() => pool.size === 0, 3000), 'the idle workers were never ended')
+  })
+
   it('a thread that dies before it is online fails the request it was booted for, and the next boots anew', async () => {
     const pool = new WorkerPool({ idleMs: 50 })
     const acquire = (): Promise<Worker> => new Promise((resolve, reject) => pool.acquire((err, w) => (err ? reject(err) : resolve(w!))))

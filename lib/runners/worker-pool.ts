@@ -123,7 +123,9 @@ export class WorkerPool {
       return noop
     }
     if (!wait) {
-      if (this.live < this.maxWorkers) this.spawn(callback)
+      // Never ahead of a waiting request: the slot it would take is one that request waits for
+      // (a chain of a sandbox's streams, one of them pooled, hung with its last stream waiting).
+      if (this.live + Math.max(0, this.waiting.length - this.booting.size) < this.maxWorkers) this.spawn(callback)
       else callback(null)
       return noop
     }

@@ -136,6 +136,16 @@ export class WorkerRunner implements GuestRunner {
   }
 
   start(callback: RunnerCallback, restore?: GuestState): void {
+    this.startIn(callback, restore, !this.options.spareWorker)
+  }
+
+  /**
+   * A pool's extra instance takes a worker at its first start only if one is free at once; a
+   * restart (recovery replacing the worker it lost) waits for one: at a sandbox's `maxWorkers`
+   * the lost worker is still counted until its thread has exited, and the restart found none
+   * free, failing the stream with ERR_WASM_NO_INSTANCE instead of skipping or retrying the chunk.
+   */
+  private startIn(callback: RunnerCallback, restore: GuestState | undefined, wait: boolean): void {
     this.paused = false
     this.pending = undefined
     this.parts = []
@@ -148,7 +158,7 @@ export class WorkerRunner implements GuestRunner {
       if (err) this.finishStart(errors.workerDied(this.site(), err))
       else if (!worker) this.finishStart(errors.noInstance(this.site()))
       else this.begin(worker, restore)
-    }, !this.options.spareWorker)
+    }, wait)
   }
 
   /**
@@ -256,7 +266,7 @@ export class WorkerRunner implements GuestRunner {
 
   restart(callback: RunnerCallback, restore?: GuestState): void {
     this.kill()
-    this.start(callback, restore)
+    this.startIn(callback, restore, true)
   }
 
   destroy(): void {
