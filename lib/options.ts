@@ -262,7 +262,7 @@ export function resolveMaxLatency(value: unknown): number {
   return value
 }
 
-function rejectUnknown(where: string, obj: object, known: Set<string>): void {
+export function rejectUnknown(where: string, obj: object, known: Set<string>): void {
   const unknown = Object.keys(obj).filter((k) => !known.has(k))
   if (unknown.length > 0) {
     throw errors.invalidOption(

@@ -48,6 +48,16 @@ describe('AbortSignal', () => {
     await assert.rejects(run(stream, Buffer.from('abc')), isAbort(reason))
   })
 
+  it('a signal already aborted rejects sandbox.call with its AbortError, given to the call or to the sandbox', async () => {
+    // The stream was destroyed as it was made: the call rejected with ERR_STREAM_DESTROYED and
+    // the AbortError, which nothing listened for, then ended the process.
+    const reason = new Error('too late')
+    await assert.rejects(createSandbox().call(example('upper.wasm'), 'abc', { signal: AbortSignal.abort(reason) }), isAbort(reason))
+    const aborted = createSandbox({ signal: AbortSignal.abort(reason) })
+    for (let i = 0; i < 2; i++) await assert.rejects(aborted.call(example('upper.wasm'), 'abc'), isAbort(reason))
+    await delay(50) // an 'error' event nobody handles would surface by now, failing this file
+  })
+
   it('sandbox.call takes a signal too', async () => {
     const controller = new AbortController()
     const sandbox = createSandbox({ limits: { timeout: 60_000 } })

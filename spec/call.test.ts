@@ -44,3 +44,15 @@ for (const isolation of ['inline', 'worker'] as Isolation[]) {
     })
   })
 }
+
+describe('sandbox.call() arguments', () => {
+  it('an input that is not bytes or text, or an unknown call option, is a typed error', async () => {
+    // A null input was a raw TypeError; a { timeout } here was silently ignored (limits are the sandbox's).
+    const sandbox = createSandbox()
+    for (const bad of [null, 42, [1, 2], {}]) {
+      await assert.rejects(sandbox.call(example('upper.wasm'), bad as never), { code: 'ERR_WASM_INVALID_OPTION', message: /input must be/ })
+    }
+    await assert.rejects(sandbox.call(example('upper.wasm'), 'x', { timeout: 1 } as never), { code: 'ERR_WASM_INVALID_OPTION', message: /timeout/ })
+    assert.deepEqual(await sandbox.call(example('upper.wasm'), new Uint8Array([0x61])), Buffer.from('A'))
+  })
+})

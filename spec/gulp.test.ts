@@ -391,6 +391,22 @@ describe('wasm-sandbox/gulp, null files and options', () => {
     assert.match(err.message, /^a\.txt: no name for you$/)
   })
 
+  it('a signal aborted between files fails the next file with a PluginError, and the host goes on', async () => {
+    // The next file's stream was destroyed as it was made: its AbortError went unhandled and
+    // ended the process, though the plugin had an 'error' listener.
+    const controller = new AbortController()
+    const plugin = errorCounter(wasmGulp(upper, { signal: controller.signal }))
+    const first = new Promise<Vinyl>((resolve) => plugin.once('data', resolve))
+    plugin.write(new Vinyl({ cwd: '/', base: '/src', path: '/src/a.txt', contents: Buffer.from('one') }))
+    assert.equal((await first).contents!.toString(), 'ONE')
+    controller.abort()
+    plugin.end(new Vinyl({ cwd: '/', base: '/src', path: '/src/b.txt', contents: Buffer.from('two') }))
+    await new Promise((resolve) => plugin.once('close', resolve))
+    assert.equal(plugin.errors.length, 1)
+    assert.ok(plugin.errors[0] instanceof PluginError)
+    assert.match(plugin.errors[0]!.message, /^b\.txt: .*aborted/)
+  })
+
   it('refuses bad options when the plugin is created, with PluginErrors', () => {
     const refused = (options: Parameters<typeof wasmGulp>[1], code?: string): void => {
       assert.throws(

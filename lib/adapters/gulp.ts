@@ -18,6 +18,7 @@ import {
   type SandboxOptions,
   type SandboxStream,
 } from '../index.js'
+import { endAndCollect } from '../api/collect.js'
 
 export const PLUGIN_NAME = 'wasm-sandbox/gulp'
 
@@ -253,17 +254,9 @@ function sandboxFor(options: SandboxOptions): Sandbox {
 }
 
 /** Ends the stream with `contents` and collects everything the guest outputs. */
-async function runWhole(stream: SandboxStream, contents: Buffer): Promise<Buffer> {
+function runWhole(stream: SandboxStream, contents: Buffer): Promise<Buffer> {
   // An empty file still gets init and flush (a counter outputs its zero); no empty chunk is written.
-  if (contents.length === 0) stream.end()
-  else stream.end(contents)
-  let ended = false
-  stream.once('end', () => (ended = true))
-  const outputs: Buffer[] = []
-  for await (const chunk of stream as AsyncIterable<Buffer>) outputs.push(chunk)
-  // A stream destroyed without an error closes cleanly; its output would be a truncated file.
-  if (!ended) throw Object.assign(new Error('the sandbox stream closed before its end'), { code: 'ERR_STREAM_PREMATURE_CLOSE' })
-  return outputs.length === 1 ? outputs[0]! : Buffer.concat(outputs)
+  return endAndCollect(stream, contents.length === 0 ? undefined : contents)
 }
 
 /**

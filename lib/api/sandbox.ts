@@ -1,8 +1,9 @@
 import { Readable, pipeline } from 'readable-stream'
+import { endAndCollect } from './collect.js'
 import { createSandboxStream, type SandboxStream } from '../compose.js'
 import type { LoadedGuest, ModuleSource } from '../guest/load.js'
 import { errors } from '../errors.js'
-import { resolveOptions, type ResolvedOptions, type SandboxOptions } from '../options.js'
+import { rejectUnknown, resolveOptions, type ResolvedOptions, type SandboxOptions } from '../options.js'
 import { defaultMaxWorkers, WorkerPool } from '../runners/worker-pool.js'
 
 /** One guest, many streams: the module is read and compiled once. */
@@ -72,8 +73,14 @@ export class Sandbox {
    * behaves the same; checkpoints and `delimiter` do not apply to a single chunk.
    */
   async call(module: ModuleSource | LoadedGuest, input: Uint8Array | string, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
+    if (typeof options !== 'object' || options === null) throw errors.invalidOption('call options must be an object: { signal }')
+    // Limits and the rest are the sandbox's: a { timeout } here would be silently ignored.
+    rejectUnknown('call option', options, CALL_OPTIONS)
     if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
       throw errors.invalidOption(`signal must be an AbortSignal, got ${typeof options.signal}`)
+    }
+    if (typeof input !== 'string' && !(input instanceof Uint8Array)) {
+      throw errors.invalidOption(`input must be a string or a Uint8Array (a Buffer), got ${input === null ? 'null' : typeof input}`)
     }
     const bytes = typeof input === 'string' ? Buffer.from(input) : Buffer.from(input.buffer, input.byteOffset, input.byteLength)
     const bufferSize = Math.max(bytes.length, 1)
@@ -88,12 +95,11 @@ export class Sandbox {
       backpressure: 'block',
       signal: options.signal ?? this.options.signal,
     }, this.pool)
-    stream.end(bytes)
-    const outputs: Buffer[] = []
-    for await (const chunk of stream as AsyncIterable<Buffer>) outputs.push(chunk)
-    return outputs.length === 1 ? outputs[0]! : Buffer.concat(outputs)
+    return endAndCollect(stream, bytes)
   }
 }
+
+const CALL_OPTIONS = new Set(['signal'])
 
 export function createSandbox(options?: SandboxOptions): Sandbox {
   return new Sandbox(resolveOptions(options))
