@@ -181,3 +181,70 @@ describe('crash and resume (processFile)', () => {
     assert.ok(readFileSync(out).equals(numbererRef(inputBytes)))
   })
 })
+
+describe('processFile leaves files alone when it cannot run', () => {
+  let dir: string
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'wasm-sandbox-pf-'))
+  })
+  after(() => rmSync(dir, { recursive: true, force: true }))
+
+  const files = (): { input: string; output: string } => {
+    const input = join(dir, `in-${Math.random().toString(36).slice(2)}.txt`)
+    const output = `${input}.out`
+    writeFileSync(input, 'some input\n')
+    writeFileSync(output, 'PRECIOUS EXISTING OUTPUT\n')
+    return { input, output }
+  }
+
+  it('a bad option, a module that does not load, or a checkpoint without a dir: a typed error, the output untouched', async () => {
+    // The output was truncated first, then the options were checked or the module loaded.
+    const cases: Array<[string, Parameters<typeof processFile>[2], Parameters<typeof processFile>[3], string]> = [
+      ['bad bufferSize', example('upper.wasm'), { bufferSize: -1 }, 'ERR_WASM_INVALID_OPTION'],
+      ['unknown option', example('upper.wasm'), { bogus: 1 } as never, 'ERR_WASM_INVALID_OPTION'],
+      ['missing module', join(dir, 'no-such.wasm'), {}, 'ERR_WASM_MODULE_NOT_FOUND'],
+      ['checkpoint without dir', example('upper.wasm'), { checkpoint: {} as never }, 'ERR_WASM_INVALID_OPTION'],
+    ]
+    for (const [what, module, options, code] of cases) {
+      const { input, output } = files()
+      await assert.rejects(processFile(input, output, module, options), { code }, what)
+      assert.equal(readFileSync(output, 'utf8'), 'PRECIOUS EXISTING OUTPUT\n', `${what}: the output was touched`)
+    }
+  })
+
+  it('the output named as the input, or as the module, is refused; neither file is touched', async () => {
+    const { input } = files()
+    await assert.rejects(processFile(input, input, example('upper.wasm')), { code: 'ERR_WASM_INVALID_OPTION', message: /is the input file/ })
+    assert.equal(readFileSync(input, 'utf8'), 'some input\n')
+    const module = join(dir, 'upper-copy.wasm')
+    writeFileSync(module, readFileSync(example('upper.wasm')))
+    await assert.rejects(processFile(input, module, module), { code: 'ERR_WASM_INVALID_OPTION', message: /is the module/ })
+    assert.deepEqual(readFileSync(module), readFileSync(example('upper.wasm')))
+  })
+
+  it('an onStream that throws rejects with its error and stops the stream it was given', async () => {
+    const { input, output } = files()
+    let given: { destroyed: boolean } | undefined
+    await assert.rejects(
+      processFile(input, output, example('upper.wasm'), {
+        onStream: (stream) => {
+          given = stream
+          throw new Error('no progress bar today')
+        },
+      }),
+      /no progress bar today/,
+    )
+    assert.equal(given?.destroyed, true, 'the stream was left running')
+    assert.equal(readFileSync(output, 'utf8'), 'PRECIOUS EXISTING OUTPUT\n')
+  })
+
+  it('a run that succeeds replaces the old contents, even with no output at all', async () => {
+    const { input, output } = files()
+    assert.equal((await processFile(input, output, example('upper.wasm'))).outputBytes, 11)
+    assert.equal(readFileSync(output, 'utf8'), 'SOME INPUT\n')
+    writeFileSync(input, '')
+    writeFileSync(output, 'PRECIOUS EXISTING OUTPUT\n')
+    assert.equal((await processFile(input, output, example('upper.wasm'))).outputBytes, 0)
+    assert.equal(readFileSync(output, 'utf8'), '')
+  })
+})

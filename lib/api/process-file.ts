@@ -1,5 +1,7 @@
 import { createReadStream } from 'node:fs'
-import { open, stat } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { open, stat, type FileHandle } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
 import { pipeline } from 'node:stream/promises'
 import { FileCheckpointStorage } from '../checkpoint/file-storage.js'
 import { FileSink } from '../checkpoint/file-sink.js'
@@ -9,6 +11,7 @@ import { errors } from '../errors.js'
 import type { ModuleSource } from '../guest/load.js'
 import { logger } from '../log.js'
 import { DEFAULT_BUFFER_SIZE, type SandboxOptions } from '../options.js'
+import { sameFile } from './same-file.js'
 import { wasmTransform } from './wasm-transform.js'
 
 const log = logger('process-file')
@@ -60,6 +63,16 @@ export async function processFile(
   options: ProcessFileOptions = {},
 ): Promise<ProcessFileResult> {
   const { checkpoint, onStream, ...rest } = options
+  if (await sameFile(input, output)) {
+    throw errors.invalidOption(`the output ${output} is the input file ${input}: writing it would destroy the input as it is read; write to another file`)
+  }
+  const modulePath = localPath(module)
+  if (modulePath !== undefined && (await sameFile(modulePath, output))) {
+    throw errors.invalidOption(`the output ${output} is the module ${String(module)}; write the output to another file`)
+  }
+  if (checkpoint !== undefined && (typeof checkpoint !== 'object' || checkpoint === null || (typeof checkpoint.dir !== 'string' && checkpoint.storage === undefined))) {
+    throw errors.invalidOption('checkpoint needs dir, the directory its checkpoints go to (or a storage)')
+  }
   const storage = checkpoint
     ? (checkpoint.storage ?? new FileCheckpointStorage(checkpoint.dir, { keep: checkpoint.keep ?? 3 }))
     : undefined
@@ -84,30 +97,40 @@ export async function processFile(
     }
     log('resuming %s at input %d, output %d (checkpoint %d)', input, latest.inputOffset, latest.outputOffset, latest.sequence)
   }
-  const file = await open(output, latest ? 'r+' : 'w')
+  // The stream first: its options are checked as it is made, before the output is touched.
+  let sink: FileSink | undefined
+  const stream = wasmTransform(module, {
+    // A file never pauses the way a live source does: waiting on a slow disk must not cut a
+    // short chunk and change what a guest sensitive to chunk boundaries writes.
+    maxLatency: Infinity,
+    ...rest,
+    ...(storage
+      ? {
+          checkpoint: {
+            storage,
+            ...(checkpoint!.interval !== undefined ? { interval: checkpoint!.interval } : {}),
+            ...(checkpoint!.every !== undefined ? { every: checkpoint!.every } : {}),
+            metadata: { input, output, ...inputIdentity, ...checkpoint!.metadata },
+            commit: (offset: number) => sink!.durable(offset),
+          },
+        }
+      : {}),
+    ...(latest ? { resumeFrom: latest } : {}),
+  })
+  let file: FileHandle | undefined
+  try {
+    // Not truncated yet: the sink cuts it once there is output, so a run that fails before any
+    // (a module that does not load, a guest that traps in init) leaves the file as it was.
+    file = await open(output, latest ? 'r+' : constants.O_WRONLY | constants.O_CREAT)
+    onStream?.(stream)
+  } catch (err) {
+    stopUnread(stream, err as Error)
+    await file?.close()
+    throw err
+  }
   let saved = 0
   try {
-    await file.truncate(latest?.outputOffset ?? 0)
-    const sink = new FileSink(file, latest?.outputOffset ?? 0)
-    const stream = wasmTransform(module, {
-      // A file never pauses the way a live source does: waiting on a slow disk must not cut a
-      // short chunk and change what a guest sensitive to chunk boundaries writes.
-      maxLatency: Infinity,
-      ...rest,
-      ...(storage
-        ? {
-            checkpoint: {
-              storage,
-              ...(checkpoint!.interval !== undefined ? { interval: checkpoint!.interval } : {}),
-              ...(checkpoint!.every !== undefined ? { every: checkpoint!.every } : {}),
-              metadata: { input, output, ...inputIdentity, ...checkpoint!.metadata },
-              commit: (offset: number) => sink.durable(offset),
-            },
-          }
-        : {}),
-      ...(latest ? { resumeFrom: latest } : {}),
-    })
-    onStream?.(stream)
+    sink = new FileSink(file, latest?.outputOffset ?? 0, undefined, true)
     stream.on('checkpoint', (info: CheckpointInfo) => {
       saved++
       checkpoint?.onSave?.(info)
@@ -124,4 +147,18 @@ export async function processFile(
   } finally {
     await file.close()
   }
+}
+
+/** A stream that will never be piped: destroyed with the error the caller is given instead. */
+function stopUnread(stream: SandboxStream, err: Error): void {
+  // The error goes to the caller; here it must not be an unhandled 'error' that ends the process.
+  stream.on('error', () => {})
+  stream.destroy(err)
+}
+
+/** The file a module is read from, if it is one (a path or a file: URL; not bytes, nor http). */
+function localPath(module: ModuleSource): string | undefined {
+  if (module instanceof URL) return module.protocol === 'file:' ? fileURLToPath(module) : undefined
+  if (typeof module !== 'string' || /^https?:/i.test(module)) return undefined
+  return /^file:/i.test(module) ? fileURLToPath(module) : module
 }

@@ -12,11 +12,19 @@ export class FileSink extends Writable {
   private readonly file: FileHandle
   private readonly waiters: { offset: number; resolve: () => void; reject: (err: Error) => void }[] = []
   private syncing: Promise<void> | undefined
+  /** The file is cut to `position` before the first write, or at the end if nothing is written. */
+  private truncateFirst: boolean
 
-  constructor(file: FileHandle, position: number, highWaterMark = 64 * 1024) {
+  /**
+   * With `truncate`, the file is cut at `position` only once there is output to write (or at a
+   * successful end): a run that fails before its first byte (a module that does not load, a guest
+   * that traps in `init`) leaves the file as it was.
+   */
+  constructor(file: FileHandle, position: number, highWaterMark = 64 * 1024, truncate = false) {
     super({ highWaterMark })
     this.file = file
     this.position = position
+    this.truncateFirst = truncate
   }
 
   /** Resolves once every byte before `offset` is written and fsync'd. */
@@ -41,6 +49,7 @@ export class FileSink extends Writable {
 
   /** A write may take fewer bytes than given (a signal, a full disk): the rest goes again. */
   private async writeAll(buffers: Buffer[]): Promise<void> {
+    await this.truncateOnce()
     let rest = buffers
     while (rest.length > 0) {
       const { bytesWritten } = rest.length === 1 ? await this.file.write(rest[0]!, 0, rest[0]!.length, this.position) : await this.file.writev(rest, this.position)
@@ -52,7 +61,15 @@ export class FileSink extends Writable {
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    this.file.sync().then(() => callback(), callback)
+    this.truncateOnce()
+      .then(() => this.file.sync())
+      .then(() => callback(), callback)
+  }
+
+  private async truncateOnce(): Promise<void> {
+    if (!this.truncateFirst) return
+    this.truncateFirst = false
+    await this.file.truncate(this.position)
   }
 
   override _destroy(err: Error | null, callback: (error: Error | null) => void): void {
