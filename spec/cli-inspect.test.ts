@@ -110,6 +110,9 @@ describe('inspect: what a module is', () => {
     assert.equal(status, 0, 'accepted: it loads; it only fails when run')
     assert.equal(report.stateless.verdict, 'unknown')
     assert.match(report.stateless.reason, /failed on the probe input \(ERR_WASM_TIMEOUT/)
+    // In the flags the user typed, not the library's option names.
+    assert.match(report.stateless.reason, /--timeout/)
+    assert.doesNotMatch(report.stateless.reason, /limits\.timeout/)
   })
 
   it('the text report: one field a line, the verdict last', () => {

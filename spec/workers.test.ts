@@ -198,6 +198,15 @@ describe('warm workers', () => {
     assert.ok(await until(() => pool.size === 0, 3000), 'the idle workers were never ended')
   })
 
+  it('close() also ends a thread still booting for a request since withdrawn', async () => {
+    const pool = new WorkerPool({ idleMs: 60_000 })
+    const withdraw = pool.acquire(() => assert.fail('a withdrawn request was served'))
+    assert.equal(pool.bootingCount, 1)
+    withdraw()
+    pool.close()
+    assert.ok(await until(() => pool.size === 0, 5000), `the thread stayed idle after close(): ${pool.size} live, ${pool.idleCount} idle`)
+  })
+
   it('a thread that dies before it is online fails the request it was booted for, and the next boots anew', async () => {
     const pool = new WorkerPool({ idleMs: 50 })
     const acquire = (): Promise<Worker> => new Promise((resolve, reject) => pool.acquire((err, w) => (err ? reject(err) : resolve(w!))))

@@ -109,7 +109,7 @@ async function probeStateless(module: string, memory: number, timeout: number): 
     r = await runProbe(module, [PROBE_B], memory, timeout)
     p = await runProbe(module, [PROBE_A, PROBE_B], memory, timeout)
   } catch (err) {
-    const what = isWasmSandboxError(err) ? `${err.code}: ${err.message}` : (err as Error).message
+    const what = isWasmSandboxError(err) ? `${err.code}: ${inFlags(err.message)}` : (err as Error).message
     return { verdict: 'unknown', reason: `the guest failed on the probe input (${what})` }
   }
   for (let k = 0; k <= e.length; k++) {

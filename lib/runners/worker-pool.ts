@@ -76,6 +76,8 @@ export class WorkerPool {
   private readonly booting = new Set<Worker>()
   private readonly bootLimit: number
   private sweeper: NodeJS.Timeout | undefined
+  /** `close()` calls so far: a thread booting across one is not kept idle. */
+  private closes = 0
 
   constructor(options: WorkerPoolOptions = {}) {
     this.maxWorkers = options.maxWorkers ?? Infinity
@@ -164,8 +166,9 @@ export class WorkerPool {
     worker.terminate().catch(() => {})
   }
 
-  /** Ends every idle worker now (busy ones end with their streams). */
+  /** Ends every idle worker now (busy ones end with their streams, booting ones once online unless a stream waits). */
   close(): void {
+    this.closes++
     for (const worker of this.idle.splice(0)) this.discard(worker)
     this.idleSince.clear()
   }
@@ -187,8 +190,14 @@ export class WorkerPool {
       return
     }
     this.booting.add(worker)
+    const closes = this.closes
     worker.once('online', () => {
       if (!this.booting.delete(worker)) return
+      // Closed while it booted, for a request since withdrawn: it would only sit idle.
+      if (closes !== this.closes && this.waiting.length === 0) {
+        this.discard(worker)
+        return
+      }
       this.release(worker)
       this.bootForWaiting()
     })
