@@ -328,6 +328,40 @@ describe('WASI modules at load', () => {
   })
 })
 
+describe('WASI standard streams', () => {
+  it('a positioned write to stdout or stderr is ESPIPE, with a writable grant or a read-only one', async () => {
+    // With a grant (@wasmer/wasi), fd_pwrite on fd 1 or 2 went into its own stdout buffer, which
+    // nothing reads: no output, no bound, 2 GB of host memory in a review's test.
+    const wat = await import('wabt').then((m) => m.default())
+    const program = (fd: number): Buffer =>
+      Buffer.from(
+        wat.parseWat(
+          'p',
+          `(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "fd_pwrite" (func $pw (param i32 i32 i32 i64 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 64) "payload")
+            (func (export "_start") (local $e i32)
+              (i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const 7))
+              (local.set $e (call $pw (i32.const ${fd}) (i32.const 0) (i32.const 1) (i64.const 0) (i32.const 8)))
+              ;; the errno as two decimal digits on stdout
+              (i32.store8 (i32.const 32) (i32.add (i32.const 48) (i32.div_u (local.get $e) (i32.const 10))))
+              (i32.store8 (i32.const 33) (i32.add (i32.const 48) (i32.rem_u (local.get $e) (i32.const 10))))
+              (i32.store (i32.const 16) (i32.const 32)) (i32.store (i32.const 20) (i32.const 2))
+              (drop (call $w (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))`,
+        ).toBinary({}).buffer,
+      )
+    const dir = mkdtempSync(join(tmpdir(), 'wasi-pwrite-'))
+    for (const writable of [true, false]) {
+      for (const fd of [1, 2]) {
+        const out = await run(wasmTransform(program(fd), { wasi: { preopens: { '/d': { path: dir, writable } } } }), Buffer.from('x'))
+        assert.equal(out.toString(), '70', `fd ${fd}, ${writable ? 'writable' : 'read-only'} grant`)
+      }
+    }
+  })
+})
+
 describe('ABI v1 guests built with wasi-libc (reactors)', () => {
   it('a reactor writing more than an output ring holds during _initialize starts, not hangs', async () => {
     const stream = wasmTransform(fixture('reactor-chatty.wasm'), { bufferSize: 16 })

@@ -8,6 +8,7 @@ import {
   ERRNO_NOSPC,
   ERRNO_NOSYS,
   ERRNO_ROFS,
+  ERRNO_SPIPE,
   ERRNO_SUCCESS,
   FDFLAGS_APPEND,
   MUTATING_PATH_FUNCTIONS,
@@ -163,6 +164,10 @@ export function wasiImports(
       mem()
       return view
     })
+  // The standard streams are pipes: a positioned write to one went into @wasmer/wasi's own
+  // stdout buffer, which nothing reads, past every output and memory bound (2 GB in a test).
+  const pwrite = own.fd_pwrite as (...a: Array<number | bigint>) => number
+  own.fd_pwrite = ((fd: number, ...rest: Array<number | bigint>): number => (fd <= 2 ? ERRNO_SPIPE : pwrite(fd, ...rest))) as Fn
   return { [WASI_MODULE]: own as WebAssembly.ModuleImports }
 }
 

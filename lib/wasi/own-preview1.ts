@@ -1,10 +1,9 @@
 import { randomFillSync } from 'node:crypto'
-import { ERRNO_BADF, ERRNO_INVAL, ERRNO_NOSYS, ERRNO_SUCCESS, WASI_PREVIEW1_FUNCTIONS } from './preview1.js'
+import { ERRNO_BADF, ERRNO_INVAL, ERRNO_NOSYS, ERRNO_SPIPE, ERRNO_SUCCESS, WASI_PREVIEW1_FUNCTIONS } from './preview1.js'
 import type { WasiConfig } from './options.js'
 
 type Fn = (...args: never[]) => unknown
 
-const ERRNO_SPIPE = 70
 const FILETYPE_CHARACTER_DEVICE = 2
 const ALL_RIGHTS = 0x1fffffffn
 const EVENTTYPE_CLOCK = 0

@@ -26,6 +26,7 @@ export const ERRNO_INVAL = 28
 export const ERRNO_NOSPC = 51
 export const ERRNO_NOSYS = 52
 export const ERRNO_ROFS = 69
+export const ERRNO_SPIPE = 70
 export const ERRNO_NOTCAPABLE = 76
 
 /** `path_open` open flags that create or change a file. */
