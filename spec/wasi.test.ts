@@ -362,6 +362,42 @@ describe('WASI standard streams', () => {
   })
 })
 
+describe('WASI stderr', () => {
+  it("a slow wasi.stderr holds the program back, as a slow consumer does: bounded, every byte delivered", async () => {
+    // Its backpressure was ignored: 1 GiB written to stderr sat in a slow stream's queue.
+    const wat = await import('wabt').then((m) => m.default())
+    const flood = Buffer.from(
+      wat.parseWat(
+        'f',
+        `(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 2)
+          (func (export "_start") (local $i i32)
+            (i32.store (i32.const 0) (i32.const 65536)) (i32.store (i32.const 4) (i32.const 65536))
+            (loop $l
+              (drop (call $w (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br_if $l (i32.lt_u (local.get $i) (i32.const 128))))))`,
+      ).toBinary({}).buffer,
+    )
+    let received = 0
+    let mostQueued = 0
+    const slow = new Writable({
+      highWaterMark: 16 * 1024,
+      write(chunk: Buffer, _encoding, callback) {
+        received += chunk.length
+        setTimeout(callback, 1)
+      },
+    })
+    const stream = wasmTransform(flood, { wasi: { stderr: slow } })
+    stream.on('stderr', () => (mostQueued = Math.max(mostQueued, slow.writableLength)))
+    await run(stream, Buffer.from('x'))
+    await new Promise((resolve) => slow.end(resolve))
+    assert.equal(received, 128 * 65536)
+    assert.ok(mostQueued <= 2 * 1024 * 1024, `${mostQueued} bytes queued in a stream of 16 KiB highWaterMark`)
+  })
+})
+
 describe('ABI v1 guests built with wasi-libc (reactors)', () => {
   it('a reactor writing more than an output ring holds during _initialize starts, not hangs', async () => {
     const stream = wasmTransform(fixture('reactor-chatty.wasm'), { bufferSize: 16 })

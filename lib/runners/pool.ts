@@ -271,7 +271,13 @@ export class PoolRunner implements GuestRunner {
           const found = ours(job)
           if (found) this.onSkipped(found.instance, found.entry, err)
         },
-        stderr: (chunk) => this.hooks.stderr?.(chunk),
+        stderr: (chunk) => {
+          const room = this.hooks.stderr?.(chunk)
+          // The instance holds its frames now; the pool's resume() must reach it.
+          const instance = room === false ? this.instances.find((i) => i.runner === runner) : undefined
+          if (instance) instance.paused = true
+          return room
+        },
         // Messages come as each instance runs, so chunks' messages may interleave; each has its offset.
         guestLog: (entry) => this.hooks.guestLog?.(entry),
       },

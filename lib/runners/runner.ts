@@ -61,8 +61,12 @@ export interface RunnerHooks {
   skipped?(job: Job, err: WasmSandboxError): void
   /** A checkpoint cut was taken (see SnapshottingRunner). */
   snapshot?(snapshot: Snapshot): void
-  /** A WASI program wrote to stderr: diagnostics, never output. */
-  stderr?(chunk: Buffer): void
+  /**
+   * A WASI program wrote to stderr: diagnostics, never output. `false`: the caller's stderr is
+   * full; hold what comes next until `resume()`, as for output (a guest may write to stderr
+   * without end).
+   */
+  stderr?(chunk: Buffer): boolean | void
   /** The guest logged through `sandbox.log` (ABI v1.1), within its limits. */
   guestLog?(entry: GuestLogEntry): void
 }

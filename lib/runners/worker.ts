@@ -431,7 +431,7 @@ export class WorkerRunner implements GuestRunner {
         const chunk = Buffer.allocUnsafe(header[H_LENGTH]!)
         output.copyPayload(chunk, 0)
         output.consume()
-        this.hooks.stderr?.(chunk)
+        if (this.hooks.stderr?.(chunk) === false) this.paused = true
       } else if (kind === OUT_DONE) {
         output.consume()
         this.busy(-1)
