@@ -362,6 +362,77 @@ describe('WASI standard streams', () => {
   })
 })
 
+describe('WASI errors in stream mode', () => {
+  it('a trap after reading says where in the input the program was, as an exit does', async () => {
+    // The trap's site was taken at the start of the run: offset 0, whatever had been read.
+    const wat = await import('wabt').then((m) => m.default())
+    const program = (end: string): Buffer =>
+      Buffer.from(
+        wat.parseWat(
+          'r',
+          `(module
+            (import "wasi_snapshot_preview1" "fd_read" (func $r (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 2)
+            (func (export "_start")
+              (i32.store (i32.const 0) (i32.const 1024)) (i32.store (i32.const 4) (i32.const 4096))
+              (loop $l
+                (drop (call $r (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+                (br_if $l (i32.load (i32.const 8))))
+              ${end}))`,
+        ).toBinary({}).buffer,
+      )
+    const input = Buffer.alloc(200_000, 'x')
+    const failure = async (end: string): Promise<{ code: string; offset: number }> => {
+      try {
+        await run(wasmTransform(program(end)), input, [50_000])
+      } catch (err) {
+        return err as { code: string; offset: number }
+      }
+      throw new Error('the program did not fail')
+    }
+    const exit = await failure('(call $exit (i32.const 3))')
+    const trap = await failure('unreachable')
+    assert.equal(exit.code, 'ERR_WASM_EXIT')
+    assert.equal(trap.code, 'ERR_WASM_TRAP')
+    assert.ok(trap.offset > 0, `the trap said offset ${trap.offset}`)
+    assert.equal(trap.offset, exit.offset)
+  })
+})
+
+describe('WASI per record: every run starts afresh', () => {
+  it('the fixed clock and the seeded random start over for each record, as they do with a grant', async () => {
+    // Without a grant the imports are shared by the runs, and the clock and the random went on
+    // from record to record: a record's run depended on the runs before it.
+    const wat = await import('wabt').then((m) => m.default())
+    const program = Buffer.from(
+      wat.parseWat(
+        'd',
+        `(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "random_get" (func $rand (param i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+          (memory (export "memory") 1)
+          (func (export "_start")
+            (drop (call $rand (i32.const 64) (i32.const 4)))
+            (drop (call $clock (i32.const 0) (i64.const 1) (i32.const 72)))
+            (i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const 16))
+            (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))`,
+      ).toBinary({}).buffer,
+    )
+    const dir = mkdtempSync(join(tmpdir(), 'wasi-replay-'))
+    const outputs: Buffer[] = []
+    for (const preopens of [{}, { '/d': dir }] as Array<Record<string, string>>) {
+      const options: SandboxOptions = { delimiter: '\n', wasi: { mode: 'record', clock: 'fixed', random: 'seeded', seed: 42, preopens } }
+      const out = await run(wasmTransform(program, options), Buffer.from('a\nb\nc\nd\n'), [2])
+      assert.equal(out.length, 4 * 16)
+      for (let i = 1; i < 4; i++) assert.deepEqual(out.subarray(16 * i, 16 * i + 16), out.subarray(0, 16), `record ${i + 1}, ${Object.keys(preopens).length ? 'a grant' : 'no grant'}`)
+      outputs.push(out)
+    }
+    assert.deepEqual(outputs[0], outputs[1])
+  })
+})
+
 describe('WASI stderr', () => {
   it("a slow wasi.stderr holds the program back, as a slow consumer does: bounded, every byte delivered", async () => {
     // Its backpressure was ignored: 1 GiB written to stderr sat in a slow stream's queue.

@@ -62,6 +62,27 @@ export function memoryViews(memory: () => WebAssembly.Memory): MemoryViews {
 }
 
 /**
+ * Where the fixed clock and the seeded random are: each run of a program starts them afresh
+ * (`restart`), so a run repeats exactly, and records run one by one on shared imports see
+ * nothing of the runs before (the clock and the random went on from record to record).
+ */
+export class Replay {
+  tick = 0n
+  random: number
+  private readonly seed: number
+
+  constructor(config: WasiConfig) {
+    this.seed = (Math.floor(config.seed) >>> 0) || 1
+    this.random = this.seed
+  }
+
+  restart(): void {
+    this.tick = 0n
+    this.random = this.seed
+  }
+}
+
+/**
  * The program's `wasi_snapshot_preview1` imports over `base` (@wasmer/wasi's when directories are
  * granted, for the in-memory file system; the host's own otherwise); the host takes over what must stream or be bounded: fds 0-2
  * (standard streams through the runner, never buffered whole), `proc_exit`, a fixed clock and a
@@ -74,6 +95,7 @@ export function wasiImports(
   streams: StandardStreams,
   views: MemoryViews,
   budget: { free: number },
+  replay: Replay = new Replay(config),
 ): WebAssembly.Imports {
   const own: Record<string, Fn> = { ...base }
   let bytes: Uint8Array = new Uint8Array(0)
@@ -123,15 +145,14 @@ export function wasiImports(
   for (const name of SOCKET_FUNCTIONS) own[name] = ((): number => ERRNO_NOSYS) as Fn
 
   if (config.clock !== 'real') {
-    let tick = 0n
     const start = BigInt(Math.round(config.startTime)) * 1_000_000n
     own.clock_time_get = ((id: number, _precision: bigint, out: number): number => {
       if (config.clock === 'none') return ERRNO_NOSYS
       if (id > 3) return ERRNO_INVAL
       mem()
       // Each read advances 1 µs, so loops waiting for time to pass still end.
-      tick += 1000n
-      view.setBigUint64(out, (id === CLOCK_REALTIME ? start : 0n) + tick, true)
+      replay.tick += 1000n
+      view.setBigUint64(out, (id === CLOCK_REALTIME ? start : 0n) + replay.tick, true)
       return ERRNO_SUCCESS
     }) as Fn
     own.clock_res_get = ((id: number, out: number): number => {
@@ -143,11 +164,11 @@ export function wasiImports(
     }) as Fn
   }
   if (config.random !== 'real') {
-    let state = (Math.floor(config.seed) >>> 0) || 1
     own.random_get = ((ptr: number, len: number): number => {
       if (config.random === 'none') return ERRNO_NOSYS
       const memory = mem()
       if (ptr + len > memory.length) return ERRNO_INVAL
+      let state = replay.random
       for (let i = 0; i < len; i++) {
         // xorshift32: not for secrets, for runs that repeat.
         state ^= state << 13
@@ -155,6 +176,7 @@ export function wasiImports(
         state ^= state << 5
         memory[ptr + i] = state & 0xff
       }
+      replay.random = state
       return ERRNO_SUCCESS
     }) as Fn
   }

@@ -6,7 +6,7 @@ import type { OutputSink } from '../guest/instance.js'
 import { PAGE_SIZE, type MemoryLimits } from '../guest/binary.js'
 import { readRefusal } from '../guest/grow-hook.js'
 import { FileSystemImage } from './filesystem.js'
-import { memoryViews, wasiImports, wasmerPreview1, WasiExit, type StandardStreams } from './imports.js'
+import { memoryViews, Replay, wasiImports, wasmerPreview1, WasiExit, type StandardStreams } from './imports.js'
 import { ownPreview1, type MemoryViews } from './own-preview1.js'
 import { HOST_MEMORY } from './preview1.js'
 import type { WasiConfig } from './options.js'
@@ -86,6 +86,8 @@ export class WasiRuntime {
   private readonly args: string[]
   private readonly views: MemoryViews
   private readonly shared: WebAssembly.Imports | undefined
+  /** The shared imports' fixed clock and seeded random, started afresh for each run. */
+  private readonly replay: Replay
   private readonly image: FileSystemImage | undefined
   /** The memory of the last run, once it has ended: the next instance's, zeroed, if it never grew. */
   private spare: WebAssembly.Memory | undefined
@@ -99,13 +101,17 @@ export class WasiRuntime {
     this.memoryLimit = guest.memoryLimit ?? memoryLimit
     this.args = config.args ?? [programName(guest.name)]
     this.views = memoryViews(() => this.memory!)
+    this.replay = new Replay(config)
     if (needsWasmer(config)) this.image = new FileSystemImage(config)
-    else this.shared = wasiImports(ownPreview1(config, this.args, this.views), config, streams, this.views, { free: 0 })
+    else this.shared = wasiImports(ownPreview1(config, this.args, this.views), config, streams, this.views, { free: 0 }, this.replay)
   }
 
   /** A fresh instance, ready to run. */
   prepare(): WasiProgram {
-    if (this.shared) return new WasiProgram(this, this.instantiate(this.shared), undefined)
+    if (this.shared) {
+      this.replay.restart()
+      return new WasiProgram(this, this.instantiate(this.shared), undefined)
+    }
     const fs = this.image!.mount()
     const preopens: Record<string, string> = {}
     for (const grant of this.config.preopens) preopens[grant.guestPath] = grant.guestPath

@@ -92,7 +92,14 @@ export async function serve(host: DriverHost): Promise<void> {
   host.leave()
   host.ready()
   host.enter(EXPORT_WASI_START, 0)
-  const code = program.run({ module: data.guest.name, exportName: '_start', offset })
+  // Read when an error is made, so a trap says where in the input the program was (it said 0).
+  const code = program.run({
+    module: data.guest.name,
+    exportName: '_start',
+    get offset() {
+      return offset
+    },
+  })
   host.leave()
   if (code !== 0) throw errors.exit({ module: data.guest.name, exportName: '_start', offset }, code, tail.text())
   // The program is done: the rest of the input is read and discarded, each chunk answered.
