@@ -260,6 +260,26 @@ describe('wasmTransformStream: cancel and abort', () => {
     await until(() => ts.duplex.destroyed, 'the duplex to be destroyed')
   })
 
+  it('aborting the writable while a write waits for room settles, fails that write and destroys the duplex', async () => {
+    // abort() waits for the write in flight, and that one waited for a drain nobody would
+    // cause (nothing reads): abort never settled and the guest's worker stayed for good.
+    const ts = wasmTransformStream(upper)
+    const writer = ts.writable.getWriter()
+    const chunk = new Uint8Array(1024 * 1024).fill(0x61)
+    let pending: Promise<void> | undefined
+    for (let i = 0; i < 64 && pending === undefined; i++) {
+      const write = writer.write(chunk)
+      const blocked = await Promise.race([write.then(() => false), new Promise<boolean>((resolve) => setTimeout(() => resolve(true), 100))])
+      if (blocked) pending = write
+    }
+    assert.ok(pending, 'no write ever waited for room')
+    const reason = new Error('stop')
+    const aborted = await Promise.race([writer.abort(reason).then(() => 'settled'), new Promise((resolve) => setTimeout(() => resolve('hung'), 5000))])
+    assert.equal(aborted, 'settled')
+    await assert.rejects(pending, (err) => err === reason)
+    await until(() => ts.duplex.destroyed, 'the duplex to be destroyed')
+  })
+
   it("pipeThrough's AbortSignal stops the pipe and the guest, and the source is cancelled", async () => {
     const source = endlessSource()
     const ts = wasmTransformStream(upper)

@@ -112,6 +112,11 @@ function writableSide(duplex: SandboxStream, sides: Sides): WritableStream<Uint8
     {
       start(controller) {
         sides.writable = controller
+        // abort() waits for a write in flight to settle, and one waiting for 'drain' never would:
+        // the signal fires at once, so the guest ends and that write fails, and abort settles.
+        // (Not within the signal's dispatch: the stream is mid-way into erroring there.)
+        const { signal } = controller as WritableStreamDefaultController & { readonly signal: AbortSignal }
+        signal.addEventListener('abort', () => queueMicrotask(() => sides.stop(signal.reason ?? cancelled('writable side was aborted'))), { once: true })
       },
       write(chunk) {
         const bytes = toBuffer(chunk)
