@@ -32,8 +32,10 @@ export interface CheckpointTapOptions {
 /**
  * Sits after the executor, counts the output position, and turns the executor's snapshots into
  * saved checkpoints. A snapshot records the output offset of its cut; it is saved only once the
- * output up to that offset has passed this stage (and, with `commit`, is durable), so a saved
- * checkpoint never claims output the sink may not have. Saves run one at a time off the data
+ * output up to that offset has passed this stage (and, with `commit`, is the sink's): without
+ * `commit`, output past the tap may still be in the buffers after it when the process dies, so
+ * only `commit` makes a saved checkpoint never claim output the sink may not have (README,
+ * "What a generic sink gets"). Saves run one at a time off the data
  * path; a newer snapshot replaces an older one still waiting, so at most three guest states
  * (waiting, ready, saving) are held at once.
  */
