@@ -261,7 +261,8 @@ describe('memory.grow hook: the decoder', () => {
     const snippet = fc.oneof(
       int.map((n) => [`(drop (i32.const ${n}))`, 0] as const),
       fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }).map((n) => [`(drop (i64.const ${n}))`, 0] as const),
-      fc.double({ noNaN: true }).map((x) => [`(drop (f64.const ${x}))`, 0] as const),
+      // Infinity is `inf` in the text format (a run with its own seed drew it and failed to parse).
+      fc.double({ noNaN: true }).map((x) => [`(drop (f64.const ${Number.isFinite(x) ? x : x > 0 ? 'inf' : '-inf'}))`, 0] as const),
       fc.constant([`(drop (memory.grow (i32.const 0)))`, 1] as const),
       int.map((n) => [`(if (i32.const ${n}) (then (drop (memory.grow (i32.const 0)))))`, 1] as const),
       fc.tuple(small, int).map(([o, n]) => [`(i32.store offset=${o} align=1 (i32.const 0) (i32.const ${n}))`, 0] as const),

@@ -362,6 +362,42 @@ describe('WASI standard streams', () => {
   })
 })
 
+describe('WASI file system budget', () => {
+  it('growing a file without writing it (ftruncate) counts against maxFileSystemBytes', async () => {
+    // fd_filestat_set_size was not charged: 1.5 GiB of host memory past a 1 MiB budget.
+    const wat = await import('wabt').then((m) => m.default())
+    const digits = (at: number): string =>
+      `(i32.store8 (i32.const ${at}) (i32.add (i32.const 48) (i32.div_u (local.get $e) (i32.const 10))))
+       (i32.store8 (i32.const ${at + 1}) (i32.add (i32.const 48) (i32.rem_u (local.get $e) (i32.const 10))))`
+    const program = Buffer.from(
+      wat.parseWat(
+        't',
+        `(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "fd_filestat_set_size" (func $size (param i32 i64) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 200) "big.bin")
+          (func (export "_start") (local $e i32) (local $fd i32)
+            ;; fd 3 is @wasmer/wasi's "/", fd 4 the first grant
+            (local.set $e (call $open (i32.const 4) (i32.const 0) (i32.const 200) (i32.const 7) (i32.const 1) (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 60)))
+            ${digits(100)}
+            (local.set $fd (i32.load (i32.const 60)))
+            (local.set $e (call $size (local.get $fd) (i64.const 2097152)))
+            ${digits(102)}
+            (local.set $e (call $size (local.get $fd) (i64.const 524288)))
+            ${digits(104)}
+            (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 6))
+            (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))`,
+      ).toBinary({}).buffer,
+    )
+    const dir = mkdtempSync(join(tmpdir(), 'wasi-budget-'))
+    const out = await run(wasmTransform(program, { wasi: { preopens: { '/d': { path: dir, writable: true } }, maxFileSystemBytes: 1024 * 1024 } }), Buffer.from('x'))
+    // Opened (0), 2 MiB refused with ENOSPC (51), 512 KiB within the budget (0).
+    assert.equal(out.toString(), '005100')
+  })
+})
+
 describe('WASI errors in stream mode', () => {
   it('a trap after reading says where in the input the program was, as an exit does', async () => {
     // The trap's site was taken at the start of the run: offset 0, whatever had been read.

@@ -227,4 +227,20 @@ function boundWrites(own: Record<string, Fn>, budget: { free: number }, view: ()
       return inner(fd, iovs, count, ...rest)
     }) as Fn
   }
+  // A file grown without a write (ftruncate, posix_fallocate) is memory too: 1.5 GiB through
+  // fd_filestat_set_size went past a 1 MiB budget. Charged at the size it may grow to, as a
+  // write is charged whatever it overwrites.
+  const grows: Array<[string, (...a: Array<number | bigint>) => number]> = [
+    ['fd_filestat_set_size', (_fd, size) => Number(size)],
+    ['fd_allocate', (_fd, offset, len) => Number(offset) + Number(len)],
+  ]
+  for (const [name, size] of grows) {
+    const inner = own[name] as (...a: Array<number | bigint>) => number
+    own[name] = ((...args: Array<number | bigint>): number => {
+      const bytes = size(...args)
+      if (bytes > budget.free) return ERRNO_NOSPC
+      budget.free -= bytes
+      return inner(...args)
+    }) as Fn
+  }
 }
