@@ -10,6 +10,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import wabtInit from 'wabt'
 import { PassThrough, Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createSandbox, MemoryCheckpointStorage, wasmTransform, type SandboxOptions, type WasmSandboxError } from '../lib/index.js'
@@ -17,6 +18,14 @@ import { example, fixture, grepLinesRef, repoRoot, upperRef, wcRef } from './hel
 import { collector, delay, randomLines, run, sourceOf } from './helpers/streams.js'
 
 const program = (name: string): string => example(`wasi/${name}`)
+const wabt = await wabtInit()
+/** A module written in the text format, as bytes. */
+const fromWat = (text: string): Buffer => Buffer.from(wabt.parseWat('test.wat', text).toBinary({}).buffer)
+/** Text-format pieces of the small WASI programs below: `$w` is fd_write, `$e` the errno to show. */
+const FD_WRITE = '(import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))'
+const ERRNO_AT = (at: number): string =>
+  `(i32.store8 (i32.const ${at}) (i32.add (i32.const 48) (i32.div_u (local.get $e) (i32.const 10))))
+   (i32.store8 (i32.const ${at + 1}) (i32.add (i32.const 48) (i32.rem_u (local.get $e) (i32.const 10))))`
 
 /** Random cut points, so reads land anywhere in the input. */
 const SIZES = [1, 7, 4096, 65536, 100_000, 3, 250_000]
@@ -310,20 +319,18 @@ describe('WASI per-record mode', () => {
 
 describe('WASI modules at load', () => {
   it('a module importing WASI that is neither a command nor an ABI v1 guest is refused, saying why', async () => {
-    const wat = await import('wabt').then((m) => m.default())
-    const bytes = wat.parseWat('x', '(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))) (memory (export "memory") 1))').toBinary({}).buffer
+    const bytes = fromWat('(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))) (memory (export "memory") 1))')
     await assert.rejects(run(wasmTransform(Buffer.from(bytes)), Buffer.from('x')), { code: 'ERR_WASM_MISSING_EXPORT', message: /_start/ })
-    const unknown = wat.parseWat('y', '(module (import "wasi_snapshot_preview1" "fd_teleport" (func)) (memory (export "memory") 1) (func (export "_start")))').toBinary({}).buffer
+    const unknown = fromWat('(module (import "wasi_snapshot_preview1" "fd_teleport" (func)) (memory (export "memory") 1) (func (export "_start")))')
     await assert.rejects(run(wasmTransform(Buffer.from(unknown)), Buffer.from('x')), { code: 'ERR_WASM_UNKNOWN_IMPORT', message: /fd_teleport/ })
   })
 
   // Found by the soak: both were ERR_WASM_WORKER_DIED with V8's stack trace as the message.
   it('a command that fails to link, or traps in its start function, fails typed', async () => {
-    const wat = await import('wabt').then((m) => m.default())
     const wasi = '(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))'
-    const linking = wat.parseWat('l', `(module ${wasi} (import "sandbox" "emit" (func (param i32 i32))) (memory (export "memory") 1) (func (export "_start")))`).toBinary({}).buffer
+    const linking = fromWat(`(module ${wasi} (import "sandbox" "emit" (func (param i32 i32))) (memory (export "memory") 1) (func (export "_start")))`)
     await assert.rejects(run(wasmTransform(Buffer.from(linking)), Buffer.from('x')), { code: 'ERR_WASM_INVALID_MODULE', message: /cannot instantiate/ })
-    const trapping = wat.parseWat('t', `(module ${wasi} (memory (export "memory") 1) (func $s unreachable) (start $s) (func (export "_start")))`).toBinary({}).buffer
+    const trapping = fromWat(`(module ${wasi} (memory (export "memory") 1) (func $s unreachable) (start $s) (func (export "_start")))`)
     await assert.rejects(run(wasmTransform(Buffer.from(trapping)), Buffer.from('x')), { code: 'ERR_WASM_TRAP', exportName: 'start' })
   })
 })
@@ -332,13 +339,9 @@ describe('WASI standard streams', () => {
   it('a positioned write to stdout or stderr is ESPIPE, with a writable grant or a read-only one', async () => {
     // With a grant (@wasmer/wasi), fd_pwrite on fd 1 or 2 went into its own stdout buffer, which
     // nothing reads: no output, no bound, 2 GB of host memory in a review's test.
-    const wat = await import('wabt').then((m) => m.default())
     const program = (fd: number): Buffer =>
-      Buffer.from(
-        wat.parseWat(
-          'p',
-          `(module
-            (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+      fromWat(`(module
+            ${FD_WRITE}
             (import "wasi_snapshot_preview1" "fd_pwrite" (func $pw (param i32 i32 i32 i64 i32) (result i32)))
             (memory (export "memory") 1)
             (data (i32.const 64) "payload")
@@ -346,12 +349,9 @@ describe('WASI standard streams', () => {
               (i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const 7))
               (local.set $e (call $pw (i32.const ${fd}) (i32.const 0) (i32.const 1) (i64.const 0) (i32.const 8)))
               ;; the errno as two decimal digits on stdout
-              (i32.store8 (i32.const 32) (i32.add (i32.const 48) (i32.div_u (local.get $e) (i32.const 10))))
-              (i32.store8 (i32.const 33) (i32.add (i32.const 48) (i32.rem_u (local.get $e) (i32.const 10))))
+              ${ERRNO_AT(32)}
               (i32.store (i32.const 16) (i32.const 32)) (i32.store (i32.const 20) (i32.const 2))
-              (drop (call $w (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))`,
-        ).toBinary({}).buffer,
-      )
+              (drop (call $w (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))`)
     const dir = mkdtempSync(join(tmpdir(), 'wasi-pwrite-'))
     for (const writable of [true, false]) {
       for (const fd of [1, 2]) {
@@ -365,15 +365,8 @@ describe('WASI standard streams', () => {
 describe('WASI file system budget', () => {
   it('growing a file without writing it (ftruncate) counts against maxFileSystemBytes', async () => {
     // fd_filestat_set_size was not charged: 1.5 GiB of host memory past a 1 MiB budget.
-    const wat = await import('wabt').then((m) => m.default())
-    const digits = (at: number): string =>
-      `(i32.store8 (i32.const ${at}) (i32.add (i32.const 48) (i32.div_u (local.get $e) (i32.const 10))))
-       (i32.store8 (i32.const ${at + 1}) (i32.add (i32.const 48) (i32.rem_u (local.get $e) (i32.const 10))))`
-    const program = Buffer.from(
-      wat.parseWat(
-        't',
-        `(module
-          (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+    const program = fromWat(`(module
+          ${FD_WRITE}
           (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
           (import "wasi_snapshot_preview1" "fd_filestat_set_size" (func $size (param i32 i64) (result i32)))
           (memory (export "memory") 1)
@@ -381,16 +374,14 @@ describe('WASI file system budget', () => {
           (func (export "_start") (local $e i32) (local $fd i32)
             ;; fd 3 is @wasmer/wasi's "/", fd 4 the first grant
             (local.set $e (call $open (i32.const 4) (i32.const 0) (i32.const 200) (i32.const 7) (i32.const 1) (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 60)))
-            ${digits(100)}
+            ${ERRNO_AT(100)}
             (local.set $fd (i32.load (i32.const 60)))
             (local.set $e (call $size (local.get $fd) (i64.const 2097152)))
-            ${digits(102)}
+            ${ERRNO_AT(102)}
             (local.set $e (call $size (local.get $fd) (i64.const 524288)))
-            ${digits(104)}
+            ${ERRNO_AT(104)}
             (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 6))
-            (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))`,
-      ).toBinary({}).buffer,
-    )
+            (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))`)
     const dir = mkdtempSync(join(tmpdir(), 'wasi-budget-'))
     const out = await run(wasmTransform(program, { wasi: { preopens: { '/d': { path: dir, writable: true } }, maxFileSystemBytes: 1024 * 1024 } }), Buffer.from('x'))
     // Opened (0), 2 MiB refused with ENOSPC (51), 512 KiB within the budget (0).
@@ -401,12 +392,8 @@ describe('WASI file system budget', () => {
 describe('WASI errors in stream mode', () => {
   it('a trap after reading says where in the input the program was, as an exit does', async () => {
     // The trap's site was taken at the start of the run: offset 0, whatever had been read.
-    const wat = await import('wabt').then((m) => m.default())
     const program = (end: string): Buffer =>
-      Buffer.from(
-        wat.parseWat(
-          'r',
-          `(module
+      fromWat(`(module
             (import "wasi_snapshot_preview1" "fd_read" (func $r (param i32 i32 i32 i32) (result i32)))
             (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
             (memory (export "memory") 2)
@@ -415,9 +402,7 @@ describe('WASI errors in stream mode', () => {
               (loop $l
                 (drop (call $r (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
                 (br_if $l (i32.load (i32.const 8))))
-              ${end}))`,
-        ).toBinary({}).buffer,
-      )
+              ${end}))`)
     const input = Buffer.alloc(200_000, 'x')
     const failure = async (end: string): Promise<{ code: string; offset: number }> => {
       try {
@@ -440,12 +425,8 @@ describe('WASI per record: every run starts afresh', () => {
   it('the fixed clock and the seeded random start over for each record, as they do with a grant', async () => {
     // Without a grant the imports are shared by the runs, and the clock and the random went on
     // from record to record: a record's run depended on the runs before it.
-    const wat = await import('wabt').then((m) => m.default())
-    const program = Buffer.from(
-      wat.parseWat(
-        'd',
-        `(module
-          (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+    const program = fromWat(`(module
+          ${FD_WRITE}
           (import "wasi_snapshot_preview1" "random_get" (func $rand (param i32 i32) (result i32)))
           (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
           (memory (export "memory") 1)
@@ -453,9 +434,7 @@ describe('WASI per record: every run starts afresh', () => {
             (drop (call $rand (i32.const 64) (i32.const 4)))
             (drop (call $clock (i32.const 0) (i64.const 1) (i32.const 72)))
             (i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const 16))
-            (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))`,
-      ).toBinary({}).buffer,
-    )
+            (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))`)
     const dir = mkdtempSync(join(tmpdir(), 'wasi-replay-'))
     const outputs: Buffer[] = []
     for (const preopens of [{}, { '/d': dir }] as Array<Record<string, string>>) {
@@ -472,21 +451,15 @@ describe('WASI per record: every run starts afresh', () => {
 describe('WASI stderr', () => {
   it("a slow wasi.stderr holds the program back, as a slow consumer does: bounded, every byte delivered", async () => {
     // Its backpressure was ignored: 1 GiB written to stderr sat in a slow stream's queue.
-    const wat = await import('wabt').then((m) => m.default())
-    const flood = Buffer.from(
-      wat.parseWat(
-        'f',
-        `(module
-          (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+    const flood = fromWat(`(module
+          ${FD_WRITE}
           (memory (export "memory") 2)
           (func (export "_start") (local $i i32)
             (i32.store (i32.const 0) (i32.const 65536)) (i32.store (i32.const 4) (i32.const 65536))
             (loop $l
               (drop (call $w (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
               (local.set $i (i32.add (local.get $i) (i32.const 1)))
-              (br_if $l (i32.lt_u (local.get $i) (i32.const 128))))))`,
-      ).toBinary({}).buffer,
-    )
+              (br_if $l (i32.lt_u (local.get $i) (i32.const 128))))))`)
     let received = 0
     let mostQueued = 0
     const slow = new Writable({

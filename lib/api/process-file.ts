@@ -1,14 +1,12 @@
-import { createReadStream } from 'node:fs'
-import { constants } from 'node:fs'
+import { constants, createReadStream } from 'node:fs'
 import { open, stat, type FileHandle } from 'node:fs/promises'
-import { fileURLToPath } from 'node:url'
 import { pipeline } from 'node:stream/promises'
 import { FileCheckpointStorage } from '../checkpoint/file-storage.js'
 import { FileSink } from '../checkpoint/file-sink.js'
 import type { SandboxStream } from '../compose.js'
 import type { CheckpointInfo, CheckpointStorage } from '../checkpoint/types.js'
 import { errors } from '../errors.js'
-import type { ModuleSource } from '../guest/load.js'
+import { modulePath, type ModuleSource } from '../guest/load.js'
 import { logger } from '../log.js'
 import { DEFAULT_BUFFER_SIZE, type SandboxOptions } from '../options.js'
 import { sameFile } from './same-file.js'
@@ -66,8 +64,8 @@ export async function processFile(
   if (await sameFile(input, output)) {
     throw errors.invalidOption(`the output ${output} is the input file ${input}: writing it would destroy the input as it is read; write to another file`)
   }
-  const modulePath = localPath(module)
-  if (modulePath !== undefined && (await sameFile(modulePath, output))) {
+  const moduleFile = modulePath(module)
+  if (moduleFile !== undefined && (await sameFile(moduleFile, output))) {
     throw errors.invalidOption(`the output ${output} is the module ${String(module)}; write the output to another file`)
   }
   if (checkpoint !== undefined && (typeof checkpoint !== 'object' || checkpoint === null || (typeof checkpoint.dir !== 'string' && checkpoint.storage === undefined))) {
@@ -154,11 +152,4 @@ function stopUnread(stream: SandboxStream, err: Error): void {
   // The error goes to the caller; here it must not be an unhandled 'error' that ends the process.
   stream.on('error', () => {})
   stream.destroy(err)
-}
-
-/** The file a module is read from, if it is one (a path or a file: URL; not bytes, nor http). */
-function localPath(module: ModuleSource): string | undefined {
-  if (module instanceof URL) return module.protocol === 'file:' ? fileURLToPath(module) : undefined
-  if (typeof module !== 'string' || /^https?:/i.test(module)) return undefined
-  return /^file:/i.test(module) ? fileURLToPath(module) : module
 }

@@ -3,9 +3,9 @@ import { chmod, rename, stat, unlink } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Writable } from 'node:stream'
-import { fileURLToPath } from 'node:url'
 import { processFile } from '../api/process-file.js'
 import { sameFile } from '../api/same-file.js'
+import { modulePath } from '../guest/load.js'
 import { wasmTransform } from '../api/wasm-transform.js'
 import { FileCheckpointStorage } from '../checkpoint/file-storage.js'
 import type { SandboxStream } from '../compose.js'
@@ -118,7 +118,7 @@ export async function run({ module, input: inputArg, flags, programArgs }: RunRe
     throw new UsageError(`-o ${output} is the input file ${input}; write to another file, then rename it over the input if that is what you want`)
   }
   // A module may be named by a file: URL; compared as the file it names.
-  if (output !== undefined && (await sameFile(module.startsWith('file:') ? fileURLToPath(module) : module, output))) {
+  if (output !== undefined && (await sameFile(modulePath(module) ?? module, output))) {
     throw new UsageError(`-o ${output} is the module ${module}; write the output to another file`)
   }
   if (flags.inline) {

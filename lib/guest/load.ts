@@ -143,6 +143,21 @@ async function fetchModule(url: URL, maxSize: number): Promise<{ parts: Uint8Arr
 }
 
 /**
+ * The file a module source names, as `locateModule` reads it: a path or a `file:` URL (string or
+ * URL); undefined for an http(s) URL, bytes, a compiled module, or a malformed URL (which loading
+ * then reports). For comparing a module with an output file.
+ */
+export function modulePath(source: unknown): string | undefined {
+  if (typeof source === 'string' && !URL_STRING.test(source)) return source
+  try {
+    const url = typeof source === 'string' ? new URL(source) : source
+    return url instanceof URL && url.protocol === 'file:' ? fileURLToPath(url) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
  * Finds the bytes of a module file or URL, refusing one over `maxSize` before anything is done
  * with it. One of at most `readBelow` bytes is read into memory; a larger file is only measured,
  * and a larger fetch kept in its pieces, so no large copy is made here.

@@ -166,7 +166,10 @@ export class WorkerPool {
     worker.terminate().catch(() => {})
   }
 
-  /** Ends every idle worker now (busy ones end with their streams, booting ones once online unless a stream waits). */
+  /**
+   * Ends every idle worker now; busy ones end with their streams, and one still booting once it
+   * is online, unless a stream is waiting for it.
+   */
   close(): void {
     this.closes++
     for (const worker of this.idle.splice(0)) this.discard(worker)
