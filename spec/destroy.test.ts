@@ -26,6 +26,26 @@ describe('no handle outlives its stream: the process exits by itself', () => {
     })
   }
 
+  for (const pool of ['one worker', 'pool']) {
+    it(`after a worker stream's output stops being read with chunks in the worker (${pool})`, async () => {
+      const { code, stdout, timedOut } = await runChild('stalled-consumer', ['abandon', pool === 'pool' ? 'pool' : ''], 20_000)
+      assert.equal(timedOut, false, 'a worker waiting for the consumer kept the process alive')
+      assert.equal(code, 0)
+      const { stalled } = JSON.parse(stdout) as { stalled: number }
+      assert.ok(stalled > 0 && stalled < 200, `the writer was held back (wrote ${stalled} of 200 pieces)`)
+    })
+
+    it(`a stalled worker stream read again later delivers everything (${pool})`, async () => {
+      const { code, stdout, timedOut } = await runChild('stalled-consumer', ['read-later', pool === 'pool' ? 'pool' : ''], 20_000)
+      assert.equal(timedOut, false)
+      assert.equal(code, 0)
+      const { stalled, bytes, upper } = JSON.parse(stdout) as { stalled: number; bytes: number; upper: boolean }
+      assert.ok(stalled < 200, `the writer was held back (wrote ${stalled} of 200 pieces)`)
+      assert.equal(bytes, 200 * 64 * 1024)
+      assert.equal(upper, true)
+    })
+  }
+
   it('after a worker stream is abandoned without end or destroy', async () => {
     const { code, stdout, timedOut } = await runChild('abandoned', [], 20_000)
     assert.equal(timedOut, false, 'an idle worker kept the process alive')

@@ -113,6 +113,8 @@ export class WorkerRunner implements GuestRunner {
   private paused = false
   /** Chunks, start-up, flush or snapshot the worker owes an answer for; idle at 0. */
   private outstanding = 0
+  /** Whether the worker's thread is ref'd: see `holdProcess`. */
+  private holding = false
   /** Pieces of a control payload (an error record) that spans several frames. */
   private parts: Buffer[] = []
   private draining = false
@@ -256,6 +258,7 @@ export class WorkerRunner implements GuestRunner {
   resume(): void {
     if (!this.paused) return
     this.paused = false
+    this.holdProcess()
     this.drain()
     this.settleLater()
   }
@@ -335,10 +338,26 @@ export class WorkerRunner implements GuestRunner {
    * input, or one abandoned without end or destroy) must not stop the process from exiting.
    */
   private busy(delta: number): void {
-    const was = this.outstanding
     this.outstanding += delta
-    if (was === 0 && this.outstanding > 0) this.worker?.ref()
-    else if (was > 0 && this.outstanding === 0) this.worker?.unref()
+    this.holdProcess()
+  }
+
+  /**
+   * Nor does one whose output waits for a consumer that has stopped reading: only the consumer
+   * can move the stream on, and it is kept alive by something else or never reads again (a
+   * native Transform with a full buffer lets the process exit just the same).
+   */
+  private holdProcess(): void {
+    const hold = this.outstanding > 0 && !this.paused
+    if (hold === this.holding) return
+    this.holding = hold
+    if (hold) this.worker?.ref()
+    else this.worker?.unref()
+  }
+
+  private pause(): void {
+    this.paused = true
+    this.holdProcess()
   }
 
   private finishStart(err: WasmSandboxError | null): void {
@@ -426,12 +445,12 @@ export class WorkerRunner implements GuestRunner {
         const chunk = Buffer.allocUnsafe(header[H_LENGTH]!)
         output.copyPayload(chunk, 0)
         output.consume()
-        if (!this.hooks.output(this.sent[0] ?? this.lastSent ?? BEFORE_INPUT, chunk)) this.paused = true
+        if (!this.hooks.output(this.sent[0] ?? this.lastSent ?? BEFORE_INPUT, chunk)) this.pause()
       } else if (kind === OUT_STDERR) {
         const chunk = Buffer.allocUnsafe(header[H_LENGTH]!)
         output.copyPayload(chunk, 0)
         output.consume()
-        if (this.hooks.stderr?.(chunk) === false) this.paused = true
+        if (this.hooks.stderr?.(chunk) === false) this.pause()
       } else if (kind === OUT_DONE) {
         output.consume()
         this.busy(-1)
@@ -539,6 +558,8 @@ export class WorkerRunner implements GuestRunner {
     this.output = undefined
     this.pending = undefined
     this.outstanding = 0
+    // The pool refs and unrefs the workers it holds.
+    this.holding = false
     if (worker) {
       worker.off('message', this.onWorkerMessage)
       worker.off('error', this.onWorkerError)
