@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream/promises'
 import { describe, it } from 'node:test'
 import { MemoryCheckpointStorage, wasmTransform, type SandboxOptions } from '../lib/index.js'
 import { AUTO_BUFFER_SIZES } from '../lib/options.js'
+import { ChunkSizeTuner } from '../lib/stages/chunk-size-tuner.js'
 import { example, fixture, grepRef, numbererRef } from './helpers/reference.js'
 import { collector, randomLines } from './helpers/streams.js'
 
@@ -75,5 +76,62 @@ describe("bufferSize: 'auto'", () => {
     for (const bad of ['Auto', 'auto ', '64k']) {
       assert.throws(() => wasmTransform(example('upper.wasm'), { bufferSize: bad as 'auto' }), { code: 'ERR_WASM_INVALID_OPTION' })
     }
+  })
+
+  describe('the choice, window by window (a scripted clock and progress)', () => {
+    /**
+     * A tuner over windows in which `mbPerWindow[i]` MB of input moved, each 50 ms long on its
+     * clock. The tuner's own timer paces the windows; the measurements are all scripted.
+     */
+    async function tune(mbPerWindow: number[], maxRecordSize = Infinity): Promise<ReturnType<ChunkSizeTuner['report']>> {
+      const chunker = {
+        bufferSize: AUTO_BUFFER_SIZES[0] as number,
+        maxRecordSize,
+        resize(size: number): boolean {
+          if (size > maxRecordSize) return false
+          this.bufferSize = size
+          return true
+        },
+      }
+      let window = -1
+      let bytes = 0
+      // Read once as the tuner starts, then once per window, right after the clock.
+      const tuner = new ChunkSizeTuner(chunker, () => bytes, () => {
+        window++
+        if (window > 0) bytes += (mbPerWindow[window - 1] ?? 0) * 1048576
+        return window * 50
+      })
+      while (window < mbPerWindow.length && tuner.report().reason === 'measuring') await new Promise((resolve) => setTimeout(resolve, 10))
+      tuner.stop()
+      return tuner.report()
+    }
+    const rate = (mb: number): number => mb / 0.05
+
+    it('the first window with input (the start) is not measured', async () => {
+      // A slow start and then the same speed at every size: no size is better, 64 KiB stays.
+      const report = await tune([5, 50, 51, 50])
+      assert.deepEqual(report.samples, [{ bufferSize: 64 * KiB, mbps: rate(50) }, { bufferSize: 256 * KiB, mbps: rate(51) }])
+      assert.equal(report.bufferSize, 256 * KiB, 'a gain under 10 % keeps the size it has, and stops')
+      assert.match(report.reason, /under 10 %/)
+    })
+
+    it('windows without input are skipped; a size that loses throughput is undone', async () => {
+      const report = await tune([0, 0, 5, 0, 50, 60, 40, 80])
+      assert.deepEqual(report.samples.map((s) => s.bufferSize), [64 * KiB, 256 * KiB, 1024 * KiB])
+      assert.equal(report.bufferSize, 256 * KiB)
+      assert.match(report.reason, /1024 KiB chunks changed throughput -33 %/)
+    })
+
+    it('keeps growing while each size pays, and says when the largest is reached', async () => {
+      const report = await tune([5, 10, 20, 40, 40])
+      assert.equal(report.bufferSize, 1024 * KiB)
+      assert.match(report.reason, /the largest tried/)
+    })
+
+    it('stops at the size maxRecordSize allows', async () => {
+      const report = await tune([5, 10, 20, 40], 256 * KiB)
+      assert.equal(report.bufferSize, 256 * KiB)
+      assert.match(report.reason, /maxRecordSize/)
+    })
   })
 })
