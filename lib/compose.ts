@@ -223,6 +223,7 @@ export function createSandboxStream(module: ModuleSource | LoadedGuest, options:
   const executor = new WasmExecutor(module, {
     // 'auto' may grow chunks to the largest size: the guest's region and the rings are made for it.
     bufferSize: options.autoBufferSize ? AUTO_BUFFER_SIZES.at(-1)! : bufferSize,
+    chunkSize: bufferSize,
     highWaterMark,
     limits: options.limits,
     maxInFlight: options.flowControl.maxInFlight,

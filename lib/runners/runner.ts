@@ -8,8 +8,10 @@ import type { WorkerPool } from './worker-pool.js'
 export type RunnerCallback = (err?: Error | null) => void
 
 export interface RunnerOptions {
-  /** Size of the input region the guest allocates up front, in bytes. */
+  /** Size of the input region the guest allocates up front, in bytes: the largest chunk. */
   bufferSize: number
+  /** The chunk size the stream starts with, when chunks may grow to bufferSize ('auto'). Default bufferSize. */
+  chunkSize?: number | undefined
   limits: InstanceLimits
   /** Milliseconds one guest call may run (runners that can interrupt a call enforce it). */
   timeout: number

@@ -65,12 +65,12 @@ interface PendingWrite {
 }
 
 /**
- * Ring bytes for `depth` chunks of `bufferSize`, capped: a chunk larger than a ring's frame
- * crosses in several frames, so a huge bufferSize needs no huge ring (and never a size that
- * overflows 32-bit ring arithmetic).
+ * Ring bytes for `depth` chunks of `chunk` bytes, and at least two of the `largest` a stream may
+ * send, capped: a chunk larger than a ring's frame crosses in several frames, so a huge
+ * bufferSize needs no huge ring (and never a size that overflows 32-bit ring arithmetic).
  */
-function ringCapacity(depth: number, bufferSize: number): number {
-  return Math.min(MAX_RING_CAPACITY, Math.max(depth, 2) * (bufferSize + 2 * FRAME_HEADER))
+function ringCapacity(depth: number, chunk: number, largest: number): number {
+  return Math.min(MAX_RING_CAPACITY, Math.max(depth * (chunk + 2 * FRAME_HEADER), 2 * (largest + 2 * FRAME_HEADER)))
 }
 
 /**
@@ -170,12 +170,15 @@ export class WorkerRunner implements GuestRunner {
    */
   private ringsFor(worker: Worker): Rings {
     const { bufferSize, maxInFlight } = this.options
-    const inCapacity = ringCapacity(maxInFlight, bufferSize)
+    // Sized for the chunks the stream starts with: with 'auto' sizes, rings made for 32 chunks
+    // of the largest size were 16 MiB a side, all of it streamed through the caches.
+    const chunkSize = this.options.chunkSize ?? bufferSize
+    const inCapacity = ringCapacity(maxInFlight, chunkSize, bufferSize)
     // As deep as the input side, so the worker can run ahead by as many chunks as it is given;
     // no deeper: what sits here is output the consumer has not asked for. Never tiny, though:
     // small chunks (sandbox.call on a short input) may have far more output than input, and a
     // ring of a few bytes turns every small write into a wake-up of each thread.
-    const outCapacity = ringCapacity(maxInFlight + 1, Math.max(bufferSize, MIN_OUTPUT_FRAME))
+    const outCapacity = ringCapacity(maxInFlight + 1, Math.max(chunkSize, MIN_OUTPUT_FRAME), Math.max(bufferSize, MIN_OUTPUT_FRAME))
     const kept = ringsOf.get(worker)
     if (kept && kept.inCapacity === inCapacity && kept.outCapacity === outCapacity) {
       // The rings are emptied by the worker as its session starts (it may still be finishing a

@@ -21,8 +21,10 @@ const log = logger('executor')
 const guestLog = logger('guest')
 
 export interface WasmExecutorOptions {
-  /** Input region the guest allocates up front. Default 64 KiB. */
+  /** Input region the guest allocates up front: the largest chunk. Default 64 KiB. */
   bufferSize?: number
+  /** The chunk size the stream starts with when chunks may grow to bufferSize. Default bufferSize. */
+  chunkSize?: number
   /** Bytes buffered on each side before backpressure applies. Default max(bufferSize, 256 KiB). */
   highWaterMark?: number
   /** Where the guest runs. Default `'worker'`. */
@@ -84,6 +86,7 @@ export class WasmExecutor extends Transform {
   private readonly source: ModuleSource | LoadedGuest
   private readonly bufferSize: number
   private readonly limits: Limits
+  private readonly chunkSize: number
   private readonly maxInFlight: number
   private readonly runnerFactory: RunnerFactory
   private readonly resumeFrom: Checkpoint | undefined
@@ -116,7 +119,8 @@ export class WasmExecutor extends Transform {
     this.source = module
     this.bufferSize = bufferSize
     this.limits = { ...DEFAULT_LIMITS, ...options.limits }
-    this.maxInFlight = options.maxInFlight ?? defaultMaxInFlight(bufferSize)
+    this.chunkSize = options.chunkSize ?? bufferSize
+    this.maxInFlight = options.maxInFlight ?? defaultMaxInFlight(this.chunkSize)
     this.resumeFrom = options.resumeFrom
     if (this.resumeFrom) {
       this.bytesIn = this.bytesProcessed = this.resumeFrom.inputOffset
@@ -177,6 +181,7 @@ export class WasmExecutor extends Transform {
     const limits = this.limits
     this.runner = this.runnerFactory(guest, this.hooks, {
       bufferSize: this.bufferSize,
+      chunkSize: this.chunkSize,
       limits: { maxOutputPerChunk: limits.maxOutputPerChunk, maxOutput: limits.maxOutput, memory: limits.memory },
       timeout: limits.timeout,
       maxInFlight: this.maxInFlight,
