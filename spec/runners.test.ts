@@ -108,3 +108,35 @@ describe('a deadline during start-up', () => {
     assert.deepEqual(events, { error: 1, close: 1 })
   })
 })
+
+describe('worker runner: waiting for a worker', () => {
+  it('a start answered at once that starts over leaves the new wait cancellable by destroy', async () => {
+    const guest = await loadGuest(example('pass.wasm'))
+    const cancelled: number[] = []
+    let asked = 0
+    // A pool whose first answer comes at once (a thread that failed to spawn) and whose second
+    // request waits.
+    const workers = {
+      acquire(callback: (err: Error | null) => void): () => void {
+        const request = ++asked
+        if (request === 1) {
+          callback(new Error('spawn failed'))
+          return () => cancelled.push(request)
+        }
+        return () => cancelled.push(request)
+      },
+      discard() {},
+      release() {},
+    }
+    const runner = new WorkerRunner(guest, recorder(), { ...OPTIONS, workers: workers as never })
+    const failures: string[] = []
+    runner.start((err) => {
+      failures.push((err as WasmSandboxError | null)?.code ?? 'none')
+      // Recovery starting over at once, as a retry does.
+      runner.restart(() => failures.push('second start answered'))
+    })
+    assert.deepEqual(failures, ['ERR_WASM_WORKER_DIED'])
+    runner.destroy()
+    assert.deepEqual(cancelled, [2], 'the wait of the second start was withdrawn, and only it')
+  })
+})

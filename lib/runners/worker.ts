@@ -155,12 +155,17 @@ export class WorkerRunner implements GuestRunner {
     this.lastSent = undefined
     this.startCallback = callback
     this.outstanding = 0
-    this.cancelWait = this.pool.acquire((err, worker) => {
+    let answered = false
+    const cancel = this.pool.acquire((err, worker) => {
+      answered = true
       this.cancelWait = undefined
       if (err) this.finishStart(errors.workerDied(this.site(), err))
       else if (!worker) this.finishStart(errors.noInstance(this.site()))
       else this.begin(worker, restore)
     }, wait)
+    // An answer given at once may have started over (recovery after a failed start), with a
+    // wait of its own to cancel on destroy: this one's is spent.
+    if (!answered) this.cancelWait = cancel
   }
 
   /**
