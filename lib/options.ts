@@ -515,7 +515,7 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
     stateless: options.stateless,
     wasi: { ...resolveWasiFor(options.wasi), delimiter },
     // With 'auto' the rings are made for the largest chunk (see createSandboxStream): two of those.
-    flowControl: resolveFlowControl(options.flowControl, highWaterMark, autoBufferSize ? AUTO_BUFFER_SIZES.at(-1)! : bufferSize, maxConcurrency),
+    flowControl: resolveFlowControl(options.flowControl, highWaterMark, bufferSize, maxConcurrency),
     guestConfig: resolveGuestConfig(options.guestConfig),
     signal: resolveSignal(options.signal),
     maxWorkers: options.maxWorkers === Infinity ? Infinity : options.maxWorkers === undefined ? undefined : positiveInt('maxWorkers', options.maxWorkers, 1),

@@ -7,7 +7,7 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { describe, it } from 'node:test'
 import { MemoryCheckpointStorage, wasmTransform, type SandboxOptions } from '../lib/index.js'
-import { AUTO_BUFFER_SIZES } from '../lib/options.js'
+import { AUTO_BUFFER_SIZES, defaultMaxInFlight, resolveOptions } from '../lib/options.js'
 import { ChunkSizeTuner } from '../lib/stages/chunk-size-tuner.js'
 import { example, fixture, grepRef, numbererRef } from './helpers/reference.js'
 import { collector, randomLines } from './helpers/streams.js'
@@ -70,6 +70,11 @@ describe("bufferSize: 'auto'", () => {
     const rest = await through(example('numberer.wasm'), { bufferSize: 'auto', resumeFrom: saved! }, input.subarray(saved!.inputOffset))
     assert.deepEqual(Buffer.concat([out.subarray(0, saved!.outputOffset), rest.out]), numbererRef(input))
     assert.throws(() => wasmTransform(example('numberer.wasm'), { bufferSize: 16 * KiB, resumeFrom: saved! }), { code: 'ERR_WASM_CHECKPOINT_MISMATCH' })
+  })
+
+  it('queues to a worker what its first size gets, not what its largest does', () => {
+    assert.equal(resolveOptions({ bufferSize: 'auto' }).flowControl.maxInFlight, defaultMaxInFlight(AUTO_BUFFER_SIZES[0]))
+    assert.equal(resolveOptions({ bufferSize: 'auto', maxConcurrency: 2, stateless: true }).flowControl.maxInFlight, defaultMaxInFlight(AUTO_BUFFER_SIZES[0], 2))
   })
 
   it("only the string 'auto' is accepted", () => {
