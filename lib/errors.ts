@@ -111,6 +111,17 @@ export function formatBacktrace(frames: readonly WasmFrame[]): string {
   return out
 }
 
+/**
+ * A storage as the user would recognise it: its class, and its directory if it has one
+ * (`FileCheckpointStorage(.checkpoints)`); `checkpoint.storage` for a plain object.
+ */
+export function storageName(storage: unknown): string {
+  const name = typeof storage === 'object' && storage !== null ? storage.constructor?.name : undefined
+  if (!name || name === 'Object') return 'checkpoint.storage'
+  const dir = (storage as { dir?: unknown }).dir
+  return typeof dir === 'string' ? `${name}(${dir})` : name
+}
+
 /** Factories, one per code, so messages stay consistent and every error carries its site. */
 export const errors = {
   invalidOption(message: string): WasmSandboxError {
@@ -287,6 +298,15 @@ export const errors = {
       `Saving the checkpoint at input offset ${offset} failed: ${reason}. Check the checkpoint storage.`,
       { offset, cause },
     )
+  },
+  /**
+   * A storage's `loadLatest`, `list` or `prune` threw or rejected (a failed `save` is
+   * `checkpointFailed`, which knows the cut). `next`: what the user can do, which depends on
+   * where in the run it happened.
+   */
+  checkpointStorageFailed(storage: unknown, operation: 'loadLatest' | 'list' | 'prune', cause: unknown, next: string): WasmSandboxError {
+    const reason = cause instanceof Error ? cause.message : String(cause)
+    return new WasmSandboxError('ERR_WASM_CHECKPOINT_FAILED', `${storageName(storage)}.${operation}() failed: ${reason}. ${next}`, { cause })
   },
   workerDied(site: GuestSite, cause: unknown): WasmSandboxError {
     const reason = cause instanceof Error ? cause.message : String(cause)

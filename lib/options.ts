@@ -395,6 +395,14 @@ function resolveFlowControl(value: unknown, highWaterMark: number, bufferSize: n
   }
 }
 
+/** Throws ERR_WASM_INVALID_OPTION unless `storage` has the four `CheckpointStorage` methods. */
+export function checkStorage(storage: unknown): asserts storage is CheckpointStorage {
+  const methods = storage as Record<string, unknown> | null | undefined
+  if (methods === null || methods === undefined || !['save', 'loadLatest', 'list', 'prune'].every((m) => typeof methods[m] === 'function')) {
+    throw errors.invalidOption('checkpoint.storage must implement save, loadLatest, list and prune (see CheckpointStorage)')
+  }
+}
+
 const CHECKPOINT_KEYS = new Set<string>(['storage', 'interval', 'every', 'metadata', 'commit'])
 
 function resolveCheckpoint(value: unknown, checkpointInterval: number): ResolvedOptions['checkpoint'] {
@@ -402,10 +410,7 @@ function resolveCheckpoint(value: unknown, checkpointInterval: number): Resolved
   if (typeof value !== 'object' || value === null) throw errors.invalidOption('checkpoint must be an object')
   rejectUnknown('checkpoint option', value, CHECKPOINT_KEYS)
   const c = value as CheckpointOptions
-  const storage = c.storage as unknown as Record<string, unknown> | undefined
-  if (!storage || !['save', 'loadLatest', 'list', 'prune'].every((m) => typeof storage[m] === 'function')) {
-    throw errors.invalidOption('checkpoint.storage must implement save, loadLatest, list and prune (see CheckpointStorage)')
-  }
+  checkStorage(c.storage)
   if (c.commit !== undefined && typeof c.commit !== 'function') throw errors.invalidOption('checkpoint.commit must be a function')
   return {
     storage: c.storage,

@@ -251,6 +251,16 @@ describe('run: --checkpoint-dir', () => {
     assert.ok(!existsSync(join(w.dir, 'other.out')))
   })
 
+  it('a --checkpoint-dir that cannot be read (a file): ERR_WASM_CHECKPOINT_FAILED naming it, exit 1, -o untouched', () => {
+    const w = workdir(Buffer.from('abc\n'))
+    writeFileSync(w.ck, 'not a directory\n')
+    const result = wasmSandbox([example('upper.wasm'), w.input, '-o', w.output, '--checkpoint-dir', w.ck])
+    assert.equal(result.status, 1, result.stderr)
+    assert.match(result.stderr, /^wasm-sandbox: ERR_WASM_CHECKPOINT_FAILED: FileCheckpointStorage\([^\n]*ck\)\.list\(\) failed: ENOTDIR[^\n]*\. Check --checkpoint-dir [^\n]*ck: it must be a directory this user can read and write\.\n$/)
+    assert.deepEqual(readFileSync(w.output), PRECIOUS)
+    assert.ok(!readdirSync(w.dir).some((f) => f.endsWith('.partial')))
+  })
+
   for (const [what, args, message] of [
     ['standard input', ['-', '-o', 'out.bin'], /needs an input file/],
     ['standard output', ['in.bin'], /needs -o naming a file/],

@@ -4,14 +4,14 @@
  * uncaught exception or unhandled rejection, never leave the stream hanging.
  */
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable, type Duplex } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { describe, it } from 'node:test'
+import { describe, it, type TestContext } from 'node:test'
 import { BackpressureGate, MemoryCheckpointStorage, processFile, wasmTransform, type Isolation, type SandboxOptions } from '../lib/index.js'
-import { example } from './helpers/reference.js'
+import { example, numbererRef } from './helpers/reference.js'
 import { collector, delay, randomLines, sourceOf } from './helpers/streams.js'
 
 const TIMEOUT = { timeout: 20_000 }
@@ -168,6 +168,81 @@ for (const isolation of ['inline', 'worker'] as Isolation[]) {
     })
   })
 }
+
+/** A fresh directory under the system's temporary one, removed when the test ends, however it ends. */
+function scratchDir(t: TestContext, prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+describe('processFile: checkpoint storage methods that throw', () => {
+  /** A memory storage whose `method` throws `boom` synchronously, or returns it rejected. */
+  function failing(method: 'loadLatest' | 'prune', boom: UserError, how: 'throws' | 'rejects'): MemoryCheckpointStorage {
+    const storage = new MemoryCheckpointStorage()
+    ;(storage as unknown as Record<string, () => Promise<never>>)[method] = () => {
+      if (how === 'throws') throw boom
+      return Promise.reject(boom)
+    }
+    return storage
+  }
+
+  for (const how of ['throws', 'rejects'] as const) {
+    it(`loadLatest that ${how}: ERR_WASM_CHECKPOINT_FAILED caused by its error, naming it, the output not touched`, TIMEOUT, async (t) => {
+      const dir = scratchDir(t, 'wasm-sandbox-storage-')
+      const input = join(dir, 'in.txt')
+      writeFileSync(input, randomLines(16 * 1024))
+      const boom = new UserError()
+      await assert.rejects(
+        processFile(input, join(dir, 'out.txt'), example('numberer.wasm'), {
+          bufferSize: 1024,
+          checkpoint: { dir: join(dir, 'checkpoints'), storage: failing('loadLatest', boom, how) },
+        }),
+        (err: Error & { code?: string }) => {
+          assert.equal(err.code, 'ERR_WASM_CHECKPOINT_FAILED', err.stack)
+          assert.equal(err.cause, boom, "the user's error is the cause")
+          assert.match(err.message, /MemoryCheckpointStorage\.loadLatest\(\) failed: thrown by user code\. The output was not touched/)
+          return true
+        },
+      )
+      assert.equal(existsSync(join(dir, 'out.txt')), false, 'no output file was created')
+    })
+
+    it(`prune that ${how} once the run is done: ERR_WASM_CHECKPOINT_FAILED caused by its error, the output complete`, TIMEOUT, async (t) => {
+      const dir = scratchDir(t, 'wasm-sandbox-storage-')
+      const input = join(dir, 'in.txt')
+      const bytes = randomLines(16 * 1024)
+      writeFileSync(input, bytes)
+      const boom = new UserError()
+      await assert.rejects(
+        processFile(input, join(dir, 'out.txt'), example('numberer.wasm'), {
+          bufferSize: 1024,
+          checkpoint: { dir: join(dir, 'checkpoints'), every: 1024, storage: failing('prune', boom, how) },
+        }),
+        (err: Error & { code?: string }) => {
+          assert.equal(err.code, 'ERR_WASM_CHECKPOINT_FAILED', err.stack)
+          assert.equal(err.cause, boom, "the user's error is the cause")
+          assert.match(err.message, /MemoryCheckpointStorage\.prune\(\) failed: thrown by user code\. The output is complete/)
+          return true
+        },
+      )
+      assert.ok(readFileSync(join(dir, 'out.txt')).equals(numbererRef(bytes)), 'the output is whole')
+    })
+  }
+
+  it('a storage without the CheckpointStorage methods is refused as an option before anything is done', TIMEOUT, async (t) => {
+    const dir = scratchDir(t, 'wasm-sandbox-storage-')
+    const input = join(dir, 'in.txt')
+    writeFileSync(input, 'x\n')
+    await assert.rejects(
+      processFile(input, join(dir, 'out.txt'), example('numberer.wasm'), {
+        checkpoint: { dir: join(dir, 'checkpoints'), storage: { save: async () => {} } as never },
+      }),
+      { code: 'ERR_WASM_INVALID_OPTION', message: /checkpoint\.storage must implement save, loadLatest, list and prune/ },
+    )
+    assert.equal(existsSync(join(dir, 'out.txt')), false)
+  })
+})
 
 describe('BackpressureGate', () => {
   // Written to directly, so the listener's throw would reach the writer (here the source's

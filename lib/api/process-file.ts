@@ -1,6 +1,7 @@
 import { constants, createReadStream } from 'node:fs'
 import { open, stat, type FileHandle } from 'node:fs/promises'
 import { pipeline } from 'node:stream/promises'
+import { callStorage } from '../checkpoint/call-storage.js'
 import { FileCheckpointStorage } from '../checkpoint/file-storage.js'
 import { FileSink } from '../checkpoint/file-sink.js'
 import type { SandboxStream } from '../compose.js'
@@ -8,7 +9,7 @@ import type { CheckpointInfo, CheckpointStorage } from '../checkpoint/types.js'
 import { errors } from '../errors.js'
 import { modulePath, type ModuleSource } from '../guest/load.js'
 import { logger } from '../log.js'
-import { DEFAULT_BUFFER_SIZE, type SandboxOptions } from '../options.js'
+import { checkStorage, DEFAULT_BUFFER_SIZE, type SandboxOptions } from '../options.js'
 import { sameFile } from './same-file.js'
 import { wasmTransform } from './wasm-transform.js'
 
@@ -71,10 +72,11 @@ export async function processFile(
   if (checkpoint !== undefined && (typeof checkpoint !== 'object' || checkpoint === null || (typeof checkpoint.dir !== 'string' && checkpoint.storage === undefined))) {
     throw errors.invalidOption('checkpoint needs dir, the directory its checkpoints go to (or a storage)')
   }
+  if (checkpoint?.storage !== undefined) checkStorage(checkpoint.storage)
   const storage = checkpoint
     ? (checkpoint.storage ?? new FileCheckpointStorage(checkpoint.dir, { keep: checkpoint.keep ?? 3 }))
     : undefined
-  const latest = await storage?.loadLatest()
+  const latest = storage && (await callStorage(storage, 'loadLatest', 'The output was not touched: fix the checkpoint storage and run again.', () => storage.loadLatest()))
   // What the input was, so a resume can tell it has not changed since (size and modification time).
   const inputStat = storage ? await stat(input).catch(() => undefined) : undefined
   const inputIdentity = inputStat && { inputSize: inputStat.size, inputMtimeMs: inputStat.mtimeMs }
@@ -139,7 +141,14 @@ export async function processFile(
     })
     await pipeline(source, stream, sink as unknown as NodeJS.WritableStream)
     const outputBytes = sink.position
-    await storage?.prune(0)
+    if (storage) {
+      await callStorage(
+        storage,
+        'prune',
+        'The output is complete, but its checkpoints are still there: delete them, or a run with them resumes from the last one instead of starting afresh.',
+        () => storage.prune(0),
+      )
+    }
     const { guest: _guest, ...resumedFrom } = latest ?? ({} as NonNullable<typeof latest>)
     return { resumedFrom: latest ? resumedFrom : undefined, checkpointsSaved: saved, outputBytes }
   } finally {

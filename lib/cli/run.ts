@@ -7,6 +7,7 @@ import { processFile } from '../api/process-file.js'
 import { sameFile } from '../api/same-file.js'
 import { modulePath } from '../guest/load.js'
 import { wasmTransform } from '../api/wasm-transform.js'
+import { callStorage } from '../checkpoint/call-storage.js'
 import { FileCheckpointStorage } from '../checkpoint/file-storage.js'
 import type { SandboxStream } from '../compose.js'
 import { isWasmSandboxError } from '../errors.js'
@@ -213,7 +214,7 @@ async function runCheckpointed(
   if (target.kind === 'device') throw new UsageError(`--checkpoint-dir needs -o naming a regular file, and ${outputPath} is not one`)
   const partial = join(dirname(target.real), `.${basename(target.real)}.partial`)
   const storage = new FileCheckpointStorage(checkpoint.dir)
-  const held = await storage.list()
+  const held = await callStorage(storage, 'list', `Check --checkpoint-dir ${checkpoint.dir}: it must be a directory this user can read and write.`, () => storage.list())
   const latest = held[held.length - 1]
   const absoluteInput = resolve(input)
   if (latest && latest.metadata.input !== undefined && latest.metadata.input !== absoluteInput) {
