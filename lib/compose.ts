@@ -250,6 +250,7 @@ export function createSandboxStream(module: ModuleSource | LoadedGuest, options:
       startSequence: resumeFrom?.sequence ?? 0,
       ...(checkpoint.metadata ? { metadata: checkpoint.metadata } : {}),
       ...(checkpoint.commit ? { commit: checkpoint.commit } : {}),
+      saveTimeout: checkpoint.saveTimeout,
     })
     executor.on('snapshot', (snapshot: Snapshot) => tap.offer(snapshot))
     stages.push(tap as unknown as Stream)

@@ -299,6 +299,14 @@ export const errors = {
       { offset, cause },
     )
   },
+  checkpointSaveTimeout(storage: unknown, offset: number, timeoutMs: number): WasmSandboxError {
+    return new WasmSandboxError(
+      'ERR_WASM_CHECKPOINT_FAILED',
+      `Saving the checkpoint at input offset ${offset} to ${storageName(storage)} took longer than checkpoint.saveTimeout ` +
+        `(${timeoutMs} ms); the stream was stopped. Check the storage, or raise checkpoint.saveTimeout if it is legitimately that slow.`,
+      { offset },
+    )
+  },
   /**
    * A storage's `loadLatest`, `list` or `prune` threw or rejected (a failed `save` is
    * `checkpointFailed`, which knows the cut). `next`: what the user can do, which depends on

@@ -65,6 +65,11 @@ export interface CheckpointOptions {
   metadata?: Record<string, unknown>
   /** Resolves once output up to the offset is durable; a checkpoint is saved only after it. */
   commit?: (outputOffset: number) => Promise<void>
+  /**
+   * Milliseconds one `storage.save` may take; past it the stream fails with
+   * ERR_WASM_CHECKPOINT_FAILED. Default 30000; at most 2^31 - 1; `Infinity` for none.
+   */
+  saveTimeout?: number
 }
 
 export interface SandboxOptions {
@@ -144,7 +149,7 @@ export interface SandboxOptions {
 }
 
 export interface ResolvedOptions {
-  checkpoint: Required<Pick<CheckpointOptions, 'storage' | 'interval'>> & Omit<CheckpointOptions, 'storage' | 'interval'> | undefined
+  checkpoint: Required<Pick<CheckpointOptions, 'storage' | 'interval' | 'saveTimeout'>> & Omit<CheckpointOptions, 'storage' | 'interval' | 'saveTimeout'> | undefined
   resumeFrom: Checkpoint | undefined
   isolation: Isolation
   limits: Limits
@@ -403,7 +408,19 @@ export function checkStorage(storage: unknown): asserts storage is CheckpointSto
   }
 }
 
-const CHECKPOINT_KEYS = new Set<string>(['storage', 'interval', 'every', 'metadata', 'commit'])
+/**
+ * How long a checkpoint save may take by default. The end of the stream waits for the save in
+ * flight, so a storage that never answers would hold it for good; a healthy one takes well under
+ * a second for a 256 MiB guest on a local disk, and a busy network store a few seconds.
+ */
+export const DEFAULT_SAVE_TIMEOUT = 30_000
+
+/** `checkpoint.saveTimeout`, checked for `resolveOptions` and for a `CheckpointTap` built directly alike. */
+export function resolveSaveTimeout(value: unknown): number {
+  return optionalDelay('checkpoint.saveTimeout', value, DEFAULT_SAVE_TIMEOUT)!
+}
+
+const CHECKPOINT_KEYS = new Set<string>(['storage', 'interval', 'every', 'metadata', 'commit', 'saveTimeout'])
 
 function resolveCheckpoint(value: unknown, checkpointInterval: number): ResolvedOptions['checkpoint'] {
   if (value === undefined) return undefined
@@ -418,6 +435,7 @@ function resolveCheckpoint(value: unknown, checkpointInterval: number): Resolved
     every: c.every === undefined ? undefined : positiveInt('checkpoint.every', c.every, 1, Number.MAX_SAFE_INTEGER),
     metadata: c.metadata ?? {},
     commit: c.commit,
+    saveTimeout: resolveSaveTimeout(c.saveTimeout),
   }
 }
 

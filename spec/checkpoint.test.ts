@@ -1,20 +1,24 @@
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { describe, it } from 'node:test'
+import { describe, it, type TestContext } from 'node:test'
 import {
+  CheckpointTap,
   FileCheckpointStorage,
   MemoryCheckpointStorage,
+  processFile,
   wasmTransform,
+  type Checkpoint,
   type CheckpointInfo,
   type Isolation,
   type SandboxOptions,
 } from '../lib/index.js'
+import { runChild } from './helpers/child.js'
 import { counterGlobalRef, example, numbererRef, readExample, wcRef } from './helpers/reference.js'
-import { randomLines, run } from './helpers/streams.js'
+import { collector, delay, randomLines, run, sourceOf } from './helpers/streams.js'
 
 const BUFFER = 4096
 
@@ -122,6 +126,117 @@ describe('checkpoint limits', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
+  })
+})
+
+/**
+ * A storage whose save never settles, as one waiting on a server that never answers: its
+ * pending request (here a timer) keeps the process alive, until the test ends.
+ */
+class HungStorage extends MemoryCheckpointStorage {
+  saves = 0
+  readonly #pending: NodeJS.Timeout[] = []
+  constructor(t: TestContext) {
+    super()
+    t.after(() => this.#pending.forEach(clearInterval))
+  }
+  override save(_checkpoint: Checkpoint): Promise<void> {
+    this.saves++
+    this.#pending.push(setInterval(() => {}, 1000))
+    return new Promise(() => {})
+  }
+}
+
+/** Each save takes `ms`. */
+class SlowStorage extends MemoryCheckpointStorage {
+  constructor(private readonly ms: number) {
+    super()
+  }
+  override async save(checkpoint: Checkpoint): Promise<void> {
+    await delay(this.ms)
+    await super.save(checkpoint)
+  }
+}
+
+describe('checkpoint.saveTimeout', () => {
+  for (const isolation of ['inline', 'worker'] as Isolation[]) {
+    it(`a save that never settles fails the stream once, after saveTimeout, naming the storage and the timeout (${isolation})`, { timeout: 20_000 }, async (t) => {
+      const storage = new HungStorage(t)
+      const stream = wasmTransform(example('pass.wasm'), { isolation, bufferSize: 1024, checkpoint: { storage, every: 1024, saveTimeout: 300 } })
+      const seen = { error: 0, end: 0, close: 0 }
+      stream.on('error', () => seen.error++)
+      stream.on('end', () => seen.end++)
+      stream.on('close', () => seen.close++)
+      const started = performance.now()
+      // All the input goes by at once: it is the end of the stream that waits on the save.
+      const err = await run(stream, randomLines(64 * 1024)).then(
+        () => assert.fail('the stream ended although its checkpoint was never saved'),
+        (e: Error & { code?: string }) => e,
+      )
+      const waited = performance.now() - started
+      await delay(50)
+      assert.equal(err.code, 'ERR_WASM_CHECKPOINT_FAILED', err.stack)
+      assert.match(err.message, /^Saving the checkpoint at input offset \d+ to HungStorage took longer than checkpoint\.saveTimeout \(300 ms\); the stream was stopped\. .*raise checkpoint\.saveTimeout/)
+      assert.ok(waited >= 290, `failed after ${waited} ms, before saveTimeout`)
+      assert.deepEqual(seen, { error: 1, end: 0, close: 1 })
+      assert.equal(storage.saves, 1, 'no save is started after the stream failed')
+    })
+  }
+
+  it('bounds each save, not the stream: many saves under it in a stream far longer than it succeed', { timeout: 20_000 }, async () => {
+    const input = randomLines(256 * 1024)
+    const sink = new Writable({
+      highWaterMark: 1024,
+      write(_chunk: Buffer, _enc, cb) {
+        setTimeout(cb, 2)
+      },
+    })
+    const stream = wasmTransform(example('pass.wasm'), {
+      bufferSize: 1024,
+      highWaterMark: 1024,
+      checkpoint: { storage: new SlowStorage(10), every: 1024, saveTimeout: 150 },
+    })
+    const started = performance.now()
+    await pipeline(sourceOf(input, [1024]), stream, sink)
+    const took = performance.now() - started
+    assert.ok(took > 600, `the stream took ${took} ms, not several saveTimeouts`)
+    assert.ok(stream.metrics().checkpointsSaved >= 5, `${stream.metrics().checkpointsSaved} checkpoints saved`)
+  })
+
+  it('is checked like the other time limits: a positive number of ms up to 2^31 - 1, or Infinity', async () => {
+    for (const bad of [0, -1, Number.NaN, '1000', 2 ** 31]) {
+      const storage = new MemoryCheckpointStorage()
+      assert.throws(() => wasmTransform(example('pass.wasm'), { checkpoint: { storage, saveTimeout: bad as number } }), { code: 'ERR_WASM_INVALID_OPTION', message: /checkpoint\.saveTimeout/ }, String(bad))
+      assert.throws(() => new CheckpointTap({ storage, optionsHash: '', saveTimeout: bad as number }), { code: 'ERR_WASM_INVALID_OPTION', message: /checkpoint\.saveTimeout/ }, String(bad))
+    }
+    assert.throws(() => wasmTransform(example('pass.wasm'), { checkpoint: { storage: new MemoryCheckpointStorage(), saveTimout: 10 } as never }), {
+      code: 'ERR_WASM_INVALID_OPTION',
+      message: /Unknown checkpoint option: saveTimout\. Known ones are .*saveTimeout/,
+    })
+    const sink = collector()
+    await pipeline(sourceOf(randomLines(8192)), wasmTransform(example('pass.wasm'), { bufferSize: 1024, checkpoint: { storage: new SlowStorage(1), every: 1024, saveTimeout: Infinity } }), sink)
+    assert.equal(sink.result().length, 8192)
+  })
+
+  it('processFile passes it on: a hung save fails the run after it', { timeout: 20_000 }, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'wasm-sandbox-savetimeout-'))
+    t.after(() => rmSync(dir, { recursive: true, force: true }))
+    const input = join(dir, 'in.txt')
+    writeFileSync(input, randomLines(64 * 1024))
+    await assert.rejects(
+      processFile(input, join(dir, 'out.txt'), example('numberer.wasm'), {
+        bufferSize: 1024,
+        checkpoint: { dir: join(dir, 'ck'), storage: new HungStorage(t), every: 1024, saveTimeout: 300 },
+      }),
+      { code: 'ERR_WASM_CHECKPOINT_FAILED', message: /took longer than checkpoint\.saveTimeout \(300 ms\)/ },
+    )
+  })
+
+  it('its timer does not hold the process open: a stream waiting on a hung save lets the process exit by itself', async () => {
+    const { code, stdout, timedOut } = await runChild('hung-save', [], 10_000)
+    assert.equal(timedOut, false, 'the process waited for the save timer (default 30 s)')
+    assert.equal(code, 0)
+    assert.equal(stdout, 'save called\n', 'the stream reached its save, and neither ended nor failed')
   })
 })
 

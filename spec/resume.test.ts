@@ -204,6 +204,8 @@ describe('processFile leaves files alone when it cannot run', () => {
       ['unknown option', example('upper.wasm'), { bogus: 1 } as never, 'ERR_WASM_INVALID_OPTION'],
       ['missing module', join(dir, 'no-such.wasm'), {}, 'ERR_WASM_MODULE_NOT_FOUND'],
       ['checkpoint without dir', example('upper.wasm'), { checkpoint: {} as never }, 'ERR_WASM_INVALID_OPTION'],
+      ['unknown checkpoint option', example('upper.wasm'), { checkpoint: { dir: join(dir, 'ck'), saveTimout: 10 } as never }, 'ERR_WASM_INVALID_OPTION'],
+      ['bad checkpoint.saveTimeout', example('upper.wasm'), { checkpoint: { dir: join(dir, 'ck'), saveTimeout: 0 } }, 'ERR_WASM_INVALID_OPTION'],
     ]
     for (const [what, module, options, code] of cases) {
       const { input, output } = files()

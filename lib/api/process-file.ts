@@ -9,11 +9,14 @@ import type { CheckpointInfo, CheckpointStorage } from '../checkpoint/types.js'
 import { errors } from '../errors.js'
 import { modulePath, type ModuleSource } from '../guest/load.js'
 import { logger } from '../log.js'
-import { checkStorage, DEFAULT_BUFFER_SIZE, type SandboxOptions } from '../options.js'
+import { checkStorage, DEFAULT_BUFFER_SIZE, rejectUnknown, type SandboxOptions } from '../options.js'
 import { sameFile } from './same-file.js'
 import { wasmTransform } from './wasm-transform.js'
 
 const log = logger('process-file')
+
+/** processFile's own: a typo must not fall back to a default silently, as in wasmTransform's options. */
+const CHECKPOINT_KEYS = new Set<string>(['dir', 'storage', 'interval', 'every', 'keep', 'metadata', 'onSave', 'saveTimeout'])
 
 export interface ProcessFileOptions extends Omit<SandboxOptions, 'checkpoint' | 'resumeFrom'> {
   checkpoint?: {
@@ -30,6 +33,8 @@ export interface ProcessFileOptions extends Omit<SandboxOptions, 'checkpoint' | 
     metadata?: Record<string, unknown>
     /** Called after each checkpoint is saved (progress reporting). */
     onSave?: (checkpoint: CheckpointInfo) => void
+    /** Milliseconds one save may take before the run fails (ERR_WASM_CHECKPOINT_FAILED). Default 30000; `Infinity` for none. */
+    saveTimeout?: number
   }
   /**
    * Called with the stream once it is created, before any input flows: to read its
@@ -72,6 +77,7 @@ export async function processFile(
   if (checkpoint !== undefined && (typeof checkpoint !== 'object' || checkpoint === null || (typeof checkpoint.dir !== 'string' && checkpoint.storage === undefined))) {
     throw errors.invalidOption('checkpoint needs dir, the directory its checkpoints go to (or a storage)')
   }
+  if (checkpoint !== undefined) rejectUnknown('checkpoint option', checkpoint, CHECKPOINT_KEYS)
   if (checkpoint?.storage !== undefined) checkStorage(checkpoint.storage)
   const storage = checkpoint
     ? (checkpoint.storage ?? new FileCheckpointStorage(checkpoint.dir, { keep: checkpoint.keep ?? 3 }))
@@ -110,6 +116,7 @@ export async function processFile(
             storage,
             ...(checkpoint!.interval !== undefined ? { interval: checkpoint!.interval } : {}),
             ...(checkpoint!.every !== undefined ? { every: checkpoint!.every } : {}),
+            ...(checkpoint!.saveTimeout !== undefined ? { saveTimeout: checkpoint!.saveTimeout } : {}),
             metadata: { input, output, ...inputIdentity, ...checkpoint!.metadata },
             commit: (offset: number) => sink!.durable(offset),
           },

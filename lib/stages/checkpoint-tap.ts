@@ -3,6 +3,7 @@ import { Transform } from 'readable-stream'
 import type { Checkpoint, CheckpointInfo, CheckpointStorage } from '../checkpoint/types.js'
 import { errors } from '../errors.js'
 import { logger } from '../log.js'
+import { resolveSaveTimeout } from '../options.js'
 import type { Snapshot } from '../runners/runner.js'
 import { emitSafely } from './emit-safely.js'
 
@@ -27,6 +28,11 @@ export interface CheckpointTapOptions {
   startSequence?: number
   /** Bytes buffered on each side. Default 64 KiB. */
   highWaterMark?: number
+  /**
+   * Milliseconds one `storage.save` may take before the tap fails with ERR_WASM_CHECKPOINT_FAILED.
+   * Default 30000; `Infinity` for none. `commit` is not timed: it waits for the sink, at its pace.
+   */
+  saveTimeout?: number
 }
 
 /**
@@ -45,6 +51,9 @@ export class CheckpointTap extends Transform {
   checkpointsSaved = 0
   lastCheckpoint: CheckpointInfo | undefined = undefined
   private readonly options: CheckpointTapOptions
+  private readonly saveTimeout: number
+  /** Runs while `storage.save` does: the end of the stream waits on the save, so it must not wait for good. */
+  private saveTimer: NodeJS.Timeout | undefined = undefined
   private sequence: number
   private waiting: Snapshot | undefined = undefined
   private ready: Snapshot | undefined = undefined
@@ -55,6 +64,7 @@ export class CheckpointTap extends Transform {
     const hwm = options.highWaterMark ?? 64 * 1024
     super({ readableHighWaterMark: hwm, writableHighWaterMark: hwm })
     this.options = options
+    this.saveTimeout = resolveSaveTimeout(options.saveTimeout)
     this.bytesOut = options.startOffset ?? 0
     this.sequence = options.startSequence ?? 0
   }
@@ -74,7 +84,8 @@ export class CheckpointTap extends Transform {
   }
 
   override _flush(callback: TransformCallback): void {
-    // The stream is complete: a checkpoint still waiting is moot, one being saved is let finish.
+    // The stream is complete: a checkpoint still waiting is moot, one being saved is let finish
+    // (within saveTimeout).
     this.waiting = this.ready = undefined
     if (this.saving) this.flushCallback = callback
     else callback()
@@ -108,17 +119,39 @@ export class CheckpointTap extends Transform {
     // escape into _transform or the executor's snapshot event.
     const durable = new Promise<void>((resolve) => resolve(commit?.(snapshot.outputOffset)))
     durable
-      .then(() => this.options.storage.save(checkpoint))
+      .then(() => this.store(checkpoint))
       .then(
         () => this.saved(checkpoint),
         (err: unknown) => {
+          this.clearSaveTimer()
           this.saving = false
           this.destroy(errors.checkpointFailed(snapshot.inputOffset, err))
         },
       )
   }
 
+  /** `storage.save`, against the clock: past saveTimeout the tap fails, whatever the save does later. */
+  private store(checkpoint: Checkpoint): Promise<void> {
+    const { storage } = this.options
+    if (this.saveTimeout !== Infinity && !this.destroyed) {
+      this.saveTimer = setTimeout(() => {
+        this.saveTimer = undefined
+        this.saving = false
+        this.destroy(errors.checkpointSaveTimeout(storage, checkpoint.inputOffset, this.saveTimeout))
+      }, this.saveTimeout)
+      // A storage busy saving keeps the process alive through its own I/O; the timer must not.
+      this.saveTimer.unref()
+    }
+    return storage.save(checkpoint)
+  }
+
+  private clearSaveTimer(): void {
+    if (this.saveTimer) clearTimeout(this.saveTimer)
+    this.saveTimer = undefined
+  }
+
   private saved(checkpoint: Checkpoint): void {
+    this.clearSaveTimer()
     this.saving = false
     if (this.destroyed) return
     const { guest: _guest, ...info } = checkpoint
@@ -136,6 +169,7 @@ export class CheckpointTap extends Transform {
   }
 
   override _destroy(err: Error | null, callback: (error: Error | null) => void): void {
+    this.clearSaveTimer()
     this.waiting = this.ready = undefined
     this.flushCallback = null
     callback(err)
