@@ -3,13 +3,13 @@
  * AbortError; processFile stopped that way (or by SIGTERM) resumes byte-identically.
  */
 import assert from 'node:assert/strict'
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { createSandbox, processFile, wasmTransform } from '../lib/index.js'
 import { example, fixture, numbererRef } from './helpers/reference.js'
 import { randomLines, run } from './helpers/streams.js'
+import { tempDir } from './helpers/temp.js'
 
 const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -69,24 +69,20 @@ describe('AbortSignal', () => {
     await assert.rejects(sandbox.call(example('upper.wasm'), 'x', { signal: {} as never }), { code: 'ERR_WASM_INVALID_OPTION' })
   })
 
-  it('processFile stopped by its signal leaves output and checkpoints the next run resumes from, byte-identically', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'wasm-sandbox-abort-'))
-    try {
-      const input = join(dir, 'in.txt')
-      const output = join(dir, 'out.txt')
-      const checkpoints = join(dir, 'ck')
-      const bytes = randomLines(16 * 1024 * 1024, 77)
-      writeFileSync(input, bytes)
-      const controller = new AbortController()
-      let saved = 0
-      const options = { bufferSize: 16 * 1024, checkpoint: { dir: checkpoints, every: 256 * 1024, onSave: () => ++saved === 3 && controller.abort('stop') } }
-      await assert.rejects(processFile(input, output, example('numberer.wasm'), { ...options, signal: controller.signal }), isAbort('stop'))
-      assert.ok(readdirSync(checkpoints).some((f) => f.endsWith('.wsck')), 'no checkpoint was left')
-      const result = await processFile(input, output, example('numberer.wasm'), options)
-      assert.notEqual(result.resumedFrom, undefined, 'the second run did not resume')
-      assert.ok(readFileSync(output).equals(numbererRef(bytes)), 'output differs from an uninterrupted run')
-    } finally {
-      rmSync(dir, { recursive: true, force: true })
-    }
+  it('processFile stopped by its signal leaves output and checkpoints the next run resumes from, byte-identically', async (t) => {
+    const dir = tempDir(t, 'wasm-sandbox-abort-')
+    const input = join(dir, 'in.txt')
+    const output = join(dir, 'out.txt')
+    const checkpoints = join(dir, 'ck')
+    const bytes = randomLines(16 * 1024 * 1024, 77)
+    writeFileSync(input, bytes)
+    const controller = new AbortController()
+    let saved = 0
+    const options = { bufferSize: 16 * 1024, checkpoint: { dir: checkpoints, every: 256 * 1024, onSave: () => ++saved === 3 && controller.abort('stop') } }
+    await assert.rejects(processFile(input, output, example('numberer.wasm'), { ...options, signal: controller.signal }), isAbort('stop'))
+    assert.ok(readdirSync(checkpoints).some((f) => f.endsWith('.wsck')), 'no checkpoint was left')
+    const result = await processFile(input, output, example('numberer.wasm'), options)
+    assert.notEqual(result.resumedFrom, undefined, 'the second run did not resume')
+    assert.ok(readFileSync(output).equals(numbererRef(bytes)), 'output differs from an uninterrupted run')
   })
 })

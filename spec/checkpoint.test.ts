@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -19,6 +18,7 @@ import {
 import { runChild } from './helpers/child.js'
 import { counterGlobalRef, example, numbererRef, readExample, wcRef } from './helpers/reference.js'
 import { collector, delay, randomLines, run, sourceOf } from './helpers/streams.js'
+import { tempDir } from './helpers/temp.js'
 
 const BUFFER = 4096
 
@@ -92,40 +92,36 @@ describe('checkpoint limits', () => {
   })
 
   it('memory stays flat: 1 GiB through with checkpoints on grows RSS by under 64 MiB', async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), 'wasm-sandbox-rss-'))
-    try {
-      const chunk = Buffer.alloc(64 * 1024, 'abcdefgh\n')
-      let sent = 0
-      const total = 1024 * 1024 * 1024
-      const source = new Readable({
-        read() {
-          if (sent >= total) this.push(null)
-          else {
-            sent += chunk.length
-            this.push(chunk)
-          }
-        },
-      })
-      const before = process.memoryUsage().rss
-      let peak = before
-      let writes = 0
-      const sink = new Writable({
-        write(_c: Buffer, _enc, cb) {
-          if (++writes % 256 === 0) peak = Math.max(peak, process.memoryUsage().rss)
-          cb()
-        },
-      })
-      const stream = wasmTransform(example('numberer.wasm'), {
-        checkpoint: { storage: new FileCheckpointStorage(dir), every: 16 * 1024 * 1024 },
-      })
-      await pipeline(source, stream, sink)
-      const growth = (peak - before) / 1024 / 1024
-      t.diagnostic(`RSS grew by ${growth.toFixed(1)} MiB over 1 GiB; ${stream.metrics().checkpointsSaved} checkpoints`)
-      assert.ok(stream.metrics().checkpointsSaved >= 32)
-      assert.ok(growth < 64, `RSS grew by ${growth} MiB`)
-    } finally {
-      rmSync(dir, { recursive: true, force: true })
-    }
+    const dir = tempDir(t, 'wasm-sandbox-rss-')
+    const chunk = Buffer.alloc(64 * 1024, 'abcdefgh\n')
+    let sent = 0
+    const total = 1024 * 1024 * 1024
+    const source = new Readable({
+      read() {
+        if (sent >= total) this.push(null)
+        else {
+          sent += chunk.length
+          this.push(chunk)
+        }
+      },
+    })
+    const before = process.memoryUsage().rss
+    let peak = before
+    let writes = 0
+    const sink = new Writable({
+      write(_c: Buffer, _enc, cb) {
+        if (++writes % 256 === 0) peak = Math.max(peak, process.memoryUsage().rss)
+        cb()
+      },
+    })
+    const stream = wasmTransform(example('numberer.wasm'), {
+      checkpoint: { storage: new FileCheckpointStorage(dir), every: 16 * 1024 * 1024 },
+    })
+    await pipeline(source, stream, sink)
+    const growth = (peak - before) / 1024 / 1024
+    t.diagnostic(`RSS grew by ${growth.toFixed(1)} MiB over 1 GiB; ${stream.metrics().checkpointsSaved} checkpoints`)
+    assert.ok(stream.metrics().checkpointsSaved >= 32)
+    assert.ok(growth < 64, `RSS grew by ${growth} MiB`)
   })
 })
 
@@ -219,8 +215,7 @@ describe('checkpoint.saveTimeout', () => {
   })
 
   it('processFile passes it on: a hung save fails the run after it', { timeout: 20_000 }, async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), 'wasm-sandbox-savetimeout-'))
-    t.after(() => rmSync(dir, { recursive: true, force: true }))
+    const dir = tempDir(t, 'wasm-sandbox-savetimeout-')
     const input = join(dir, 'in.txt')
     writeFileSync(input, randomLines(64 * 1024))
     await assert.rejects(

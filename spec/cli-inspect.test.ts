@@ -3,12 +3,12 @@
  * built binary. The JSON report is checked field by field; the text report by its lines.
  */
 import assert from 'node:assert/strict'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { wasmSandbox } from './helpers/cli.js'
 import { example, fixture, repoRoot } from './helpers/reference.js'
+import { tempDir } from './helpers/temp.js'
 
 interface Report {
   kind: string | undefined
@@ -79,23 +79,19 @@ describe('inspect: what a module is', () => {
     }
   })
 
-  it('a wasm-sandbox.stateless section is reported as declared, and a probe that contradicts it is pointed out', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'cli-inspect-'))
-    try {
-      const section = Buffer.concat([Buffer.from([0, 23, 22]), Buffer.from('wasm-sandbox.stateless')])
-      writeFileSync(join(dir, 'upper.wasm'), Buffer.concat([readFileSync(example('upper.wasm')), section]))
-      writeFileSync(join(dir, 'numberer.wasm'), Buffer.concat([readFileSync(example('numberer.wasm')), section]))
-      assert.deepEqual(
-        { ...inspect(join(dir, 'upper.wasm')).report.stateless, reason: undefined },
-        { verdict: 'yes', declared: true, reason: undefined },
-      )
-      const liar = wasmSandbox(['inspect', join(dir, 'numberer.wasm')])
-      assert.equal(liar.status, 0)
-      assert.match(liar.stdout.toString(), /^stateless {2}no: [^\n]*\n {11}declared stateless \(wasm-sandbox\.stateless section\), which the probe contradicts: run it with --no-stateless$/m)
-      assert.equal(inspect(example('upper.wasm')).report.stateless.declared, false)
-    } finally {
-      rmSync(dir, { recursive: true, force: true })
-    }
+  it('a wasm-sandbox.stateless section is reported as declared, and a probe that contradicts it is pointed out', (t) => {
+    const dir = tempDir(t, 'cli-inspect-')
+    const section = Buffer.concat([Buffer.from([0, 23, 22]), Buffer.from('wasm-sandbox.stateless')])
+    writeFileSync(join(dir, 'upper.wasm'), Buffer.concat([readFileSync(example('upper.wasm')), section]))
+    writeFileSync(join(dir, 'numberer.wasm'), Buffer.concat([readFileSync(example('numberer.wasm')), section]))
+    assert.deepEqual(
+      { ...inspect(join(dir, 'upper.wasm')).report.stateless, reason: undefined },
+      { verdict: 'yes', declared: true, reason: undefined },
+    )
+    const liar = wasmSandbox(['inspect', join(dir, 'numberer.wasm')])
+    assert.equal(liar.status, 0)
+    assert.match(liar.stdout.toString(), /^stateless {2}no: [^\n]*\n {11}declared stateless \(wasm-sandbox\.stateless section\), which the probe contradicts: run it with --no-stateless$/m)
+    assert.equal(inspect(example('upper.wasm')).report.stateless.declared, false)
   })
 
   it('--no-probe reads the module without running it: a guest whose init loops is not started', () => {

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import { example, fixture, grepRef, repoRoot, upperRef, wcRef } from './helpers/reference.js'
 import { delay } from './helpers/streams.js'
+import { tempDir } from './helpers/temp.js'
 
 const cli = join(repoRoot, 'dist', 'cli.js')
 const demo = example('demo-input.txt')
@@ -217,8 +218,8 @@ describe('command-line tool: the output file', () => {
 
 describe('command-line tool: WASI programs', () => {
   const dir = mkdtempSync(join(tmpdir(), 'cli-wasi-'))
-  writeFileSync(join(dir, 'dict.txt'), 'apple\n')
   after(() => rmSync(dir, { recursive: true, force: true }))
+  writeFileSync(join(dir, 'dict.txt'), 'apple\n')
 
   it('runs a WASI program on a file with one command', () => {
     const result = wasmSandbox([example('wasi/wc.wasm'), demo])
@@ -253,8 +254,8 @@ describe('command-line tool: WASI programs', () => {
 })
 
 describe('command-line tool: -o onto the module', () => {
-  it('is refused with exit 2, leaving the module intact', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'cli-module-'))
+  it('is refused with exit 2, leaving the module intact', (t) => {
+    const dir = tempDir(t, 'cli-module-')
     const copy = join(dir, 'upper.wasm')
     writeFileSync(copy, readFileSync(example('upper.wasm')))
     // Named by path, or by a file: URL (a module source may be one).
@@ -264,17 +265,15 @@ describe('command-line tool: -o onto the module', () => {
       assert.match(result.stderr.toString(), /is the module/)
       assert.deepEqual(readFileSync(copy), readFileSync(example('upper.wasm')))
     }
-    rmSync(dir, { recursive: true, force: true })
   })
 })
 
 describe('command-line tool: -o -', () => {
-  it('writes to standard output, creating no file named -', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'cli-dash-'))
+  it('writes to standard output, creating no file named -', (t) => {
+    const dir = tempDir(t, 'cli-dash-')
     const result = spawnSync(process.execPath, [cli, example('upper.wasm'), demo, '-o', '-'], { cwd: dir, encoding: 'buffer', timeout: 20_000 })
     assert.equal(result.status, 0, result.stderr.toString())
     assert.deepEqual(result.stdout, upperRef(readFileSync(demo)))
     assert.deepEqual(readdirSync(dir), [])
-    rmSync(dir, { recursive: true, force: true })
   })
 })

@@ -16,6 +16,7 @@ import fc from 'fast-check'
 import { wasmTransform, type SandboxOptions } from '../lib/index.js'
 import { example, repoRoot, splitLines } from './helpers/reference.js'
 import { randomBytes, randomLines, run } from './helpers/streams.js'
+import { tempDir } from './helpers/temp.js'
 
 const ISOLATIONS = ['inline', 'worker'] as const
 /** Property runs per isolation: a worker stream costs a worker start-up. */
@@ -257,13 +258,12 @@ describe('committed C builds', () => {
     assert.equal(check.status, 0, `a committed .wasm is stale: run scripts/build-c-guests.sh\n${check.stderr}`)
   })
 
-  it('the header: init and flush are exported when defined, the arena holds state, sandbox_error fails', { skip: missingToolchain() || false }, async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'wasm-sandbox-header-'))
-    try {
-      // A byte counter with a greeting kept in arena memory taken in init().
-      writeFileSync(
-        join(dir, 'count.c'),
-        `#include "wasm-sandbox.h"
+  it('the header: init and flush are exported when defined, the arena holds state, sandbox_error fails', { skip: missingToolchain() || false }, async (t) => {
+    const dir = tempDir(t, 'wasm-sandbox-header-')
+    // A byte counter with a greeting kept in arena memory taken in init().
+    writeFileSync(
+      join(dir, 'count.c'),
+      `#include "wasm-sandbox.h"
 static uint64_t total;
 static char *label;
 int init(void) {
@@ -287,19 +287,16 @@ int flush(void) {
     return SANDBOX_OK;
 }
 `,
-      )
-      const flags = ['--target=wasm32', '-O2', '-std=c11', '-Wall', '-Wextra', '-Werror', '-ffreestanding', '-nostdlib', '-mbulk-memory', '-Wl,--no-entry']
-      const cc = spawnSync('clang', [...flags, `-I${join(repoRoot, 'include')}`, '-o', 'count.wasm', 'count.c'], { cwd: dir, encoding: 'utf8' })
-      assert.equal(cc.status, 0, cc.stderr)
-      const bytes = readFileSync(join(dir, 'count.wasm'))
-      assert.deepEqual(shape(bytes).exports, ['alloc', 'flush', 'init', 'memory', 'process_chunk'])
-      for (const isolation of ISOLATIONS) {
-        const input = Buffer.from(randomText(30_000, 5).map((b) => (b === 0x21 ? 0x20 : b))) // no '!'
-        assert.equal((await run(wasmTransform(bytes, { isolation, bufferSize: 1024 }), input, [777])).toString(), `bytes: ${input.length}\n`)
-        await assert.rejects(run(wasmTransform(bytes, { isolation }), Buffer.from('hi!')), { code: 'ERR_WASM_GUEST_ERROR', status: 5, message: /count: no '!' please$/ })
-      }
-    } finally {
-      rmSync(dir, { recursive: true, force: true })
+    )
+    const flags = ['--target=wasm32', '-O2', '-std=c11', '-Wall', '-Wextra', '-Werror', '-ffreestanding', '-nostdlib', '-mbulk-memory', '-Wl,--no-entry']
+    const cc = spawnSync('clang', [...flags, `-I${join(repoRoot, 'include')}`, '-o', 'count.wasm', 'count.c'], { cwd: dir, encoding: 'utf8' })
+    assert.equal(cc.status, 0, cc.stderr)
+    const bytes = readFileSync(join(dir, 'count.wasm'))
+    assert.deepEqual(shape(bytes).exports, ['alloc', 'flush', 'init', 'memory', 'process_chunk'])
+    for (const isolation of ISOLATIONS) {
+      const input = Buffer.from(randomText(30_000, 5).map((b) => (b === 0x21 ? 0x20 : b))) // no '!'
+      assert.equal((await run(wasmTransform(bytes, { isolation, bufferSize: 1024 }), input, [777])).toString(), `bytes: ${input.length}\n`)
+      await assert.rejects(run(wasmTransform(bytes, { isolation }), Buffer.from('hi!')), { code: 'ERR_WASM_GUEST_ERROR', status: 5, message: /count: no '!' please$/ })
     }
   })
 })

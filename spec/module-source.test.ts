@@ -4,10 +4,9 @@
  * relative path and failed with ENOENT.
  */
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { pathToFileURL } from 'node:url'
@@ -15,6 +14,7 @@ import { createSandbox, isWasmSandboxError, loadGuest, wasmTransform } from '../
 import { FETCH_LIMITS } from '../lib/guest/load.js'
 import { example, readExample } from './helpers/reference.js'
 import { run } from './helpers/streams.js'
+import { tempDir } from './helpers/temp.js'
 
 describe('module sources: URL strings', () => {
   let server: Server
@@ -122,18 +122,14 @@ describe('module sources: URL strings', () => {
     })
   })
 
-  it("reads a 'file:' string as a file URL (percent-escapes decoded)", async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'wasm-sandbox-src-'))
-    try {
-      const path = join(dir, 'my upper.wasm')
-      writeFileSync(path, readExample('upper.wasm'))
-      const href = pathToFileURL(path).href
-      assert.match(href, /my%20upper\.wasm$/)
-      const out = await run(wasmTransform(href, { isolation: 'inline' }), Buffer.from('abc'))
-      assert.equal(out.toString(), 'ABC')
-    } finally {
-      rmSync(dir, { recursive: true, force: true })
-    }
+  it("reads a 'file:' string as a file URL (percent-escapes decoded)", async (t) => {
+    const dir = tempDir(t, 'wasm-sandbox-src-')
+    const path = join(dir, 'my upper.wasm')
+    writeFileSync(path, readExample('upper.wasm'))
+    const href = pathToFileURL(path).href
+    assert.match(href, /my%20upper\.wasm$/)
+    const out = await run(wasmTransform(href, { isolation: 'inline' }), Buffer.from('abc'))
+    assert.equal(out.toString(), 'ABC')
   })
 
   it('any other string is still a file path', async () => {

@@ -4,15 +4,15 @@
  * uncaught exception or unhandled rejection, never leave the stream hanging.
  */
 import assert from 'node:assert/strict'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Writable, type Duplex } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { describe, it, type TestContext } from 'node:test'
+import { describe, it } from 'node:test'
 import { BackpressureGate, MemoryCheckpointStorage, processFile, wasmTransform, type Isolation, type SandboxOptions } from '../lib/index.js'
 import { example, numbererRef } from './helpers/reference.js'
 import { collector, delay, randomLines, sourceOf } from './helpers/streams.js'
+import { tempDir } from './helpers/temp.js'
 
 const TIMEOUT = { timeout: 20_000 }
 
@@ -139,41 +139,30 @@ for (const isolation of ['inline', 'worker'] as Isolation[]) {
       assert.equal(calls, 1, 'no drop is reported after the stream failed')
     })
 
-    it('processFile with a checkpoint.onSave that throws rejects with its error', TIMEOUT, async () => {
-      const dir = mkdtempSync(join(tmpdir(), 'wasm-sandbox-onsave-'))
-      try {
-        const input = join(dir, 'in.txt')
-        writeFileSync(input, randomLines(64 * 1024))
-        const boom = new UserError()
-        let calls = 0
-        await assert.rejects(
-          processFile(input, join(dir, 'out.txt'), example('numberer.wasm'), {
-            isolation,
-            bufferSize: 1024,
-            checkpoint: {
-              dir: join(dir, 'checkpoints'),
-              every: 1024,
-              onSave: () => {
-                calls++
-                throw boom
-              },
+    it('processFile with a checkpoint.onSave that throws rejects with its error', TIMEOUT, async (t) => {
+      const dir = tempDir(t, 'wasm-sandbox-onsave-')
+      const input = join(dir, 'in.txt')
+      writeFileSync(input, randomLines(64 * 1024))
+      const boom = new UserError()
+      let calls = 0
+      await assert.rejects(
+        processFile(input, join(dir, 'out.txt'), example('numberer.wasm'), {
+          isolation,
+          bufferSize: 1024,
+          checkpoint: {
+            dir: join(dir, 'checkpoints'),
+            every: 1024,
+            onSave: () => {
+              calls++
+              throw boom
             },
-          }),
-          (err) => err === boom,
-        )
-        assert.equal(calls, 1)
-      } finally {
-        rmSync(dir, { recursive: true, force: true })
-      }
+          },
+        }),
+        (err) => err === boom,
+      )
+      assert.equal(calls, 1)
     })
   })
-}
-
-/** A fresh directory under the system's temporary one, removed when the test ends, however it ends. */
-function scratchDir(t: TestContext, prefix: string): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix))
-  t.after(() => rmSync(dir, { recursive: true, force: true }))
-  return dir
 }
 
 describe('processFile: checkpoint storage methods that throw', () => {
@@ -189,7 +178,7 @@ describe('processFile: checkpoint storage methods that throw', () => {
 
   for (const how of ['throws', 'rejects'] as const) {
     it(`loadLatest that ${how}: ERR_WASM_CHECKPOINT_FAILED caused by its error, naming it, the output not touched`, TIMEOUT, async (t) => {
-      const dir = scratchDir(t, 'wasm-sandbox-storage-')
+      const dir = tempDir(t, 'wasm-sandbox-storage-')
       const input = join(dir, 'in.txt')
       writeFileSync(input, randomLines(16 * 1024))
       const boom = new UserError()
@@ -209,7 +198,7 @@ describe('processFile: checkpoint storage methods that throw', () => {
     })
 
     it(`prune that ${how} once the run is done: ERR_WASM_CHECKPOINT_FAILED caused by its error, the output complete`, TIMEOUT, async (t) => {
-      const dir = scratchDir(t, 'wasm-sandbox-storage-')
+      const dir = tempDir(t, 'wasm-sandbox-storage-')
       const input = join(dir, 'in.txt')
       const bytes = randomLines(16 * 1024)
       writeFileSync(input, bytes)
@@ -231,7 +220,7 @@ describe('processFile: checkpoint storage methods that throw', () => {
   }
 
   it('a storage without the CheckpointStorage methods is refused as an option before anything is done', TIMEOUT, async (t) => {
-    const dir = scratchDir(t, 'wasm-sandbox-storage-')
+    const dir = tempDir(t, 'wasm-sandbox-storage-')
     const input = join(dir, 'in.txt')
     writeFileSync(input, 'x\n')
     await assert.rejects(
