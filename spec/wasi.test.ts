@@ -6,10 +6,10 @@
  */
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { describe, it } from 'node:test'
+import { after, describe, it } from 'node:test'
 import wabtInit from 'wabt'
 import { PassThrough, Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -26,6 +26,17 @@ const FD_WRITE = '(import "wasi_snapshot_preview1" "fd_write" (func $w (param i3
 const ERRNO_AT = (at: number): string =>
   `(i32.store8 (i32.const ${at}) (i32.add (i32.const 48) (i32.div_u (local.get $e) (i32.const 10))))
    (i32.store8 (i32.const ${at + 1}) (i32.add (i32.const 48) (i32.rem_u (local.get $e) (i32.const 10))))`
+
+/** A temporary directory, removed when this file's tests are done. */
+const tempDirs: string[] = []
+const tempDir = (prefix: string): string => {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  tempDirs.push(dir)
+  return dir
+}
+after(() => {
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true })
+})
 
 /** Random cut points, so reads land anywhere in the input. */
 const SIZES = [1, 7, 4096, 65536, 100_000, 3, 250_000]
@@ -217,7 +228,7 @@ describe('WASI whole-stream mode', () => {
 })
 
 describe('WASI capabilities: nothing unless granted', () => {
-  const grant = mkdtempSync(join(tmpdir(), 'wasi-grant-'))
+  const grant = tempDir('wasi-grant-')
   writeFileSync(join(grant, 'dict.txt'), 'apple\npear\n')
 
   it('every escape attempt fails, and the environment is empty', async () => {
@@ -352,7 +363,7 @@ describe('WASI standard streams', () => {
               ${ERRNO_AT(32)}
               (i32.store (i32.const 16) (i32.const 32)) (i32.store (i32.const 20) (i32.const 2))
               (drop (call $w (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))`)
-    const dir = mkdtempSync(join(tmpdir(), 'wasi-pwrite-'))
+    const dir = tempDir('wasi-pwrite-')
     for (const writable of [true, false]) {
       for (const fd of [1, 2]) {
         const out = await run(wasmTransform(program(fd), { wasi: { preopens: { '/d': { path: dir, writable } } } }), Buffer.from('x'))
@@ -382,7 +393,7 @@ describe('WASI file system budget', () => {
             ${ERRNO_AT(104)}
             (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 6))
             (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))`)
-    const dir = mkdtempSync(join(tmpdir(), 'wasi-budget-'))
+    const dir = tempDir('wasi-budget-')
     const out = await run(wasmTransform(program, { wasi: { preopens: { '/d': { path: dir, writable: true } }, maxFileSystemBytes: 1024 * 1024 } }), Buffer.from('x'))
     // Opened (0), 2 MiB refused with ENOSPC (51), 512 KiB within the budget (0).
     assert.equal(out.toString(), '005100')
@@ -435,7 +446,7 @@ describe('WASI per record: every run starts afresh', () => {
             (drop (call $clock (i32.const 0) (i64.const 1) (i32.const 72)))
             (i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const 16))
             (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))`)
-    const dir = mkdtempSync(join(tmpdir(), 'wasi-replay-'))
+    const dir = tempDir('wasi-replay-')
     const outputs: Buffer[] = []
     for (const preopens of [{}, { '/d': dir }] as Array<Record<string, string>>) {
       const options: SandboxOptions = { delimiter: '\n', wasi: { mode: 'record', clock: 'fixed', random: 'seeded', seed: 42, preopens } }
