@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
@@ -274,6 +274,327 @@ describe('WASI capabilities: nothing unless granted', () => {
     const options: SandboxOptions = { wasi: { clock: 'fixed', random: 'seeded', seed: 7, startTime: 0 } }
     assert.deepEqual(await run(wasmTransform(program('cat.wasm'), options), Buffer.from('x')), Buffer.from('x'))
     assert.throws(() => wasmTransform(program('cat.wasm'), { wasi: { clock: 'sundial' as never } }), { code: 'ERR_WASM_INVALID_OPTION' })
+  })
+})
+
+/** Calls of `wasi_snapshot_preview1` on files, by name: their parameters in the text format. */
+const FS_IMPORTS: Record<string, string> = {
+  path_open: 'i32 i32 i32 i32 i32 i64 i64 i32 i32',
+  fd_pwrite: 'i32 i32 i32 i64 i32',
+  fd_filestat_set_size: 'i32 i64',
+  fd_allocate: 'i32 i64 i64',
+  fd_filestat_set_times: 'i32 i64 i64 i32',
+  path_filestat_set_times: 'i32 i32 i32 i32 i64 i64 i32',
+  path_unlink_file: 'i32 i32 i32',
+  path_create_directory: 'i32 i32 i32',
+  path_remove_directory: 'i32 i32 i32',
+  path_rename: 'i32 i32 i32 i32 i32 i32',
+  path_link: 'i32 i32 i32 i32 i32 i32 i32',
+  path_symlink: 'i32 i32 i32 i32 i32',
+  fd_renumber: 'i32 i32',
+  fd_close: 'i32',
+}
+const E = { OK: 0, BADF: 8, NOENT: 44, PERM: 63, ROFS: 69, XDEV: 75 }
+const O_CREAT = 1
+const O_DIRECTORY = 2
+const O_TRUNC = 8
+const FDFLAGS_APPEND = 1
+/** The descriptor the last `open` returned (-1 if it failed). */
+const LAST = '(i32.load (i32.const 16))'
+type Fd = number | string
+
+/**
+ * A WASI program making file system calls one after the other, each with the errno it should
+ * give; `check` runs it and compares, a line per call.
+ */
+class FsCalls {
+  private readonly strings: string[] = []
+  private at = 1024
+  private readonly calls: Array<{ label: string; expected: number; wat: string }> = []
+
+  private str(text: string): string {
+    const ptr = this.at
+    this.strings.push(`(data (i32.const ${ptr}) "${text}")`)
+    this.at += text.length + 1
+    return `(i32.const ${ptr}) (i32.const ${text.length})`
+  }
+
+  private fd(fd: Fd): string {
+    return typeof fd === 'number' ? `(i32.const ${fd})` : fd
+  }
+
+  call(label: string, expected: number, wat: string): this {
+    this.calls.push({ label, expected, wat })
+    return this
+  }
+
+  open(label: string, expected: number, fd: Fd, path: string, { oflags = 0, fdflags = 0 } = {}): this {
+    // Every right, as libc asks for them.
+    const rights = '(i64.const 0x1fffffff)'
+    return this.call(label, expected, `(i32.store (i32.const 16) (i32.const -1))
+      (call $path_open ${this.fd(fd)} (i32.const 1) ${this.str(path)} (i32.const ${oflags}) ${rights} ${rights} (i32.const ${fdflags}) (i32.const 16))`)
+  }
+  /**
+   * fd_write, fd_pwrite, ftruncate, fd_allocate and futimens on `fd`, each with `expected` (EBADF
+   * for fd_write where the others are EROFS). The times are given: @wasmer/wasi traps on "now".
+   */
+  changeFd(label: string, expected: number, fd: Fd): this {
+    return this.call(`${label}: fd_write`, expected === E.ROFS ? E.BADF : expected, `(call $w ${this.fd(fd)} (i32.const 40) (i32.const 1) (i32.const 48))`)
+      .call(`${label}: fd_pwrite`, expected, `(call $fd_pwrite ${this.fd(fd)} (i32.const 40) (i32.const 1) (i64.const 0) (i32.const 48))`)
+      .call(`${label}: fd_filestat_set_size`, expected, `(call $fd_filestat_set_size ${this.fd(fd)} (i64.const 1))`)
+      .call(`${label}: fd_allocate`, expected, `(call $fd_allocate ${this.fd(fd)} (i64.const 0) (i64.const 4))`)
+      .call(`${label}: fd_filestat_set_times`, expected, `(call $fd_filestat_set_times ${this.fd(fd)} (i64.const 1) (i64.const 1) (i32.const 5))`)
+  }
+  times(label: string, expected: number, fd: Fd, path: string): this {
+    return this.call(label, expected, `(call $path_filestat_set_times ${this.fd(fd)} (i32.const 0) ${this.str(path)} (i64.const 1) (i64.const 1) (i32.const 5))`)
+  }
+  unlink(label: string, expected: number, fd: Fd, path: string): this {
+    return this.call(label, expected, `(call $path_unlink_file ${this.fd(fd)} ${this.str(path)})`)
+  }
+  mkdir(label: string, expected: number, fd: Fd, path: string): this {
+    return this.call(label, expected, `(call $path_create_directory ${this.fd(fd)} ${this.str(path)})`)
+  }
+  rmdir(label: string, expected: number, fd: Fd, path: string): this {
+    return this.call(label, expected, `(call $path_remove_directory ${this.fd(fd)} ${this.str(path)})`)
+  }
+  rename(label: string, expected: number, fd: Fd, from: string, toFd: Fd, to: string): this {
+    return this.call(label, expected, `(call $path_rename ${this.fd(fd)} ${this.str(from)} ${this.fd(toFd)} ${this.str(to)})`)
+  }
+  link(label: string, expected: number, fd: Fd, from: string, toFd: Fd, to: string): this {
+    return this.call(label, expected, `(call $path_link ${this.fd(fd)} (i32.const 0) ${this.str(from)} ${this.fd(toFd)} ${this.str(to)})`)
+  }
+  symlink(label: string, expected: number, target: string, fd: Fd, path: string): this {
+    return this.call(label, expected, `(call $path_symlink ${this.str(target)} ${this.fd(fd)} ${this.str(path)})`)
+  }
+  renumber(label: string, expected: number, from: Fd, to: Fd): this {
+    return this.call(label, expected, `(call $fd_renumber ${this.fd(from)} ${this.fd(to)})`)
+  }
+  close(label: string, expected: number, fd: Fd): this {
+    return this.call(label, expected, `(call $fd_close ${this.fd(fd)})`)
+  }
+
+  /** Runs the calls in one program over `preopens`; each call's errno against the one expected. */
+  async check(preopens: Record<string, string | { path: string; writable: boolean }>): Promise<void> {
+    const out = 8192
+    assert.ok(this.at < out, 'the strings overrun the errnos')
+    const program = fromWat(`(module
+      ${FD_WRITE}
+      ${Object.entries(FS_IMPORTS).map(([name, params]) => `(import "wasi_snapshot_preview1" "${name}" (func $${name} (param ${params}) (result i32)))`).join('\n')}
+      (memory (export "memory") 1)
+      (data (i32.const 32) "x")
+      ${this.strings.join('\n')}
+      (func (export "_start") (local $e i32)
+        ;; the iovec of the byte fd_write and fd_pwrite write
+        (i32.store (i32.const 40) (i32.const 32)) (i32.store (i32.const 44) (i32.const 1))
+        ${this.calls.map((c, i) => `(local.set $e ${c.wat})\n${ERRNO_AT(out + 2 * i)}`).join('\n')}
+        (i32.store (i32.const 0) (i32.const ${out})) (i32.store (i32.const 4) (i32.const ${2 * this.calls.length}))
+        (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))`)
+    const errnos = (await run(wasmTransform(program, { wasi: { preopens } }), Buffer.alloc(0))).toString()
+    const name = (errno: number): string => Object.entries(E).find(([, n]) => n === errno)?.[0] ?? String(errno)
+    assert.deepEqual(
+      this.calls.map((c, i) => `${c.label} -> ${name(Number(errnos.slice(2 * i, 2 * i + 2)))}`),
+      this.calls.map((c) => `${c.label} -> ${name(c.expected)}`),
+    )
+  }
+}
+
+/** Every file under `dir` with its bytes, and every directory: to see that a run left the host alone. */
+function snapshot(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .map((e) => {
+      const path = join(e.parentPath ?? e.path, e.name)
+      return e.isDirectory() ? `${path}/` : `${path}: ${readFileSync(path, 'hex')}`
+    })
+    .sort()
+}
+
+describe('WASI grants: a read-only grant beside a writable one', () => {
+  // Granted in this order: fd 3 is @wasmer/wasi's "/", fd 4 is /ro, fd 5 is /rw (the first test checks).
+  const ro = tempDir('wasi-ro-')
+  const rw = tempDir('wasi-rw-')
+  for (const dir of [ro, join(ro, 'sub')]) {
+    mkdirSync(join(dir, 'empty'), { recursive: true })
+    writeFileSync(join(dir, 'f'), 'read-only\n')
+  }
+  // A directory of the read-only grant named as the writable grant is: see the absolute path below.
+  mkdirSync(join(ro, 'rw'))
+  writeFileSync(join(ro, 'rw', 'g'), 'read-only too\n')
+  writeFileSync(join(rw, 'g'), 'writable\n')
+  for (const dir of ['sub', 'dir', 'a/b']) mkdirSync(join(rw, dir), { recursive: true })
+  const both = { '/ro': ro, '/rw': { path: rw, writable: true } }
+  const before = [snapshot(ro), snapshot(rw)]
+
+  it('the preopened descriptors: @wasmer/wasi\'s "/" at fd 3, then the grants in order', async () => {
+    // lib/wasi/grants.ts maps descriptors to grants by this layout.
+    const program = fromWat(`(module
+      ${FD_WRITE}
+      (import "wasi_snapshot_preview1" "fd_prestat_get" (func $get (param i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_prestat_dir_name" (func $name (param i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 200) "-\\n")
+      (func (export "_start") (local $fd i32)
+        (local.set $fd (i32.const 3))
+        (loop $l
+          (i32.store (i32.const 0) (i32.const 200)) (i32.store (i32.const 4) (i32.const 1))
+          (if (i32.eqz (call $get (local.get $fd) (i32.const 64)))
+            (then
+              (drop (call $name (local.get $fd) (i32.const 100) (i32.load (i32.const 68))))
+              (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.load (i32.const 68)))))
+          (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+          (i32.store (i32.const 0) (i32.const 201)) (i32.store (i32.const 4) (i32.const 1))
+          (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+          (local.set $fd (i32.add (local.get $fd) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $fd) (i32.const 7))))))`)
+    const out = (await run(wasmTransform(program, { wasi: { preopens: both } }), Buffer.alloc(0))).toString()
+    assert.equal(out, '/\nro\nrw\n-\n')
+  })
+
+  // Where the read-only grant's `f` and `empty` are reached from, each way a path can lead there.
+  const readOnlyRoutes = (calls: FsCalls, withWritable: boolean): Array<[string, Fd, string]> => {
+    calls.open('open ro/sub as a directory', E.OK, 4, 'sub', { oflags: O_DIRECTORY }).renumber('... and move it to fd 20', E.OK, LAST, 20)
+    return [
+      ['its own descriptor', 4, ''],
+      ['/ (fd 3)', 3, 'ro/'],
+      ['/ (fd 3), ./ and // and .. above /', 3, './/../ro/./'],
+      ['a subdirectory descriptor', 20, ''],
+      ...(withWritable
+        ? ([
+            ['.. from the writable grant', 5, '../ro/'],
+            ['an absolute path from the writable grant', 5, '/ro/'],
+            ['.. from a writable subdirectory', 5, 'sub/../../ro/'],
+          ] as Array<[string, Fd, string]>)
+        : []),
+    ]
+  }
+  const refused = (calls: FsCalls, routes: Array<[string, Fd, string]>): FsCalls => {
+    for (const [route, fd, p] of routes) {
+      calls
+        .open(`${route}: O_TRUNC`, E.ROFS, fd, `${p}f`, { oflags: O_TRUNC })
+        .open(`${route}: O_CREAT`, E.ROFS, fd, `${p}new`, { oflags: O_CREAT })
+        .open(`${route}: O_APPEND`, E.ROFS, fd, `${p}f`, { fdflags: FDFLAGS_APPEND })
+        .open(`${route}: open asking for every right`, E.OK, fd, `${p}f`)
+        .changeFd(route, E.ROFS, LAST)
+        .times(`${route}: utimensat`, E.ROFS, fd, `${p}f`)
+        .unlink(`${route}: unlink`, E.ROFS, fd, `${p}f`)
+        .rename(`${route}: rename`, E.ROFS, fd, `${p}f`, fd, `${p}moved`)
+        .link(`${route}: link`, E.ROFS, fd, `${p}f`, fd, `${p}linked`)
+        .mkdir(`${route}: mkdir`, E.ROFS, fd, `${p}newdir`)
+        .rmdir(`${route}: rmdir`, E.ROFS, fd, `${p}empty`)
+        .symlink(`${route}: symlink`, E.ROFS, 'f', fd, `${p}sym`)
+    }
+    return calls
+  }
+
+  it('nothing in the read-only grant changes, whichever way the program gets there', async () => {
+    const calls = new FsCalls()
+    await refused(calls, readOnlyRoutes(calls, true)).check(both)
+  })
+
+  it('alone, the read-only grant refuses the same calls with the same errors', async () => {
+    const calls = new FsCalls()
+    await refused(calls, readOnlyRoutes(calls, false)).check({ '/ro': ro })
+  })
+
+  it('inside the writable grant the same calls succeed, whichever way the program gets there', async () => {
+    const calls = new FsCalls()
+    calls.open('open rw/sub as a directory', E.OK, 5, 'sub', { oflags: O_DIRECTORY }).renumber('... and move it to fd 21', E.OK, LAST, 21)
+    // @wasmer/wasi's path_create_directory stops at its "/" (EACCES): no mkdir through it.
+    const routes: Array<[string, Fd, string, boolean]> = [
+      ['its own descriptor', 5, '', true],
+      ['/ (fd 3)', 3, 'rw/', false],
+      ['a subdirectory descriptor', 21, '', true],
+      ['.. from the read-only grant', 4, '../rw/', false],
+      ['.. from a subdirectory of the read-only grant', 4, 'sub/../../rw/', false],
+      ['an absolute path from the read-only grant', 4, '/rw/', true],
+    ]
+    for (const [route, fd, p, mkdir] of routes) {
+      // @wasmer/wasi will not rename a file that is open (EINVAL): each is closed.
+      calls
+        .open(`${route}: O_CREAT`, E.OK, fd, `${p}n`, { oflags: O_CREAT })
+        .changeFd(route, E.OK, LAST)
+        .close(`${route}: close`, E.OK, LAST)
+        .open(`${route}: O_TRUNC`, E.OK, fd, `${p}n`, { oflags: O_TRUNC })
+        .close(`${route}: close`, E.OK, LAST)
+        .open(`${route}: O_APPEND`, E.OK, fd, `${p}n`, { fdflags: FDFLAGS_APPEND })
+        .close(`${route}: close`, E.OK, LAST)
+        .times(`${route}: utimensat`, E.OK, fd, `${p}n`)
+        .rename(`${route}: rename`, E.OK, fd, `${p}n`, fd, `${p}m`)
+        .link(`${route}: link`, E.OK, fd, `${p}m`, fd, `${p}l`)
+        .unlink(`${route}: unlink the link`, E.OK, fd, `${p}l`)
+        .unlink(`${route}: unlink`, E.OK, fd, `${p}m`)
+      if (mkdir) calls.mkdir(`${route}: mkdir`, E.OK, fd, `${p}d`).rmdir(`${route}: rmdir`, E.OK, fd, `${p}d`)
+    }
+    await calls.check(both)
+  })
+
+  it('a read-only file does not become writable by moving or linking it into the writable grant, nor the other way', async () => {
+    await new FsCalls()
+      .rename('rename ro/f to rw/', E.ROFS, 4, 'f', 5, 'f')
+      .link('link ro/f into rw/', E.ROFS, 4, 'f', 5, 'f')
+      .rename('rename ro/sub to rw/ through /', E.ROFS, 3, 'ro/sub', 3, 'rw/sub2')
+      .link('link ro/f into rw/ with an absolute path', E.ROFS, 5, '/ro/f', 5, 'f')
+      .rename('rename rw/g to ro/', E.ROFS, 5, 'g', 4, 'g')
+      .link('link rw/g into ro/', E.ROFS, 5, 'g', 4, 'g')
+      .open('rw/f is not there', E.NOENT, 5, 'f')
+      .rename('rename the writable grant itself', E.ROFS, 3, 'rw', 3, 'elsewhere')
+      .rmdir('remove the writable grant itself', E.ROFS, 3, 'rw')
+      .check(both)
+  })
+
+  it('a path is judged where @wasmer/wasi resolves it, not where it reads', async () => {
+    await new FsCalls()
+      // An absolute path from a directory goes back to that directory at `..` above "/": this is
+      // ro/rw/g, not rw/g.
+      .open('O_TRUNC /../rw/g from the read-only grant', E.ROFS, 4, '/../rw/g', { oflags: O_TRUNC })
+      .open('O_TRUNC rw/g, the one in the writable grant', E.OK, 5, 'g', { oflags: O_TRUNC })
+      .check(both)
+    // `..` from a grant's own descriptor is "/" (fd 3), not the directory above it.
+    const inner = tempDir('wasi-inner-')
+    writeFileSync(join(inner, 'f'), 'read-only\n')
+    await new FsCalls()
+      .open('O_TRUNC ../ro/f from /rw/in, a read-only grant inside the writable one', E.ROFS, 5, '../ro/f', { oflags: O_TRUNC })
+      .open('O_TRUNC in/f from /rw', E.ROFS, 4, 'in/f', { oflags: O_TRUNC })
+      .rename('rename /rw/in', E.ROFS, 4, 'in', 4, 'out')
+      // path_create_directory makes every missing directory on the way, as mkdir -p does.
+      .mkdir('mkdir -p inside the writable grant', E.OK, 4, 'p/q/r')
+      .mkdir('mkdir -p by way of the read-only grant', E.ROFS, 4, '/ro/made/../../rw/d')
+      .open('... which made nothing there', E.NOENT, 6, 'made')
+      .open('O_CREAT rw/x', E.OK, 4, 'x', { oflags: O_CREAT })
+      .check({ '/rw': { path: rw, writable: true }, '/rw/in': inner, '/ro': ro })
+  })
+
+  it('no symbolic links, no hard links to directories, and directories move only within their directory', async () => {
+    // @wasmer/wasi follows a link to a directory (a path inside a writable grant could lead
+    // anywhere) and traps on one to a file; a directory moved or linked elsewhere keeps its old
+    // parent for `..`.
+    await new FsCalls()
+      .symlink('symlink in rw', E.PERM, 'g', 5, 'sym')
+      .symlink('symlink in rw to ..', E.PERM, '..', 5, 'up')
+      .link('link a directory in rw', E.PERM, 5, 'dir', 5, 'dir2')
+      .rename('move a directory to another directory', E.XDEV, 5, 'a/b', 5, 'b')
+      .rename('rename a directory in its directory', E.OK, 5, 'a/b', 5, 'a/c')
+      .rename('move a file to another directory', E.OK, 5, 'g', 5, 'a/g')
+      .link('link a file into another directory', E.OK, 5, 'a/g', 5, 'dir/g')
+      .check(both)
+  })
+
+  it('descriptors keep their grant through fd_renumber and lose it at fd_close', async () => {
+    await new FsCalls()
+      .open('open ro/f', E.OK, 4, 'f')
+      .renumber('renumber it to 30', E.OK, LAST, 30)
+      .changeFd('fd 30', E.ROFS, 30)
+      .open('open rw/g', E.OK, 5, 'g')
+      .renumber('renumber it to 31', E.OK, LAST, 31)
+      .changeFd('fd 31', E.OK, 31)
+      .renumber('renumber ro/f (fd 30) onto it', E.OK, 30, 31)
+      .changeFd('fd 31, now ro/f', E.ROFS, 31)
+      .close('close fd 31', E.OK, 31)
+      .call('fd_write to the closed fd 31', E.BADF, '(call $w (i32.const 31) (i32.const 40) (i32.const 1) (i32.const 48))')
+      .check(both)
+  })
+
+  it('the host directories are unchanged', () => {
+    assert.deepEqual([snapshot(ro), snapshot(rw)], before)
   })
 })
 

@@ -1,24 +1,27 @@
 import type { WASI } from '@wasmer/wasi'
 import type { WasiConfig } from './options.js'
 import type { MemoryViews } from './own-preview1.js'
+import { Grants, siblings, type Place } from './grants.js'
 import {
   CLOCK_REALTIME,
   ERRNO_BADF,
   ERRNO_INVAL,
   ERRNO_NOSPC,
   ERRNO_NOSYS,
+  ERRNO_PERM,
   ERRNO_ROFS,
   ERRNO_SPIPE,
   ERRNO_SUCCESS,
+  ERRNO_XDEV,
   FDFLAGS_APPEND,
-  MUTATING_PATH_FUNCTIONS,
+  FILESTAT_FILETYPE,
+  FILESTAT_SIZE,
+  FILETYPE_DIRECTORY,
   OFLAGS_CREAT,
   OFLAGS_TRUNC,
-  RIGHTS_FD_ALLOCATE,
-  RIGHTS_FD_FILESTAT_SET_SIZE,
-  RIGHTS_FD_WRITE,
   SOCKET_FUNCTIONS,
   WASI_MODULE,
+  WRITE_RIGHTS,
 } from './preview1.js'
 
 /** The program's standard streams, as the runner provides them. */
@@ -86,8 +89,8 @@ export class Replay {
  * The program's `wasi_snapshot_preview1` imports over `base` (@wasmer/wasi's when directories are
  * granted, for the in-memory file system; the host's own otherwise); the host takes over what must stream or be bounded: fds 0-2
  * (standard streams through the runner, never buffered whole), `proc_exit`, a fixed clock and a
- * seeded random for deterministic runs, and refusals (sockets; writes where no grant is
- * writable).
+ * seeded random for deterministic runs, and refusals (sockets; writes outside writable
+ * grants).
  */
 export function wasiImports(
   base: Record<string, Fn>,
@@ -180,12 +183,7 @@ export function wasiImports(
       return ERRNO_SUCCESS
     }) as Fn
   }
-  if (!config.preopens.some((p) => p.writable)) refuseWrites(own, base)
-  else
-    boundWrites(own, budget, () => {
-      mem()
-      return view
-    })
+  grantWrites(own, new Grants(config.preopens), budget, views)
   // The standard streams are pipes: a positioned write to one went into @wasmer/wasi's own
   // stdout buffer, which nothing reads, past every output and memory bound (2 GB in a test).
   const pwrite = own.fd_pwrite as (...a: Array<number | bigint>) => number
@@ -193,38 +191,121 @@ export function wasiImports(
   return { [WASI_MODULE]: own as WebAssembly.ModuleImports }
 }
 
-/** No writable grant: nothing may create, change or delete a file. */
-function refuseWrites(own: Record<string, Fn>, base: Record<string, Fn>): void {
-  for (const name of MUTATING_PATH_FUNCTIONS) own[name] = ((): number => ERRNO_ROFS) as Fn
-  const open = base.path_open as (...a: Array<number | bigint>) => number
-  own.path_open = ((dirfd: number, dirflags: number, path: number, pathLen: number, oflags: number, rightsBase: bigint, rightsInheriting: bigint, fdflags: number, fd: number): number => {
-    const writes = RIGHTS_FD_WRITE | RIGHTS_FD_ALLOCATE | RIGHTS_FD_FILESTAT_SET_SIZE
-    if (oflags & (OFLAGS_CREAT | OFLAGS_TRUNC) || fdflags & FDFLAGS_APPEND) return ERRNO_ROFS
-    // libc asks for every right it might use; take away the writing ones instead of refusing.
-    return open(dirfd, dirflags, path, pathLen, oflags, rightsBase & ~writes, rightsInheriting & ~writes, fdflags, fd)
-  }) as Fn
-  const writeOwn = own.fd_write as (...a: number[]) => number
-  own.fd_write = ((fd: number, iovs: number, count: number, nwritten: number): number => {
-    if (fd > 2) return ERRNO_BADF
-    return writeOwn(fd, iovs, count, nwritten)
-  }) as Fn
-}
-
 /**
- * A writable grant: what the program writes to files counts against the file system's budget
- * (it lives in this process's memory), and past it a write fails with ENOSPC.
+ * Changes to the file system only inside writable grants (lib/wasi/grants.ts judges each path and
+ * descriptor): elsewhere, what creates, changes or deletes a file fails with EROFS, a write to a
+ * descriptor with EBADF, and `path_open` drops the write rights libc asks for. What is written
+ * inside counts against the file system's budget (it lives in this process's memory): past it a
+ * write fails with ENOSPC.
  */
-function boundWrites(own: Record<string, Fn>, budget: { free: number }, view: () => DataView): void {
+function grantWrites(own: Record<string, Fn>, grants: Grants, budget: { free: number }, views: MemoryViews): void {
+  type Call = (...a: Array<number | bigint>) => number
+  const inner = (name: string): Call => own[name] as Call
+  const decoder = new TextDecoder('utf-8', { fatal: true })
+  // Not in memory, or not UTF-8: @wasmer/wasi refuses it too.
+  const text = (ptr: number, len: number): string | undefined => {
+    const bytes = views.bytes()
+    const start = ptr >>> 0
+    const end = start + (len >>> 0)
+    if (end > bytes.length) return undefined
+    try {
+      return decoder.decode(bytes.subarray(start, end))
+    } catch {
+      return undefined
+    }
+  }
+  /** Where a path argument leads (an entry's place for a call that adds, removes or renames one). */
+  const at = (fd: number, ptr: number, len: number, entry = false): Place | undefined => {
+    const path = text(ptr, len)
+    if (path === undefined) return undefined
+    return entry ? grants.entry(fd, path) : grants.resolve(fd, path)
+  }
+  // wasmer writes the answer (a filestat) into the program's memory: its first 64 bytes are lent
+  // for the call and put back.
+  const stat = inner('path_filestat_get')
+  const isDirectory = (fd: number, path: number, len: number): boolean => {
+    const saved = views.bytes().slice(0, FILESTAT_SIZE)
+    const errno = stat(fd, 0, path, len, 0)
+    const type = views.bytes()[FILESTAT_FILETYPE]
+    views.bytes().set(saved, 0)
+    return errno === ERRNO_SUCCESS && type === FILETYPE_DIRECTORY
+  }
+
+  const open = inner('path_open')
+  own.path_open = ((fd: number, dirflags: number, path: number, len: number, oflags: number, rightsBase: bigint, rightsInheriting: bigint, fdflags: number, out: number): number => {
+    const place = at(fd, path, len)
+    if (!grants.writable(place)) {
+      if (oflags & (OFLAGS_CREAT | OFLAGS_TRUNC) || fdflags & FDFLAGS_APPEND) return ERRNO_ROFS
+      // libc asks for every right it might use; take away the writing ones instead of refusing.
+      rightsBase &= ~WRITE_RIGHTS
+      // What is opened through this descriptor is judged at its own path_open.
+      if (!grants.anyWritable) rightsInheriting &= ~WRITE_RIGHTS
+    }
+    const errno = open(fd, dirflags, path, len, oflags, rightsBase, rightsInheriting, fdflags, out)
+    if (errno === ERRNO_SUCCESS) grants.opened(views.view().getUint32(out >>> 0, true), place)
+    return errno
+  }) as Fn
+  const close = inner('fd_close')
+  own.fd_close = ((fd: number): number => {
+    const errno = close(fd)
+    if (errno === ERRNO_SUCCESS) grants.closed(fd)
+    return errno
+  }) as Fn
+  const renumber = inner('fd_renumber')
+  own.fd_renumber = ((from: number, to: number): number => {
+    const errno = renumber(from, to)
+    if (errno === ERRNO_SUCCESS) grants.renumbered(from, to)
+    return errno
+  }) as Fn
+
+  for (const name of ['path_remove_directory', 'path_unlink_file'] as const) {
+    const call = inner(name)
+    own[name] = ((fd: number, path: number, len: number): number => (grants.writable(at(fd, path, len, true)) ? call(fd, path, len) : ERRNO_ROFS)) as Fn
+  }
+  const mkdir = inner('path_create_directory')
+  own.path_create_directory = ((fd: number, path: number, len: number): number => {
+    const p = text(path, len)
+    return p !== undefined && grants.mayCreateDirectory(fd, p) ? mkdir(fd, path, len) : ERRNO_ROFS
+  }) as Fn
+  const times = inner('path_filestat_set_times')
+  own.path_filestat_set_times = ((fd: number, flags: number, path: number, len: number, ...rest: Array<number | bigint>): number =>
+    grants.writable(at(fd, path, len)) ? times(fd, flags, path, len, ...rest) : ERRNO_ROFS) as Fn
+  // wasmer follows a link to a directory, so a path that reads as inside a writable grant could
+  // lead anywhere (and it traps on a link to a file): none are made.
+  own.path_symlink = ((_target: number, _targetLen: number, fd: number, path: number, len: number): number =>
+    grants.writable(at(fd, path, len, true)) ? ERRNO_PERM : ERRNO_ROFS) as Fn
+  // Both ends inside writable grants: a read-only file moved or linked into a writable directory
+  // would be writable there. A directory moved to another one, or linked, keeps its old parent
+  // for `..` in wasmer, and a path through it would then lie about where it leads: a link is
+  // EPERM (POSIX has none either), a move EXDEV, as across file systems (`mv` copies instead).
+  const link = inner('path_link')
+  own.path_link = ((fd: number, flags: number, path: number, len: number, toFd: number, toPath: number, toLen: number): number => {
+    if (!grants.writable(at(fd, path, len, true)) || !grants.writable(at(toFd, toPath, toLen, true))) return ERRNO_ROFS
+    return isDirectory(fd, path, len) ? ERRNO_PERM : link(fd, flags, path, len, toFd, toPath, toLen)
+  }) as Fn
+  const rename = inner('path_rename')
+  own.path_rename = ((fd: number, path: number, len: number, toFd: number, toPath: number, toLen: number): number => {
+    const from = at(fd, path, len, true)
+    const to = at(toFd, toPath, toLen, true)
+    if (!grants.writable(from) || !grants.writable(to)) return ERRNO_ROFS
+    return !siblings(from, to) && isDirectory(fd, path, len) ? ERRNO_XDEV : rename(fd, path, len, toFd, toPath, toLen)
+  }) as Fn
+
+  const charge = (bytes: number): boolean => {
+    if (bytes > budget.free) return false
+    budget.free -= bytes
+    return true
+  }
   for (const name of ['fd_write', 'fd_pwrite'] as const) {
-    const inner = own[name] as (...a: Array<number | bigint>) => number
+    const call = inner(name)
     own[name] = ((fd: number, iovs: number, count: number, ...rest: Array<number | bigint>): number => {
-      if (fd <= 2) return inner(fd, iovs, count, ...rest)
-      const v = view()
+      // The standard streams are the runner's; a file renumbered onto one is judged as any other.
+      if (fd <= 2 && !grants.has(fd)) return call(fd, iovs, count, ...rest)
+      if (!grants.writableFd(fd)) return name === 'fd_write' ? ERRNO_BADF : ERRNO_ROFS
+      const v = views.view()
       let total = 0
       for (let i = 0; i < count; i++) total += v.getUint32(iovs + 8 * i + 4, true)
-      if (total > budget.free) return ERRNO_NOSPC
-      budget.free -= total
-      return inner(fd, iovs, count, ...rest)
+      return charge(total) ? call(fd, iovs, count, ...rest) : ERRNO_NOSPC
     }) as Fn
   }
   // A file grown without a write (ftruncate, posix_fallocate) is memory too: 1.5 GiB through
@@ -235,12 +316,12 @@ function boundWrites(own: Record<string, Fn>, budget: { free: number }, view: ()
     ['fd_allocate', (_fd, offset, len) => Number(offset) + Number(len)],
   ]
   for (const [name, size] of grows) {
-    const inner = own[name] as (...a: Array<number | bigint>) => number
-    own[name] = ((...args: Array<number | bigint>): number => {
-      const bytes = size(...args)
-      if (bytes > budget.free) return ERRNO_NOSPC
-      budget.free -= bytes
-      return inner(...args)
+    const call = inner(name)
+    own[name] = ((fd: number, ...rest: Array<number | bigint>): number => {
+      if (!grants.writableFd(fd)) return ERRNO_ROFS
+      return charge(size(fd, ...rest)) ? call(fd, ...rest) : ERRNO_NOSPC
     }) as Fn
   }
+  const fdTimes = inner('fd_filestat_set_times')
+  own.fd_filestat_set_times = ((fd: number, ...rest: Array<number | bigint>): number => (grants.writableFd(fd) ? fdTimes(fd, ...rest) : ERRNO_ROFS)) as Fn
 }

@@ -25,8 +25,10 @@ export const ERRNO_FAULT = 21
 export const ERRNO_INVAL = 28
 export const ERRNO_NOSPC = 51
 export const ERRNO_NOSYS = 52
+export const ERRNO_PERM = 63
 export const ERRNO_ROFS = 69
 export const ERRNO_SPIPE = 70
+export const ERRNO_XDEV = 75
 export const ERRNO_NOTCAPABLE = 76
 
 /** `path_open` open flags that create or change a file. */
@@ -34,27 +36,14 @@ export const OFLAGS_CREAT = 1
 export const OFLAGS_TRUNC = 8
 /** `fdflags` that imply writing. */
 export const FDFLAGS_APPEND = 1
-/** Rights bits that allow changing a file. */
-export const RIGHTS_FD_WRITE = 1n << 6n
-export const RIGHTS_FD_ALLOCATE = 1n << 8n
-export const RIGHTS_FD_FILESTAT_SET_SIZE = 1n << 22n
+/** Rights bits that allow changing a file: fd_write, fd_allocate, fd_filestat_set_size. */
+export const WRITE_RIGHTS = (1n << 6n) | (1n << 8n) | (1n << 22n)
+/** A `filestat`: its size, and where its file type is. */
+export const FILESTAT_SIZE = 64
+export const FILESTAT_FILETYPE = 16
+export const FILETYPE_DIRECTORY = 3
 
 export const CLOCK_REALTIME = 0
-
-/** Functions that change the file system: refused outright when no grant is writable. */
-export const MUTATING_PATH_FUNCTIONS = [
-  'path_create_directory',
-  'path_filestat_set_times',
-  'path_link',
-  'path_remove_directory',
-  'path_rename',
-  'path_symlink',
-  'path_unlink_file',
-  'fd_filestat_set_size',
-  'fd_filestat_set_times',
-  'fd_allocate',
-  'fd_pwrite',
-] as const
 
 /** Functions the host implements itself: standard streams, exit, time, randomness, sockets. */
 export const SOCKET_FUNCTIONS = ['sock_accept', 'sock_recv', 'sock_send', 'sock_shutdown'] as const
