@@ -55,7 +55,9 @@ async function throughputsOf(module: Buffer | string, settings: readonly Sandbox
 
 export async function autoVersusFixed(root: string, quick: boolean): Promise<AutoRow[]> {
   const scale = quick ? 1 / 4 : 1
-  const text = Buffer.alloc(Math.round(256 * MiB * scale), 'abcdefgh ERROR line\n')
+  // 1 GiB, under a second at this guest's speed: the tuner measures a window at each size
+  // after one for the start (50 ms each), which on 256 MiB (0.2 s) was nearly the whole stream.
+  const text = Buffer.alloc(Math.round(1024 * MiB * scale), 'abcdefgh ERROR line\n')
   const workloads: Array<{ workload: string; module: Buffer | string; input: Buffer; base: SandboxOptions; fixed: Array<[string, SandboxOptions]>; auto: SandboxOptions }> = [
     {
       workload: 'fast guest (upper), chunk size',
