@@ -146,6 +146,7 @@ function tuneChunkSize(chunker: Chunker, executor: WasmExecutor, options: Resolv
   }
   const tuner = new ChunkSizeTuner(chunker, () => executor.bytesIn)
   tuners.set(chunker, tuner)
+  chunker.afterWrite = () => tuner.poll()
   executor.once('close', () => tuner.stop())
 }
 

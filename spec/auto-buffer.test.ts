@@ -3,7 +3,7 @@
  * depends on the choice (a record is never cut, a stateful guest sees the same bytes).
  */
 import assert from 'node:assert/strict'
-import { Readable } from 'node:stream'
+import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { describe, it } from 'node:test'
 import { MemoryCheckpointStorage, wasmTransform, type SandboxOptions } from '../lib/index.js'
@@ -75,6 +75,21 @@ describe("bufferSize: 'auto'", () => {
   it('queues to a worker what its first size gets, not what its largest does', () => {
     assert.equal(resolveOptions({ bufferSize: 'auto' }).flowControl.maxInFlight, defaultMaxInFlight(AUTO_BUFFER_SIZES[0]))
     assert.equal(resolveOptions({ bufferSize: 'auto', maxConcurrency: 2, stateless: true }).flowControl.maxInFlight, defaultMaxInFlight(AUTO_BUFFER_SIZES[0], 2))
+  })
+
+  it('measures inline while a source that needs no I/O leaves the timers no turn', async () => {
+    const piece = Buffer.alloc(1024 * KiB, 'abcdefgh\n')
+    // 256 MiB from memory: the stream runs in microtasks from start to end.
+    const source = Readable.from((function* () {
+      for (let i = 0; i < 256; i++) yield piece
+    })())
+    let timersRan = 0
+    const timer = setInterval(() => timersRan++, 10)
+    const stream = wasmTransform(example('upper.wasm'), { bufferSize: 'auto', isolation: 'inline' })
+    await pipeline(source, stream, new Writable({ write: (_chunk, _encoding, callback) => callback() }))
+    clearInterval(timer)
+    const report = stream.metrics().chunking!
+    assert.ok(report.samples.length >= 1, `nothing was measured (timers ran ${timersRan} times): ${JSON.stringify(report)}`)
   })
 
   it("only the string 'auto' is accepted", () => {

@@ -32,6 +32,7 @@ export class ChunkSizeTuner {
   private last: { at: number; bytes: number }
   private step = 0
   private warm = false
+  private stopped = false
   private reason = 'measuring'
   readonly samples: ChunkingReport['samples'] = []
 
@@ -44,16 +45,23 @@ export class ChunkSizeTuner {
     this.timer.unref()
   }
 
+  /** Measures now if a window has passed: for streams that leave the timer no turn to fire. */
+  poll(): void {
+    if (this.now() - this.last.at >= WINDOW_MS) this.measure()
+  }
+
   report(): ChunkingReport {
     return { bufferSize: this.chunker.bufferSize, auto: true, reason: this.reason, samples: this.samples }
   }
 
   stop(): void {
     clearInterval(this.timer)
+    this.stopped = true
     if (this.reason === 'measuring') this.reason = `the stream ended while measuring, at ${this.chunker.bufferSize / 1024} KiB`
   }
 
   private measure(): void {
+    if (this.stopped) return
     const now = { at: this.now(), bytes: this.progress() }
     const moved = now.bytes - this.last.bytes
     const mbps = moved / 1048.576 / (now.at - this.last.at)

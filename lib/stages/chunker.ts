@@ -46,6 +46,11 @@ export interface ChunkerOptions {
 export class Chunker extends Transform {
   /** Changed only between cuts (`resize`), by a tuner: records are never cut either way. */
   bufferSize: number
+  /**
+   * Called once each write is cut, for a tuner: its timer alone never fires while a source that
+   * needs no I/O (an in-memory iterable) feeds an inline guest, all of it in microtasks.
+   */
+  afterWrite: (() => void) | undefined
   readonly delimiter: Buffer | undefined
   readonly maxRecordSize: number
   /** Input offset of the next byte to be pushed. */
@@ -111,6 +116,7 @@ export class Chunker extends Transform {
       // deadline, unless the timer already fired on an unfinished record: new bytes may end it.
       if (!heldBefore || this.offset !== offsetBefore || (!this.timerArmed && !this.flushDue)) this.armTimer()
     }
+    this.afterWrite?.()
     callback()
   }
 
