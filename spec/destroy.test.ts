@@ -46,6 +46,13 @@ describe('no handle outlives its stream: the process exits by itself', () => {
     })
   }
 
+  it('a stream paused for its consumer whose guest still runs reports that guest timing out before the process exits', async () => {
+    const { code, stdout, timedOut } = await runChild('paused-timeout', [], 20_000)
+    assert.equal(timedOut, false)
+    assert.equal(code, 0)
+    assert.deepEqual(JSON.parse(stdout || '{}'), { error: 'ERR_WASM_TIMEOUT' }, 'the process exited before the timeout was reported')
+  })
+
   it('after a worker stream is abandoned without end or destroy', async () => {
     const { code, stdout, timedOut } = await runChild('abandoned', [], 20_000)
     assert.equal(timedOut, false, 'an idle worker kept the process alive')

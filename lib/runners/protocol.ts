@@ -45,6 +45,8 @@ export const CTL_GUEST_MS_F64 = 3
 
 export const STATE_IDLE = 0
 export const STATE_RUNNING = 1
+/** Blocked until the output ring has room: only the main thread, draining it, moves it on. */
+export const STATE_BLOCKED = 2
 
 export const EXPORT_NAMES = ['start', 'init', 'process_chunk', 'flush', '_start', 'alloc', '_initialize'] as const
 export const EXPORT_START = 0

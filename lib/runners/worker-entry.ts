@@ -39,6 +39,7 @@ import {
   OUT_LOG,
   OUT_PART,
   OUT_STDERR,
+  STATE_BLOCKED,
   STATE_IDLE,
   STATE_RUNNING,
   errorRecord,
@@ -199,15 +200,13 @@ class Session implements DriverHost {
     if (output.wantWake() || mainWaits) port.postMessage(MSG_WAKE)
     const running = Atomics.load(ctl, CTL_STATE) === STATE_RUNNING
     const elapsed = now() - clock[CTL_STARTED_F64]!
-    if (running) Atomics.store(ctl, CTL_STATE, STATE_IDLE)
+    Atomics.store(ctl, CTL_STATE, STATE_BLOCKED)
     while (!output.fits(payload)) {
       const used = output.used()
       if (!output.fits(payload)) output.waitWhileUsed(used, IDLE_WAIT_MS)
     }
-    if (running) {
-      clock[CTL_STARTED_F64] = now() - elapsed
-      Atomics.store(ctl, CTL_STATE, STATE_RUNNING)
-    }
+    if (running) clock[CTL_STARTED_F64] = now() - elapsed
+    Atomics.store(ctl, CTL_STATE, running ? STATE_RUNNING : STATE_IDLE)
   }
 
   /**

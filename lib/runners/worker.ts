@@ -30,6 +30,7 @@ import {
   OUT_LOG,
   OUT_PART,
   OUT_STDERR,
+  STATE_IDLE,
   STATE_RUNNING,
   revive,
   type ErrorRecord,
@@ -351,16 +352,28 @@ export class WorkerRunner implements GuestRunner {
   }
 
   /**
-   * Nor does one whose output waits for a consumer that has stopped reading: only the consumer
-   * can move the stream on, and it is kept alive by something else or never reads again (a
-   * native Transform with a full buffer lets the process exit just the same).
+   * Nor does one whose output waits for a consumer that has stopped reading, once its worker can
+   * do nothing more without it: only the consumer can move the stream on then, and it is kept
+   * alive by something else or never reads again (a native Transform with a full buffer lets the
+   * process exit just the same). Until then it holds on: a guest still running, or with input
+   * left to take, may yet fail, and that error (a timeout) is the stream's to report. The
+   * watchdog looks again at each tick, since the worker gets there without a word to this thread.
    */
   private holdProcess(): void {
-    const hold = this.outstanding > 0 && !this.paused
+    const hold = this.mayMoveOn()
     if (hold === this.holding) return
     this.holding = hold
     if (hold) this.worker?.ref()
     else this.worker?.unref()
+  }
+
+  private mayMoveOn(): boolean {
+    const state = this.ctl ? Atomics.load(this.ctl, CTL_STATE) : STATE_IDLE
+    // A WASI program in stream mode may still be working once every chunk it read is answered.
+    if (state === STATE_RUNNING) return true
+    if (this.outstanding === 0) return false
+    if (!this.paused) return true
+    return state === STATE_IDLE && (this.input?.used() ?? 0) > 0
   }
 
   private pause(): void {
@@ -507,6 +520,7 @@ export class WorkerRunner implements GuestRunner {
   }
 
   private checkTime(): void {
+    this.holdProcess()
     const ctl = this.ctl
     if (!ctl || Atomics.load(ctl, CTL_STATE) !== STATE_RUNNING) return
     if (now() - this.clock![CTL_STARTED_F64]! <= this.options.timeout) return
