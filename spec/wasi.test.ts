@@ -819,6 +819,29 @@ describe('ABI v1 guests built with wasi-libc (reactors)', () => {
     assert.equal(stderr, 200 * 1024)
   })
 
+  it('pooled, a reactor whose _initialize fills a slow wasi.stderr starts every instance, not hangs', async () => {
+    for (const maxConcurrency of [2, 3]) {
+      let received = 0
+      const slow = new Writable({
+        highWaterMark: 16 * 1024,
+        write(chunk: Buffer, _encoding, callback) {
+          received += chunk.length
+          setTimeout(callback, 1)
+        },
+      })
+      const stream = wasmTransform(fixture('reactor-chatty.wasm'), { stateless: true, maxConcurrency, wasi: { stderr: slow } })
+      const input = Buffer.alloc(100_000, 'x')
+      const out = await Promise.race([
+        run(stream, input),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`hung with ${maxConcurrency} instances (${received} bytes of stderr taken)`)), 10_000).unref()),
+      ])
+      assert.deepEqual(out, input)
+      await new Promise((resolve) => slow.end(resolve))
+      // The first instance's all; a spare still starting when the input ends is stopped mid-way.
+      assert.ok(received >= 200 * 1024, `${received} bytes of stderr`)
+    }
+  })
+
   for (const isolation of ['inline', 'worker'] as const) {
     it(`_initialize runs before the first chunk, and stdout/stderr are diagnostics (${isolation})`, async () => {
       const stream = wasmTransform(fixture('wasi-reactor.wasm'), { isolation, bufferSize: 4 })

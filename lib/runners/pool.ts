@@ -78,6 +78,11 @@ export class PoolRunner implements GuestRunner {
   private heldBytes = 0
   /** Downstream is full: deliver nothing until `resume()`. */
   private blocked = false
+  /**
+   * Runners that stderr paused before they were instances (the first and spares write to it as
+   * they start, a reactor's `_initialize`): `resume()` reaches them here, or `unpause` later.
+   */
+  private readonly heldByStderr = new Set<GuestRunner>()
   /** The caller's callback for a job, held while every instance is full. */
   private accepting: RunnerCallback | undefined
   private flushing = 0
@@ -194,6 +199,8 @@ export class PoolRunner implements GuestRunner {
 
   resume(): void {
     this.blocked = false
+    for (const runner of this.heldByStderr) runner.resume()
+    this.heldByStderr.clear()
     this.advance()
   }
 
@@ -245,7 +252,7 @@ export class PoolRunner implements GuestRunner {
   }
 
   private instanceOf(runner: GuestRunner): Instance {
-    return { runner, queued: 0, paused: false, retired: false }
+    return { runner, queued: 0, paused: this.heldByStderr.delete(runner), retired: false }
   }
 
   private spawn(options: RunnerOptions): GuestRunner {
@@ -274,8 +281,11 @@ export class PoolRunner implements GuestRunner {
         stderr: (chunk) => {
           const room = this.hooks.stderr?.(chunk)
           // The instance holds its frames now; the pool's resume() must reach it.
-          const instance = room === false ? this.instances.find((i) => i.runner === runner) : undefined
-          if (instance) instance.paused = true
+          if (room === false) {
+            const instance = this.instances.find((i) => i.runner === runner)
+            if (instance) instance.paused = true
+            else this.heldByStderr.add(runner)
+          }
           return room
         },
         // Messages come as each instance runs, so chunks' messages may interleave; each has its offset.
