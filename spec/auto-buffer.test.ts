@@ -148,6 +148,24 @@ describe("bufferSize: 'auto'", () => {
       assert.match(report.reason, /the largest tried/)
     })
 
+    it('never measures a window shorter than 50 ms, whoever asks (the timer, or a write)', () => {
+      const chunker = { bufferSize: AUTO_BUFFER_SIZES[0] as number, maxRecordSize: Infinity, resize: () => true }
+      let at = 0
+      let bytes = 0
+      const tuner = new ChunkSizeTuner(chunker, () => bytes, () => at)
+      // Polls at 60 (the start's window), 70, 80, 115, 120 and 170 ms, 5 MB of input before each.
+      for (const when of [60, 70, 80, 115, 120, 170]) {
+        at = when
+        bytes += 5 * 1048576
+        tuner.poll()
+      }
+      tuner.stop()
+      const { samples } = tuner.report()
+      assert.equal(samples.length, 2, JSON.stringify(samples))
+      assert.equal(samples[0]!.mbps, 15 / 0.055)
+      assert.equal(samples[1]!.mbps, 10 / 0.055)
+    })
+
     it('stops at the size maxRecordSize allows', async () => {
       const report = await tune([5, 10, 20, 40], 256 * KiB)
       assert.equal(report.bufferSize, 256 * KiB)

@@ -41,13 +41,17 @@ export class ChunkSizeTuner {
     this.progress = progress
     this.now = now
     this.last = { at: now(), bytes: progress() }
-    this.timer = setInterval(() => this.measure(), WINDOW_MS)
+    this.timer = setInterval(() => this.poll(), WINDOW_MS)
     this.timer.unref()
   }
 
-  /** Measures now if a window has passed: for streams that leave the timer no turn to fire. */
+  /**
+   * Measures if a window has passed: on the timer, and after each write for streams that leave
+   * the timer no turn. Either may have just measured; a shorter window would be noise.
+   */
   poll(): void {
-    if (this.now() - this.last.at >= WINDOW_MS) this.measure()
+    const at = this.now()
+    if (at - this.last.at >= WINDOW_MS) this.measure(at)
   }
 
   report(): ChunkingReport {
@@ -60,9 +64,9 @@ export class ChunkSizeTuner {
     if (this.reason === 'measuring') this.reason = `the stream ended while measuring, at ${this.chunker.bufferSize / 1024} KiB`
   }
 
-  private measure(): void {
+  private measure(at: number): void {
     if (this.stopped) return
-    const now = { at: this.now(), bytes: this.progress() }
+    const now = { at, bytes: this.progress() }
     const moved = now.bytes - this.last.bytes
     const mbps = moved / 1048.576 / (now.at - this.last.at)
     this.last = now
