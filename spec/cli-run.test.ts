@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict'
 import type { ChildProcess } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import { scratch, spawnWasmSandbox, wasmSandbox } from './helpers/cli.js'
@@ -256,8 +256,19 @@ describe('run: --checkpoint-dir', () => {
     writeFileSync(w.ck, 'not a directory\n')
     const result = wasmSandbox([example('upper.wasm'), w.input, '-o', w.output, '--checkpoint-dir', w.ck])
     assert.equal(result.status, 1, result.stderr)
-    assert.match(result.stderr, /^wasm-sandbox: ERR_WASM_CHECKPOINT_FAILED: FileCheckpointStorage\([^\n]*ck\)\.list\(\) failed: ENOTDIR[^\n]*\. Check --checkpoint-dir [^\n]*ck: it must be a directory this user can read and write\.\n$/)
+    assert.match(result.stderr, /^wasm-sandbox: ERR_WASM_CHECKPOINT_FAILED: CheckpointDir\([^\n]*ck\)\.list\(\) failed: ENOTDIR[^\n]*\. Check --checkpoint-dir [^\n]*ck: it must be a directory this user can read and write\.\n$/)
     assert.deepEqual(readFileSync(w.output), PRECIOUS)
+    assert.ok(!readdirSync(w.dir).some((f) => f.endsWith('.partial')))
+  })
+
+  it('checkpoints that cannot be deleted after a complete run: the output is in place all the same, exit 1 saying so', () => {
+    const w = workdir(Buffer.from('hello world\n'))
+    // A directory where the storage deletes its temporary files: unlink fails with EISDIR.
+    mkdirSync(join(w.ck, '.tmp-stuck'), { recursive: true })
+    const result = wasmSandbox([example('upper.wasm'), w.input, '-o', w.output, '--checkpoint-dir', w.ck])
+    assert.equal(result.status, 1, result.stderr)
+    assert.match(result.stderr, /ERR_WASM_CHECKPOINT_FAILED: CheckpointDir\([^\n]*ck\)\.prune\(\) failed: EISDIR[^\n]*\. The output is complete, in [^\n]*out\.bin, but its checkpoints are still in /)
+    assert.equal(readFileSync(w.output, 'utf8'), 'HELLO WORLD\n')
     assert.ok(!readdirSync(w.dir).some((f) => f.endsWith('.partial')))
   })
 

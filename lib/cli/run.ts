@@ -213,7 +213,7 @@ async function runCheckpointed(
   const target = await outputTarget(outputPath)
   if (target.kind === 'device') throw new UsageError(`--checkpoint-dir needs -o naming a regular file, and ${outputPath} is not one`)
   const partial = join(dirname(target.real), `.${basename(target.real)}.partial`)
-  const storage = new FileCheckpointStorage(checkpoint.dir)
+  const storage = new CheckpointDir(checkpoint.dir!, checkpoint.keep === undefined ? {} : { keep: checkpoint.keep })
   const held = await callStorage(storage, 'list', `Check --checkpoint-dir ${checkpoint.dir}: it must be a directory this user can read and write.`, () => storage.list())
   const latest = held[held.length - 1]
   const absoluteInput = resolve(input)
@@ -238,6 +238,7 @@ async function runCheckpointed(
       ...options,
       checkpoint: {
         ...checkpoint,
+        storage,
         onSave: () => {
           resumable = true
         },
@@ -257,5 +258,25 @@ async function runCheckpointed(
     throw err
   } finally {
     removeHandlers()
+  }
+  await callStorage(
+    storage,
+    'prune',
+    `The output is complete, in ${outputPath}, but its checkpoints are still in ${checkpoint.dir}: delete them, or a run with them resumes from the last one instead of starting afresh.`,
+    () => storage.pruneAll(),
+  )
+}
+
+/**
+ * The CLI's checkpoints are deleted only once the output is in place: a delete that fails (a
+ * directory where a checkpoint file was) left a complete output unrenamed, or removed it.
+ */
+class CheckpointDir extends FileCheckpointStorage {
+  override async prune(keep: number): Promise<void> {
+    if (keep > 0) await super.prune(keep)
+  }
+
+  pruneAll(): Promise<void> {
+    return super.prune(0)
   }
 }
