@@ -719,6 +719,30 @@ describe('WASI file system budget', () => {
     // Opened (0), 2 MiB refused with ENOSPC (51), 512 KiB within the budget (0).
     assert.equal(out.toString(), '005100')
   })
+
+  it('a negative size (a u64 read as i64) is a huge one, not budget given back', async () => {
+    // fd_filestat_set_size(fd, -2^60) was charged -2^60 bytes: every later write then fit.
+    const program = fromWat(`(module
+          ${FD_WRITE}
+          (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "fd_filestat_set_size" (func $size (param i32 i64) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 200) "big.bin")
+          (func (export "_start") (local $e i32) (local $fd i32)
+            (local.set $e (call $open (i32.const 4) (i32.const 0) (i32.const 200) (i32.const 7) (i32.const 1) (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 60)))
+            ${ERRNO_AT(100)}
+            (local.set $fd (i32.load (i32.const 60)))
+            (local.set $e (call $size (local.get $fd) (i64.const -1152921504606846976)))
+            ${ERRNO_AT(102)}
+            (local.set $e (call $size (local.get $fd) (i64.const 2097152)))
+            ${ERRNO_AT(104)}
+            (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 6))
+            (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))`)
+    const dir = tempDir('wasi-budget-')
+    const out = await run(wasmTransform(program, { wasi: { preopens: { '/d': { path: dir, writable: true } }, maxFileSystemBytes: 1024 * 1024 } }), Buffer.from('x'))
+    // Opened (0); 2^64 - 2^60 bytes refused (51); 2 MiB still past the 1 MiB budget (51).
+    assert.equal(out.toString(), '005151')
+  })
 })
 
 describe('WASI errors in stream mode', () => {

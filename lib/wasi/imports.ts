@@ -291,10 +291,13 @@ function grantWrites(own: Record<string, Fn>, grants: Grants, budget: { free: nu
     return !siblings(from, to) && isDirectory(fd, path, len) ? ERRNO_XDEV : rename(fd, path, len, toFd, toPath, toLen)
   }) as Fn
 
-  const charge = (bytes: number): boolean => {
-    if (bytes > budget.free) return false
+  /** Runs `call` charged `bytes`; past the budget it fails with ENOSPC, and a failed call is refunded. */
+  const charged = (bytes: number, call: () => number): number => {
+    if (bytes > budget.free) return ERRNO_NOSPC
     budget.free -= bytes
-    return true
+    const errno = call()
+    if (errno !== ERRNO_SUCCESS) budget.free += bytes
+    return errno
   }
   for (const name of ['fd_write', 'fd_pwrite'] as const) {
     const call = inner(name)
@@ -305,21 +308,23 @@ function grantWrites(own: Record<string, Fn>, grants: Grants, budget: { free: nu
       const v = views.view()
       let total = 0
       for (let i = 0; i < count; i++) total += v.getUint32(iovs + 8 * i + 4, true)
-      return charge(total) ? call(fd, iovs, count, ...rest) : ERRNO_NOSPC
+      return charged(total, () => call(fd, iovs, count, ...rest))
     }) as Fn
   }
   // A file grown without a write (ftruncate, posix_fallocate) is memory too: 1.5 GiB through
   // fd_filestat_set_size went past a 1 MiB budget. Charged at the size it may grow to, as a
   // write is charged whatever it overwrites.
+  // The sizes are u64 read as signed i64: a negative one, taken as it came, gave budget back.
+  const u64 = (value: number | bigint): number => Number(BigInt.asUintN(64, BigInt(value)))
   const grows: Array<[string, (...a: Array<number | bigint>) => number]> = [
-    ['fd_filestat_set_size', (_fd, size) => Number(size)],
-    ['fd_allocate', (_fd, offset, len) => Number(offset) + Number(len)],
+    ['fd_filestat_set_size', (_fd, size) => u64(size!)],
+    ['fd_allocate', (_fd, offset, len) => u64(offset!) + u64(len!)],
   ]
   for (const [name, size] of grows) {
     const call = inner(name)
     own[name] = ((fd: number, ...rest: Array<number | bigint>): number => {
       if (!grants.writableFd(fd)) return ERRNO_ROFS
-      return charge(size(fd, ...rest)) ? call(fd, ...rest) : ERRNO_NOSPC
+      return charged(size(fd, ...rest), () => call(fd, ...rest))
     }) as Fn
   }
   const fdTimes = inner('fd_filestat_set_times')
