@@ -97,6 +97,18 @@ function bundleClass(highWaterMark: number): new () => PumpifyInstance {
   if (Bundle) return Bundle
   const Base = pumpify.ctor({ autoDestroy: false, destroy: false, objectMode: false, highWaterMark })
   class PipelineBundle extends (Base as unknown as new () => PumpifyInstance) {
+    /**
+     * Once destroyed, no 'end', 'finish' or 'data'. duplexify's destroy() goes around the
+     * readable-stream 3 under it, whose states never learn the bundle is gone: it still emitted
+     * the end of a last stage that was already ending (that stage's 'end' was queued before its
+     * destroy), and output buffered in the bundle, with its end, to a consumer reading after the
+     * destroy, all after 'error' and 'close'.
+     */
+    override emit(event: string | symbol, ...args: unknown[]): boolean {
+      if (this.destroyed && (event === 'end' || event === 'finish' || event === 'data')) return false
+      return super.emit(event, ...args)
+    }
+
     override setPipeline(...args: unknown[]): void {
       const streams = (Array.isArray(args[0]) ? args[0] : args) as Stream[]
       let ended = false
@@ -115,6 +127,9 @@ function bundleClass(highWaterMark: number): new () => PumpifyInstance {
           this.destroy(err)
           return
         }
+        // Destroyed after end() but before the last stage finished: pipeline() counts a stage
+        // ended with nothing buffered as done. Uncorking would emit the held 'finish' after 'close'.
+        if (this.destroyed) return
         ended = true
         // The chain is done writing but the last stage may still be read: keep its errors fatal.
         if (this._autoDestroy === false) this._autoDestroy = true

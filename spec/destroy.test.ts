@@ -85,6 +85,61 @@ describe('destroy', () => {
     assert.deepEqual(seen, ['error:boom', 'close'])
   })
 
+  /** The bundle's 'error', 'end', 'finish' and 'close', in order. */
+  function track(stream: Duplex): string[] {
+    const seen: string[] = []
+    stream.on('error', (e: Error) => seen.push(`error:${e.message}`))
+    for (const event of ['end', 'finish', 'close']) stream.on(event, () => seen.push(event))
+    return seen
+  }
+  /** Resolves 50 ms after the stream's coming 'close': anything late would have come by then. */
+  const settle = (stream: Duplex): Promise<void> =>
+    new Promise((resolve) => stream.once('close', () => setTimeout(resolve, 50)))
+
+  // After destroy(err): 'error', then 'close', and never 'end', 'finish' or 'data'. The bundle's
+  // readable-stream 3 (under duplexify) does not check that it was destroyed before emitting them.
+  for (const isolation of ['inline', 'worker'] as const) {
+    it(`destroy(err) right after end() emits no 'finish' after 'close' (${isolation})`, async () => {
+      // pipeline() counts the last stage, ended with nothing buffered, as done when destroyed:
+      // its callback ran as on success and uncorked the bundle, releasing the held 'finish'.
+      const stream = wasmTransform(example('upper.wasm'), { isolation })
+      const seen = track(stream)
+      stream.resume()
+      stream.end()
+      stream.destroy(new Error('boom'))
+      await settle(stream)
+      assert.deepEqual(seen, ['error:boom', 'close'])
+    })
+
+    it(`destroy(err) with the output and its end buffered emits neither after 'close', read or not (${isolation})`, async () => {
+      const stream = wasmTransform(example('upper.wasm'), { isolation })
+      const seen = track(stream)
+      stream.pause()
+      stream.on('data', (chunk: Buffer) => seen.push(`data:${chunk}`))
+      stream.end(Buffer.from('abc'))
+      await new Promise((resolve) => stream.once('finish', resolve))
+      await new Promise((resolve) => setImmediate(resolve))
+      assert.equal(stream.readableLength, 3, 'the output waits in the bundle')
+      assert.equal((stream.stages.at(-1) as Duplex).readableEnded, true, 'and its end: the last stage has ended')
+      stream.destroy(new Error('boom'))
+      stream.once('close', () => stream.resume())
+      await settle(stream)
+      assert.deepEqual(seen, ['finish', 'error:boom', 'close'])
+    })
+
+    it(`destroy(err) as the last stage ends does not pass its end on after 'close' (${isolation})`, async () => {
+      // The last stage's 'end' is already queued when it is destroyed (without an error, by the
+      // bundle's 'close'), so it still comes, and duplexify pushed it on to the destroyed bundle.
+      const stream = wasmTransform(example('upper.wasm'), { isolation })
+      const seen = track(stream)
+      stream.on('data', (chunk: Buffer) => seen.push(`data:${chunk}`))
+      ;(stream.stages.at(-1) as Duplex).once('prefinish', () => stream.destroy(new Error('boom')))
+      stream.end(Buffer.from('abc'))
+      await settle(stream)
+      assert.deepEqual(seen, ['data:ABC', 'error:boom', 'close'])
+    })
+  }
+
   it('destroy while the guest is still loading does not leak or throw', async () => {
     const { code, stdout, timedOut } = await runChild('destroy-loading', [], 20_000)
     assert.equal(timedOut, false, 'the child process did not exit by itself')
