@@ -86,6 +86,11 @@ type PumpifyInstance = InstanceType<typeof pumpify> & {
 
 const bundles = new Map<number, new () => PumpifyInstance>()
 
+/** What Node's own streams give `end(cb)` on a stream destroyed before it finished. */
+function streamDestroyed(): Error {
+  return Object.assign(new Error('Cannot call end after a stream was destroyed'), { code: 'ERR_STREAM_DESTROYED' })
+}
+
 /**
  * pumpify's bundle (a duplexify that writes to the first stage and reads from the last), with
  * the chain run by `pipeline()` instead of pump. The difference matters on failure: pump, and
@@ -107,6 +112,43 @@ function bundleClass(highWaterMark: number): new () => PumpifyInstance {
     override emit(event: string | symbol, ...args: unknown[]): boolean {
       if (this.destroyed && (event === 'end' || event === 'finish' || event === 'data')) return false
       return super.emit(event, ...args)
+    }
+
+    /**
+     * `end(cb)` calls back on 'finish', or on failure with the error, as Node's own streams do:
+     * readable-stream 3 calls back only on 'finish', which a destroyed bundle never emits, so a
+     * caller awaiting its end waited for good.
+     */
+    override end(...args: unknown[]): this {
+      const callback = typeof args.at(-1) === 'function' ? (args.pop() as (err?: Error | null) => void) : undefined
+      if (callback) this.whenEnded(callback)
+      return (super.end as (...a: unknown[]) => this).apply(this, args)
+    }
+
+    private whenEnded(callback: (err?: Error | null) => void): void {
+      if (this.destroyed) {
+        process.nextTick(callback, streamDestroyed())
+        return
+      }
+      // No 'error' listener: an error nobody listens for must stay as loud as on Node's streams.
+      const settle = (err?: Error): void => {
+        this.removeListener('finish', onFinish)
+        this.removeListener('close', onClose)
+        callback(err)
+      }
+      const onFinish = (): void => settle()
+      const onClose = (): void => settle(this.failure ?? streamDestroyed())
+      this.once('finish', onFinish)
+      this.once('close', onClose)
+    }
+
+    /** The error the bundle was destroyed with, for `end(cb)`. */
+    private failure: Error | undefined
+
+    override destroy(err?: Error, ...rest: unknown[]): this {
+      if (err && !this.destroyed) this.failure = err
+      ;(super.destroy as (...a: unknown[]) => unknown).call(this, err, ...rest)
+      return this
     }
 
     override setPipeline(...args: unknown[]): void {

@@ -140,6 +140,39 @@ describe('destroy', () => {
     })
   }
 
+  describe('end(cb) calls back once: on finish, or on failure with its error (as on Node streams)', () => {
+    const ended = (stream: Duplex, ...args: unknown[]): Promise<Array<Error | null | undefined>> =>
+      new Promise((resolve) => {
+        const calls: Array<Error | null | undefined> = []
+        ;(stream.end as (...a: unknown[]) => void)(...args, (err?: Error | null) => calls.push(err))
+        setTimeout(() => resolve(calls), 100)
+      })
+
+    it('on finish, with nothing', async () => {
+      const stream = wasmTransform(example('upper.wasm'), { isolation: 'inline' })
+      stream.resume()
+      assert.deepEqual(await ended(stream, Buffer.from('abc')), [undefined])
+    })
+
+    it('destroyed with an error before it finished: that error', async () => {
+      const stream = wasmTransform(example('upper.wasm'))
+      stream.on('error', () => {})
+      const calls = ended(stream, Buffer.from('abc'))
+      stream.destroy(new Error('boom'))
+      const [err, ...more] = await calls
+      assert.equal(err?.message, 'boom')
+      assert.equal(more.length, 0)
+    })
+
+    it('destroyed without one, or already destroyed: ERR_STREAM_DESTROYED', async () => {
+      const stream = wasmTransform(example('upper.wasm'))
+      const calls = ended(stream)
+      stream.destroy()
+      assert.deepEqual((await calls).map((e) => (e as { code?: string } | undefined)?.code), ['ERR_STREAM_DESTROYED'])
+      assert.deepEqual((await ended(stream)).map((e) => (e as { code?: string } | undefined)?.code), ['ERR_STREAM_DESTROYED'])
+    })
+  })
+
   it('destroy while the guest is still loading does not leak or throw', async () => {
     const { code, stdout, timedOut } = await runChild('destroy-loading', [], 20_000)
     assert.equal(timedOut, false, 'the child process did not exit by itself')
