@@ -720,6 +720,33 @@ describe('WASI file system budget', () => {
     assert.equal(out.toString(), '005100')
   })
 
+  it('a write that fails after writing (a bad nwritten pointer) keeps its charge', async () => {
+    // @wasmer/wasi writes, then fails to store nwritten (EFAULT): refunded, files grew past any bound.
+    const program = fromWat(`(module
+          ${FD_WRITE}
+          (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+          (memory (export "memory") 10)
+          (data (i32.const 200) "big.bin")
+          (func (export "_start") (local $e i32) (local $fd i32)
+            (local.set $e (call $open (i32.const 4) (i32.const 0) (i32.const 200) (i32.const 7) (i32.const 1) (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 60)))
+            ${ERRNO_AT(100)}
+            (local.set $fd (i32.load (i32.const 60)))
+            ;; 512 KiB from 64 KiB, nwritten far outside memory
+            (i32.store (i32.const 0) (i32.const 65536)) (i32.store (i32.const 4) (i32.const 524288))
+            (local.set $e (call $w (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 0xfffffff0)))
+            ${ERRNO_AT(102)}
+            (local.set $e (call $w (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 0xfffffff0)))
+            ${ERRNO_AT(104)}
+            (local.set $e (call $w (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 0xfffffff0)))
+            ${ERRNO_AT(106)}
+            (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 8))
+            (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))`)
+    const dir = tempDir('wasi-budget-')
+    const out = await run(wasmTransform(program, { wasi: { preopens: { '/d': { path: dir, writable: true } }, maxFileSystemBytes: 1024 * 1024 } }), Buffer.from('x'))
+    // Opened (0); two writes fail with EFAULT (21) having written 1 MiB; the third is past the budget (51).
+    assert.equal(out.toString(), '00212151')
+  })
+
   it('a negative size (a u64 read as i64) is a huge one, not budget given back', async () => {
     // fd_filestat_set_size(fd, -2^60) was charged -2^60 bytes: every later write then fit.
     const program = fromWat(`(module

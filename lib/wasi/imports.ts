@@ -291,13 +291,15 @@ function grantWrites(own: Record<string, Fn>, grants: Grants, budget: { free: nu
     return !siblings(from, to) && isDirectory(fd, path, len) ? ERRNO_XDEV : rename(fd, path, len, toFd, toPath, toLen)
   }) as Fn
 
-  /** Runs `call` charged `bytes`; past the budget it fails with ENOSPC, and a failed call is refunded. */
+  /**
+   * Runs `call` charged `bytes`; past the budget it fails with ENOSPC. A call that fails keeps its
+   * charge: @wasmer/wasi writes before it stores `nwritten`, so a bad pointer there failed the
+   * call with the bytes written, and a refund let a program grow files past every bound.
+   */
   const charged = (bytes: number, call: () => number): number => {
     if (bytes > budget.free) return ERRNO_NOSPC
     budget.free -= bytes
-    const errno = call()
-    if (errno !== ERRNO_SUCCESS) budget.free += bytes
-    return errno
+    return call()
   }
   for (const name of ['fd_write', 'fd_pwrite'] as const) {
     const call = inner(name)
