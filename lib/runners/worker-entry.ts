@@ -162,11 +162,13 @@ class Session implements DriverHost {
         }
         input.copyPayload(handler.memory(), region + filled)
         filled += header[H_LENGTH]!
+        // Running before the chunk's last frame leaves the ring: a main thread that sees neither
+        // input queued nor a guest running lets go of the process (worker.ts, mayMoveOn).
+        if (filled === total) this.enter(EXPORT_PROCESS, offset)
         input.consume()
         this.consumed()
         if (filled === total) {
           filled = 0
-          this.enter(EXPORT_PROCESS, offset)
           handler.process(total, offset)
           this.leave()
           this.writeFrame(OUT_DONE)
@@ -180,8 +182,8 @@ class Session implements DriverHost {
         }
       } else if (kind === IN_FLUSH) {
         const offset = input.offsetOfFrame()
-        input.consume()
         this.enter(EXPORT_FLUSH, offset)
+        input.consume()
         handler.flush(offset)
         this.leave()
         this.writeFrame(OUT_FLUSHED)

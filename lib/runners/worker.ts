@@ -310,13 +310,19 @@ export class WorkerRunner implements GuestRunner {
       const part = Math.min(length - p.pos, input.maxPayload)
       if (!input.fits(part)) {
         input.sleep()
-        if (!input.fits(part)) return
+        if (!input.fits(part)) {
+          // Part of the chunk is in: the worker has input to take, and the rest waits for room.
+          this.holdProcess()
+          return
+        }
         input.awake()
       }
       input.write(p.kind, 0, length, p.offset, 0, p.chunk ?? undefined, p.pos, part)
       p.pos += part
     } while (p.pos < length)
     this.pending = undefined
+    // Decided as the job went out, before it was in the ring: look again now it is there.
+    this.holdProcess()
     // Collect any output while here: a busy main thread then rarely needs a wake-up message.
     this.drain()
     p.callback(null)
@@ -368,12 +374,16 @@ export class WorkerRunner implements GuestRunner {
   }
 
   private mayMoveOn(): boolean {
+    // Input first: the worker marks itself running before it takes a chunk's last frame, so no
+    // input left and then no guest running means it waits for more, or for room to write.
+    const queued = this.input?.used() ?? 0
     const state = this.ctl ? Atomics.load(this.ctl, CTL_STATE) : STATE_IDLE
     // A WASI program in stream mode may still be working once every chunk it read is answered.
     if (state === STATE_RUNNING) return true
     if (this.outstanding === 0) return false
     if (!this.paused) return true
-    return state === STATE_IDLE && (this.input?.used() ?? 0) > 0
+    // Idle: it takes what is queued, and a write waiting for room is woken by its message.
+    return state === STATE_IDLE && (queued > 0 || this.pending !== undefined)
   }
 
   private pause(): void {
