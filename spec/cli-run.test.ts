@@ -267,7 +267,7 @@ describe('run: --checkpoint-dir', () => {
     mkdirSync(join(w.ck, '.tmp-stuck'), { recursive: true })
     const result = wasmSandbox([example('upper.wasm'), w.input, '-o', w.output, '--checkpoint-dir', w.ck])
     assert.equal(result.status, 1, result.stderr)
-    assert.match(result.stderr, /ERR_WASM_CHECKPOINT_FAILED: CheckpointDir\([^\n]*ck\)\.prune\(\) failed: EISDIR[^\n]*\. The output is complete, in [^\n]*out\.bin, but its checkpoints are still in /)
+    assert.match(result.stderr, /ERR_WASM_CHECKPOINT_FAILED: CheckpointDir\([^\n]*ck\)\.prune\(\) failed: EISDIR[^\n]*\. The output is complete, but its checkpoints are still there[^\n]*\nwasm-sandbox: the output is in [^\n]*out\.bin; delete the checkpoints in [^\n]*ck before the next run with it\n$/)
     assert.equal(readFileSync(w.output, 'utf8'), 'HELLO WORLD\n')
     assert.ok(!readdirSync(w.dir).some((f) => f.endsWith('.partial')))
   })

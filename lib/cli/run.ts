@@ -232,6 +232,10 @@ async function runCheckpointed(
       // Never created, or already gone.
     }
   }
+  const place = async (): Promise<void> => {
+    if (target.mode !== undefined) await chmod(partial, target.mode & 0o7777)
+    await rename(partial, target.real)
+  }
   const removeHandlers = onInterrupt(dropPartial, outputPath)
   try {
     await processFile(absoluteInput, partial, module, {
@@ -245,10 +249,13 @@ async function runCheckpointed(
       },
       onStream: attach,
     })
-    if (target.mode !== undefined) await chmod(partial, target.mode & 0o7777)
-    await rename(partial, target.real)
+    await place()
   } catch (err) {
-    if (isWasmSandboxError(err) && err.code === 'ERR_WASM_CHECKPOINT_MISMATCH') {
+    if (storage.lastPruneFailed) {
+      // The output was complete when the checkpoints could not be deleted.
+      await place()
+      addHint(err, `the output is in ${outputPath}; delete the checkpoints in ${checkpoint.dir} before the next run with it`)
+    } else if (isWasmSandboxError(err) && err.code === 'ERR_WASM_CHECKPOINT_MISMATCH') {
       addHint(err, `the checkpoints in ${checkpoint.dir} are of a run with other options or another module: run it as it was, or delete them to start afresh`)
     } else if (resumable) {
       addHint(err, `the checkpoints in ${checkpoint.dir} are kept: run the same command again to resume`)
@@ -259,24 +266,23 @@ async function runCheckpointed(
   } finally {
     removeHandlers()
   }
-  await callStorage(
-    storage,
-    'prune',
-    `The output is complete, in ${outputPath}, but its checkpoints are still in ${checkpoint.dir}: delete them, or a run with them resumes from the last one instead of starting afresh.`,
-    () => storage.pruneAll(),
-  )
 }
 
 /**
- * The CLI's checkpoints are deleted only once the output is in place: a delete that fails (a
- * directory where a checkpoint file was) left a complete output unrenamed, or removed it.
+ * The CLI's checkpoints, deleted at the end before the output is renamed into place (a crash in
+ * between then starts the next run afresh, where the other order left checkpoints of an output
+ * already gone). A delete that fails (a directory where a checkpoint file was) is remembered: the
+ * output was complete by then, and is still put in place.
  */
 class CheckpointDir extends FileCheckpointStorage {
-  override async prune(keep: number): Promise<void> {
-    if (keep > 0) await super.prune(keep)
-  }
+  lastPruneFailed = false
 
-  pruneAll(): Promise<void> {
-    return super.prune(0)
+  override async prune(keep: number): Promise<void> {
+    try {
+      await super.prune(keep)
+    } catch (err) {
+      this.lastPruneFailed = keep === 0
+      throw err
+    }
   }
 }
