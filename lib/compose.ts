@@ -91,6 +91,11 @@ function streamDestroyed(): Error {
   return Object.assign(new Error('Cannot call end after a stream was destroyed'), { code: 'ERR_STREAM_DESTROYED' })
 }
 
+/** What Node's own streams give `end(cb)` on a stream that has finished. */
+function alreadyFinished(): Error {
+  return Object.assign(new Error('Cannot call end after a stream was finished'), { code: 'ERR_STREAM_ALREADY_FINISHED' })
+}
+
 /**
  * pumpify's bundle (a duplexify that writes to the first stage and reads from the last), with
  * the chain run by `pipeline()` instead of pump. The difference matters on failure: pump, and
@@ -126,8 +131,8 @@ function bundleClass(highWaterMark: number): new () => PumpifyInstance {
     }
 
     private whenEnded(callback: (err?: Error | null) => void): void {
-      if (this.destroyed) {
-        process.nextTick(callback, streamDestroyed())
+      if (this.destroyed || (this as unknown as { _writableState: { finished: boolean } })._writableState.finished) {
+        process.nextTick(callback, this.destroyed ? streamDestroyed() : alreadyFinished())
         return
       }
       // No 'error' listener: an error nobody listens for must stay as loud as on Node's streams.

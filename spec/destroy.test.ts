@@ -154,6 +154,15 @@ describe('destroy', () => {
       assert.deepEqual(await ended(stream, Buffer.from('abc')), [undefined])
     })
 
+    it('already finished: ERR_STREAM_ALREADY_FINISHED, and no listener left behind', async () => {
+      const stream = wasmTransform(example('upper.wasm'), { isolation: 'inline' })
+      stream.resume()
+      assert.deepEqual(await ended(stream, Buffer.from('abc')), [undefined])
+      const listeners = stream.listenerCount('finish') + stream.listenerCount('close')
+      assert.deepEqual((await ended(stream)).map((e) => (e as { code?: string } | undefined)?.code), ['ERR_STREAM_ALREADY_FINISHED'])
+      assert.equal(stream.listenerCount('finish') + stream.listenerCount('close'), listeners)
+    })
+
     it('destroyed with an error before it finished: that error', async () => {
       const stream = wasmTransform(example('upper.wasm'))
       stream.on('error', () => {})
