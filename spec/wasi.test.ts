@@ -695,80 +695,52 @@ describe('WASI standard streams', () => {
 })
 
 describe('WASI file system budget', () => {
-  it('growing a file without writing it (ftruncate) counts against maxFileSystemBytes', async () => {
-    // fd_filestat_set_size was not charged: 1.5 GiB of host memory past a 1 MiB budget.
+  /**
+   * The errnos (two digits each) of a program granted a writable directory under a 1 MiB budget:
+   * it opens big.bin there (fd in `$fd`), runs `setup`, then each of `calls` (an i32 expression).
+   */
+  async function errnos(calls: string[], setup = '', pages = 1): Promise<string> {
     const program = fromWat(`(module
           ${FD_WRITE}
           (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
           (import "wasi_snapshot_preview1" "fd_filestat_set_size" (func $size (param i32 i64) (result i32)))
-          (memory (export "memory") 1)
+          (memory (export "memory") ${pages})
           (data (i32.const 200) "big.bin")
           (func (export "_start") (local $e i32) (local $fd i32)
             ;; fd 3 is @wasmer/wasi's "/", fd 4 the first grant
             (local.set $e (call $open (i32.const 4) (i32.const 0) (i32.const 200) (i32.const 7) (i32.const 1) (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 60)))
             ${ERRNO_AT(100)}
             (local.set $fd (i32.load (i32.const 60)))
-            (local.set $e (call $size (local.get $fd) (i64.const 2097152)))
-            ${ERRNO_AT(102)}
-            (local.set $e (call $size (local.get $fd) (i64.const 524288)))
-            ${ERRNO_AT(104)}
-            (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 6))
+            ${setup}
+            ${calls.map((call, i) => `(local.set $e ${call}) ${ERRNO_AT(102 + 2 * i)}`).join('\n')}
+            (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const ${2 + 2 * calls.length}))
             (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))`)
     const dir = tempDir('wasi-budget-')
     const out = await run(wasmTransform(program, { wasi: { preopens: { '/d': { path: dir, writable: true } }, maxFileSystemBytes: 1024 * 1024 } }), Buffer.from('x'))
+    return out.toString()
+  }
+
+  it('growing a file without writing it (ftruncate) counts against maxFileSystemBytes', async () => {
+    // fd_filestat_set_size was not charged: 1.5 GiB of host memory past a 1 MiB budget.
+    const out = await errnos(['(call $size (local.get $fd) (i64.const 2097152))', '(call $size (local.get $fd) (i64.const 524288))'])
     // Opened (0), 2 MiB refused with ENOSPC (51), 512 KiB within the budget (0).
-    assert.equal(out.toString(), '005100')
+    assert.equal(out, '005100')
   })
 
   it('a write that fails after writing (a bad nwritten pointer) keeps its charge', async () => {
     // @wasmer/wasi writes, then fails to store nwritten (EFAULT): refunded, files grew past any bound.
-    const program = fromWat(`(module
-          ${FD_WRITE}
-          (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
-          (memory (export "memory") 10)
-          (data (i32.const 200) "big.bin")
-          (func (export "_start") (local $e i32) (local $fd i32)
-            (local.set $e (call $open (i32.const 4) (i32.const 0) (i32.const 200) (i32.const 7) (i32.const 1) (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 60)))
-            ${ERRNO_AT(100)}
-            (local.set $fd (i32.load (i32.const 60)))
-            ;; 512 KiB from 64 KiB, nwritten far outside memory
-            (i32.store (i32.const 0) (i32.const 65536)) (i32.store (i32.const 4) (i32.const 524288))
-            (local.set $e (call $w (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 0xfffffff0)))
-            ${ERRNO_AT(102)}
-            (local.set $e (call $w (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 0xfffffff0)))
-            ${ERRNO_AT(104)}
-            (local.set $e (call $w (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 0xfffffff0)))
-            ${ERRNO_AT(106)}
-            (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 8))
-            (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))`)
-    const dir = tempDir('wasi-budget-')
-    const out = await run(wasmTransform(program, { wasi: { preopens: { '/d': { path: dir, writable: true } }, maxFileSystemBytes: 1024 * 1024 } }), Buffer.from('x'))
+    const badWrite = '(call $w (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 0xfffffff0))'
+    // 512 KiB from 64 KiB, nwritten far outside memory.
+    const out = await errnos([badWrite, badWrite, badWrite], '(i32.store (i32.const 0) (i32.const 65536)) (i32.store (i32.const 4) (i32.const 524288))', 10)
     // Opened (0); two writes fail with EFAULT (21) having written 1 MiB; the third is past the budget (51).
-    assert.equal(out.toString(), '00212151')
+    assert.equal(out, '00212151')
   })
 
   it('a negative size (a u64 read as i64) is a huge one, not budget given back', async () => {
     // fd_filestat_set_size(fd, -2^60) was charged -2^60 bytes: every later write then fit.
-    const program = fromWat(`(module
-          ${FD_WRITE}
-          (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
-          (import "wasi_snapshot_preview1" "fd_filestat_set_size" (func $size (param i32 i64) (result i32)))
-          (memory (export "memory") 1)
-          (data (i32.const 200) "big.bin")
-          (func (export "_start") (local $e i32) (local $fd i32)
-            (local.set $e (call $open (i32.const 4) (i32.const 0) (i32.const 200) (i32.const 7) (i32.const 1) (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 60)))
-            ${ERRNO_AT(100)}
-            (local.set $fd (i32.load (i32.const 60)))
-            (local.set $e (call $size (local.get $fd) (i64.const -1152921504606846976)))
-            ${ERRNO_AT(102)}
-            (local.set $e (call $size (local.get $fd) (i64.const 2097152)))
-            ${ERRNO_AT(104)}
-            (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 6))
-            (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))`)
-    const dir = tempDir('wasi-budget-')
-    const out = await run(wasmTransform(program, { wasi: { preopens: { '/d': { path: dir, writable: true } }, maxFileSystemBytes: 1024 * 1024 } }), Buffer.from('x'))
+    const out = await errnos(['(call $size (local.get $fd) (i64.const -1152921504606846976))', '(call $size (local.get $fd) (i64.const 2097152))'])
     // Opened (0); 2^64 - 2^60 bytes refused (51); 2 MiB still past the 1 MiB budget (51).
-    assert.equal(out.toString(), '005151')
+    assert.equal(out, '005151')
   })
 })
 
