@@ -284,7 +284,8 @@ export function createSandboxStream(module: ModuleSource | LoadedGuest, options:
     },
   })
   const executor = new WasmExecutor(module, {
-    // 'auto' may grow chunks to the largest size: the guest's region and the rings are made for it.
+    // 'auto' may grow chunks to the largest size: the guest's region is made for it, the worker's
+    // queue and rings for the size it starts at (and room for two of the largest).
     bufferSize: options.autoBufferSize ? AUTO_BUFFER_SIZES.at(-1)! : bufferSize,
     chunkSize: bufferSize,
     highWaterMark,

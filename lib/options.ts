@@ -537,7 +537,8 @@ export function resolveOptions(options: SandboxOptions = {}): ResolvedOptions {
     recoveryStrategy,
     stateless: options.stateless,
     wasi: { ...resolveWasiFor(options.wasi), delimiter },
-    // With 'auto' the rings are made for the largest chunk (see createSandboxStream): two of those.
+    // With 'auto', the queue of its first size: two chunks of its largest would leave a worker
+    // waiting for input while the stream runs at 64 KiB.
     flowControl: resolveFlowControl(options.flowControl, highWaterMark, bufferSize, maxConcurrency),
     guestConfig: resolveGuestConfig(options.guestConfig),
     signal: resolveSignal(options.signal),

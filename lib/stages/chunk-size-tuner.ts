@@ -21,8 +21,9 @@ export interface ChunkingReport {
 /**
  * `bufferSize: 'auto'`: tries each size of AUTO_BUFFER_SIZES in turn while the stream runs and
  * keeps the last one that raised throughput by 10 % or more. It reads a progress counter on an
- * unref'd timer, so chunks pay nothing for it; the first window in which input moved (the start)
- * and windows in which none did (a slow source) are not measured. The chunker changes size only between cuts, and a record is never cut.
+ * unref'd timer and after each write the chunker cuts (`poll`), so chunks pay nothing for it; the
+ * first window in which input moved (the start) and windows in which none did (a slow source)
+ * are not measured. The chunker changes size only between cuts, and a record is never cut.
  */
 export class ChunkSizeTuner {
   private readonly chunker: Pick<Chunker, 'bufferSize' | 'maxRecordSize' | 'resize'>
