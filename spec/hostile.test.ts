@@ -239,6 +239,22 @@ describe('time limits (worker isolation)', () => {
     assert.ok(ms < 1500, `took ${ms} ms`)
   })
 
+  it('the deadline holds inline even when the stream never yields to the event loop', async () => {
+    // Readable.from over buffers, an inline guest and a sink that calls back at once run the whole
+    // stream in ticks and microtasks: the deadline's timer never got a turn, and 1 s of guest
+    // work finished under a 100 ms deadline.
+    const stream = wasmTransform(fixture('jitter.wasm'), { isolation: 'inline', bufferSize: 4096, stateless: true, limits: { deadline: 100 } })
+    const chunks = Array.from({ length: 200 }, () => Buffer.alloc(4096, 7))
+    const started = performance.now()
+    const err = await pipeline(Readable.from(chunks), stream, new Writable({ write: (_c, _e, cb) => cb() })).then(
+      () => assert.fail('the stream finished past its deadline'),
+      (e: WasmSandboxError) => e,
+    )
+    assertError(err, 'ERR_WASM_TIMEOUT')
+    assert.match(err.message, /deadline of 100 ms/)
+    assert.ok(performance.now() - started < 600, `took ${performance.now() - started} ms`)
+  })
+
   it("a deadline past Node's longest timer is refused, not fired after 1 ms; Infinity is none", async () => {
     // setTimeout clamps a longer delay to 1 ms: a deadline of 3e9 ms failed every stream at once.
     for (const deadline of [2 ** 31, 3e9]) {

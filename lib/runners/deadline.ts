@@ -15,6 +15,10 @@ export class DeadlineRunner extends WrappingRunner {
   private readonly guestName: string
   private readonly deadline: number
   private timer: NodeJS.Timeout | undefined
+  /** When the deadline passes, for the check per job: see `process`. */
+  private endsAt = Infinity
+  /** An expiry found by that check, waiting for its tick; a finished stream withdraws it. */
+  private expiring = false
   /** Jobs handed over and not done: the oldest is where the time ran out. */
   private readonly pending: Job[] = []
   private lastOffset = 0
@@ -31,6 +35,7 @@ export class DeadlineRunner extends WrappingRunner {
 
   override start(callback: RunnerCallback, restore?: GuestState): void {
     if (!this.timer) {
+      this.endsAt = performance.now() + this.deadline
       this.timer = setTimeout(this.expire, this.deadline)
       // The stream's own work keeps the process alive; an idle stream must not.
       this.timer.unref()
@@ -44,7 +49,19 @@ export class DeadlineRunner extends WrappingRunner {
     }, restore)
   }
 
+  /**
+   * Checks the clock as well as the timer: an inline guest fed by an in-memory source and read by
+   * a sink that calls back at once runs the whole stream in ticks and microtasks, and the timer
+   * never gets its turn. The expiry waits for a tick so that it never runs inside this call.
+   */
   override process(job: Job, callback: RunnerCallback): void {
+    if (this.timer && performance.now() >= this.endsAt) {
+      this.clear()
+      this.expiring = true
+      process.nextTick(() => {
+        if (this.expiring) this.expire()
+      })
+    }
     this.pending.push(job)
     this.lastOffset = job.offset
     this.inner.process(job, callback)
@@ -64,10 +81,12 @@ export class DeadlineRunner extends WrappingRunner {
   private clear(): void {
     if (this.timer) clearTimeout(this.timer)
     this.timer = undefined
+    this.expiring = false
   }
 
   private readonly expire = (): void => {
     this.timer = undefined
+    this.expiring = false
     const job = this.pending[0]
     const exportName = !job ? 'process_chunk' : job.input ? 'process_chunk' : 'flush'
     const site = { module: this.guestName, exportName: this.started ? exportName : 'start', offset: job?.offset ?? this.lastOffset }
