@@ -831,6 +831,45 @@ describe('WASI stderr', () => {
     assert.equal(received, 128 * 65536)
     assert.ok(mostQueued <= 2 * 1024 * 1024, `${mostQueued} bytes queued in a stream of 16 KiB highWaterMark`)
   })
+
+  it('pooled, a slow wasi.stderr holds every instance, also while other records deliver output', async () => {
+    // Output room and stderr room are separate: an instance held by a full stderr must stay held
+    // when records of other instances open room for output.
+    const chatty = fromWat(`(module
+          ${FD_WRITE}
+          (import "wasi_snapshot_preview1" "fd_read" (func $r (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 2)
+          (func (export "_start") (local $n i32)
+            (i32.store (i32.const 0) (i32.const 65536)) (i32.store (i32.const 4) (i32.const 65536))
+            (i32.store (i32.const 16) (i32.const 65536)) (i32.store (i32.const 20) (i32.const 1))
+            (i32.store (i32.const 32) (i32.const 200)) (i32.store (i32.const 36) (i32.const 16))
+            (drop (call $r (i32.const 0) (i32.const 32) (i32.const 1) (i32.const 40)))
+            (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 101))
+              (then (loop $frames
+                (drop (call $w (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+                (local.set $n (i32.add (local.get $n) (i32.const 1)))
+                (br_if $frames (i32.lt_u (local.get $n) (i32.const 16))))))
+            (drop (call $w (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 8)))))`)
+    const records = 40
+    let received = 0
+    let mostQueued = 0
+    const slow = new Writable({
+      highWaterMark: 16 * 1024,
+      write(chunk: Buffer, _encoding, callback) {
+        received += chunk.length
+        setTimeout(callback, 1)
+      },
+    })
+    const stream = wasmTransform(chatty, { maxConcurrency: 2, delimiter: '\n', wasi: { mode: 'record', stderr: slow } })
+    // Read after the executor's write to the sink, which follows the event.
+    stream.on('stderr', () => queueMicrotask(() => (mostQueued = Math.max(mostQueued, slow.writableLength))))
+    // Every third record writes 1 MiB to stderr; the others deliver output while it is full.
+    const out = await run(stream, Buffer.from('e\nx\nx\n'.repeat(records / 2)))
+    await new Promise((resolve) => slow.end(resolve))
+    assert.equal(out.length, (records / 2) * 3)
+    assert.equal(received, (records / 2) * 16 * 65536)
+    assert.ok(mostQueued <= 2 * 1024 * 1024, `${mostQueued} bytes queued in a stream of 16 KiB highWaterMark`)
+  })
 })
 
 describe('ABI v1 guests built with wasi-libc (reactors)', () => {
