@@ -16,18 +16,24 @@ import { resolveOptions } from '../lib/options.js'
 import { WorkerPool } from '../lib/runners/worker-pool.js'
 import { median } from './harness.js'
 import { AUTO_BUFFER_SIZES } from '../lib/options.js'
+import { BareThreads } from './bare-threads.js'
 
 const AUTO_SIZES: readonly number[] = AUTO_BUFFER_SIZES
 
 const KiB = 1024
 const MiB = 1024 * KiB
 
-/** 'auto' against each fixed setting, one workload: MB/s for each, and auto's ratio to the best. */
+/**
+ * 'auto' against each fixed setting, one workload: MB/s for each (median of the rounds), and
+ * auto's ratio to the best, the median of that ratio within each round.
+ */
 interface AutoRow {
   workload: string
   fixed: Array<{ setting: string; mbps: number }>
   auto: number
   ratioToBest: number
+  /** The same, medians over medians: what the rounds' drift does to it. */
+  ratioOfMedians: number
 }
 
 /** Seconds for one stream of `input`, written in pieces of `piece` bytes. */
@@ -41,17 +47,28 @@ async function secondsFor(module: Buffer | string, options: SandboxOptions, inpu
 }
 
 /**
- * MB/s under each option set, median of 3 runs taken in turn (one of each per round): this
- * machine drifts by tens of percent within a minute, and runs of one setting taken together
- * would compare one moment with another.
+ * Seconds under each setting, `rounds` rounds of one run of each taken in turn: this machine
+ * drifts by tens of percent within a minute, and runs of one setting taken together would
+ * compare one moment with another. `seconds[setting][round]`.
  */
-async function throughputsOf(module: Buffer | string, settings: readonly SandboxOptions[], input: Buffer, piece: number): Promise<number[]> {
-  const seconds: number[][] = settings.map(() => [])
-  for (let rep = 0; rep < 3; rep++) {
-    for (let i = 0; i < settings.length; i++) seconds[i]!.push(await secondsFor(module, settings[i]!, input, piece))
+async function roundsOf(runs: ReadonlyArray<() => Promise<number>>, rounds: number): Promise<number[][]> {
+  const seconds: number[][] = runs.map(() => [])
+  for (let round = 0; round < rounds; round++) {
+    for (let i = 0; i < runs.length; i++) seconds[i]!.push(await runs[i]!())
   }
-  return seconds.map((s) => input.length / MiB / median(s))
+  return seconds
 }
+
+/**
+ * How many times faster `x` ran than `base`, from runs paired by round: the median of the
+ * rounds' ratios. Each round's runs are seconds apart, so a drift that moves both cancels out,
+ * which a ratio of medians taken minutes apart does not do.
+ */
+function pairedSpeedup(x: readonly number[], base: readonly number[]): number {
+  return median(x.map((seconds, round) => base[round]! / seconds))
+}
+
+const ROUNDS = 5
 
 export async function autoVersusFixed(root: string, quick: boolean): Promise<AutoRow[]> {
   const scale = quick ? 1 / 4 : 1
@@ -70,7 +87,7 @@ export async function autoVersusFixed(root: string, quick: boolean): Promise<Aut
     {
       workload: 'slow stateless guest (jitter), instances',
       module: readFileSync(join(root, 'spec', 'fixtures', 'jitter.wasm')),
-      input: Buffer.alloc(Math.round(400 * scale) * 4 * KiB, '7'),
+      input: Buffer.alloc(Math.round(300 * scale) * 4 * KiB, '7'),
       base: { bufferSize: 4 * KiB, stateless: true, limits: { timeout: 30_000 } },
       fixed: [1, 2, 4].map((n) => [`${n} instance${n > 1 ? 's' : ''}`, { maxConcurrency: n }]),
       auto: { maxConcurrency: 'auto' },
@@ -87,10 +104,18 @@ export async function autoVersusFixed(root: string, quick: boolean): Promise<Aut
   ]
   const rows: AutoRow[] = []
   for (const w of workloads) {
-    const rates = await throughputsOf(w.module, [...w.fixed.map(([, options]) => ({ ...w.base, ...options })), { ...w.base, ...w.auto }], w.input, MiB)
+    const settings = [...w.fixed.map(([, options]) => ({ ...w.base, ...options })), { ...w.base, ...w.auto }]
+    const seconds = await roundsOf(
+      settings.map((options) => () => secondsFor(w.module, options, w.input, MiB)),
+      quick ? 3 : ROUNDS,
+    )
+    const rates = seconds.map((s) => w.input.length / MiB / median(s))
+    const autoSeconds = seconds.pop()!
     const auto = rates.pop()!
     const fixed: AutoRow['fixed'] = w.fixed.map(([setting], i) => ({ setting, mbps: rates[i]! }))
-    rows.push({ workload: w.workload, fixed, auto, ratioToBest: auto / Math.max(...fixed.map((f) => f.mbps)) })
+    // The best fixed setting by its median; auto is then compared with it round by round.
+    const best = rates.indexOf(Math.max(...rates))
+    rows.push({ workload: w.workload, fixed, auto, ratioToBest: pairedSpeedup(autoSeconds, seconds[best]!), ratioOfMedians: auto / rates[best]! })
   }
   return rows
 }
@@ -98,7 +123,8 @@ export async function autoVersusFixed(root: string, quick: boolean): Promise<Aut
 export interface ScaleReport {
   auto: AutoRow[]
   startup: Array<{ size: number; mode: string; concurrent: number; msPerStream: number }>
-  pool: Array<{ instances: number; mbps: number; ratio: number }>
+  /** Ratios are paired by round (pairedSpeedup); `bare` is the machine's own ceiling. */
+  pool: { instances: Array<{ instances: number; mbps: number; ratio: number }>; bare: { one: number; two: number; ratio: number } }
   crowd: Array<{ label: string; streams: number; wallMs: number; peakRssMb: number; rssGrowthMb: number; maxLive: number }>
   worker: { startMs: number; rssMb: number }
 }
@@ -147,16 +173,39 @@ async function startup(root: string, quick: boolean): Promise<ScaleReport['start
   return rows
 }
 
-/** A CPU-heavy stateless guest: jitter with every chunk at its longest spin (about 7 M iterations). */
+/**
+ * A CPU-heavy stateless guest: jitter with every chunk at its longest spin (about 7 M
+ * iterations), on a pool of 1, 2 and 4 instances, and the same calls on 1 and 2 bare threads
+ * (bare-threads.ts): what two cores give this guest with no library at all.
+ */
 async function poolScaling(root: string, quick: boolean): Promise<ScaleReport['pool']> {
-  const jitter = readFileSync(join(root, 'spec', 'fixtures', 'jitter.wasm'))
+  const bytes = readFileSync(join(root, 'spec', 'fixtures', 'jitter.wasm'))
+  const module = new WebAssembly.Module(bytes)
   const chunk = 4 * KiB
-  const input = Buffer.alloc((quick ? 60 : 200) * chunk, '7')
+  const chunks = quick ? 60 : 200
+  const input = Buffer.alloc(chunks * chunk, '7')
   const counts = [1, 2, 4]
   const settings = counts.map((instances): SandboxOptions => ({ bufferSize: chunk, maxConcurrency: instances, stateless: true, limits: { timeout: 30_000 } }))
-  for (const options of settings) await secondsFor(jitter, options, input.subarray(0, 8 * chunk), input.length)
-  const rates = await throughputsOf(jitter, settings, input, input.length)
-  return counts.map((instances, i) => ({ instances, mbps: rates[i]!, ratio: rates[i]! / rates[0]! }))
+  const bare = new BareThreads(2)
+  try {
+    for (const options of settings) await secondsFor(bytes, options, input.subarray(0, 8 * chunk), input.length)
+    for (const n of [1, 2]) await bare.seconds(module, n, 8, chunk, 0x37)
+    const seconds = await roundsOf(
+      [
+        ...settings.map((options) => () => secondsFor(bytes, options, input, input.length)),
+        ...[1, 2].map((n) => () => bare.seconds(module, n, chunks, chunk, 0x37)),
+      ],
+      quick ? 3 : ROUNDS,
+    )
+    const [bare1, bare2] = seconds.splice(counts.length, 2) as [number[], number[]]
+    const rate = (s: readonly number[]): number => input.length / MiB / median(s)
+    return {
+      instances: counts.map((instances, i) => ({ instances, mbps: rate(seconds[i]!), ratio: pairedSpeedup(seconds[i]!, seconds[0]!) })),
+      bare: { one: rate(bare1), two: rate(bare2), ratio: pairedSpeedup(bare2, bare1) },
+    }
+  } finally {
+    await bare.close()
+  }
 }
 
 /** `streams` short calls at once through one sandbox: wall time, peak RSS, most workers alive. */
@@ -220,9 +269,15 @@ export async function runScaleBench(root: string, quick: boolean, unbounded: boo
       `  ${String(row.size / KiB).padStart(5)} KiB  ${row.concurrent === 1 ? 'sequential' : `${row.concurrent} at once`.padEnd(10)}  ${row.mode.padEnd(20)} ${row.msPerStream.toFixed(2).padStart(8)} ms  ${(row.msPerStream / inline.msPerStream).toFixed(2)}× inline`,
     )
   }
-  console.log('\nScale: a CPU-heavy stateless guest (jitter, ~5 ms a 4 KiB chunk) on a pool of instances')
+  console.log(`\nScale: a CPU-heavy stateless guest (jitter, ~5 ms a 4 KiB chunk) on a pool of instances; ${quick ? 3 : ROUNDS} rounds, ratios the median of each round's`)
   const pool = await poolScaling(root, quick)
-  for (const row of pool) console.log(`  maxConcurrency ${row.instances}: ${row.mbps.toFixed(2)} MB/s, ${row.ratio.toFixed(2)}× one instance`)
+  for (const row of pool.instances) console.log(`  maxConcurrency ${row.instances}: ${row.mbps.toFixed(2)} MB/s, ${row.ratio.toFixed(2)}× one instance`)
+  const two = pool.instances.find((row) => row.instances === 2)!
+  console.log(`  aim: 2 instances >= 1.8× one: ${two.ratio >= 1.8 ? 'met' : 'NOT met'}, ${two.ratio.toFixed(2)}×`)
+  console.log(
+    `  the same calls on bare threads, no library: 1 thread ${pool.bare.one.toFixed(2)} MB/s, 2 threads ${pool.bare.two.toFixed(2)} MB/s = ${pool.bare.ratio.toFixed(2)}× ` +
+      `(this machine's ceiling for the pool of 2, which reached ${(two.ratio / pool.bare.ratio).toFixed(2)} of it)`,
+  )
   console.log('\nScale: short streams (1 KiB through upper) all at once through one sandbox')
   const count = quick ? 200 : 1000
   // The default's factor (WORKERS_PER_CORE) was chosen from these rows: 1, 2, 4 and 8 per core.
@@ -236,10 +291,13 @@ export async function runScaleBench(root: string, quick: boolean, unbounded: boo
   if (!unbounded) console.log('  (without a bound, a thread per stream: npm run bench -- --filter scale)')
   const worker = await workerCost(root)
   console.log(`\nOne worker: ${worker.startMs.toFixed(1)} ms for a 1-byte stream on a new thread (median of 10), about ${worker.rssMb.toFixed(1)} MB RSS each (16 running)`)
-  console.log("\n'auto' against the fixed settings (MB/s, median of 3; aim: within 10 % of the best)")
+  console.log(`\n'auto' against the fixed settings (MB/s, medians of ${quick ? 3 : ROUNDS} rounds; aim: within 10 % of the best, paired by round)`)
   const auto = await autoVersusFixed(root, quick)
   for (const row of auto) {
-    console.log(`  ${row.workload}: ${row.fixed.map((f) => `${f.setting} ${f.mbps.toFixed(2)}`).join(', ')}; auto ${row.auto.toFixed(2)} = ${row.ratioToBest.toFixed(2)}× the best`)
+    console.log(
+      `  ${row.workload}: ${row.fixed.map((f) => `${f.setting} ${f.mbps.toFixed(2)}`).join(', ')}; auto ${row.auto.toFixed(2)} = ` +
+        `${row.ratioToBest.toFixed(2)}× the best (${row.ratioOfMedians.toFixed(2)}× medians over medians): ${row.ratioToBest >= 0.9 ? 'met' : 'NOT met'}`,
+    )
   }
   return { startup: rows, pool, crowd: crowdRows, worker, auto }
 }
