@@ -134,9 +134,9 @@ export const WORKER_CHUNKS = 1 / 2
 
 /**
  * `upper-scalar` runs at about 200 MB/s on text: at the full 2 GiB its six cells took 4 of
- * `npm run bench`'s minutes. A quarter is still 2-3 s a run.
+ * `npm run bench`'s minutes. An eighth of 1 GiB is about 0.6 s a run; its runs spread by 5-11 %.
  */
-export const SCALAR_VOLUME = 1 / 4
+export const SCALAR_VOLUME = 1 / 8
 
 /** Where the guest runs; `wasmTransform` defaults to `'worker'`, so every scenario says which. */
 const inline = { isolation: 'inline' } as const

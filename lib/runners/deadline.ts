@@ -52,18 +52,20 @@ export class DeadlineRunner extends WrappingRunner {
   /**
    * Checks the clock as well as the timer: an inline guest fed by an in-memory source and read by
    * a sink that calls back at once runs the whole stream in ticks and microtasks, and the timer
-   * never gets its turn. The expiry waits for a tick so that it never runs inside this call.
+   * never gets its turn. Past the deadline the job is not run: the expiry fails the stream at
+   * the next tick (not inside this call), with this job's offset if none before it is pending.
    */
   override process(job: Job, callback: RunnerCallback): void {
+    this.pending.push(job)
+    this.lastOffset = job.offset
     if (this.timer && performance.now() >= this.endsAt) {
       this.clear()
       this.expiring = true
       process.nextTick(() => {
         if (this.expiring) this.expire()
       })
+      return
     }
-    this.pending.push(job)
-    this.lastOffset = job.offset
     this.inner.process(job, callback)
   }
 
