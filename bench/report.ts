@@ -167,7 +167,7 @@ export function verdicts(results: readonly Result[], sizes: readonly number[]): 
     return x && y ? f(x, y) : undefined
   }
   const out: Verdict[] = []
-  const cost = at('wasmTransform(upper, inline)', 'bare(upper)', (x, y) => (y.mbps / x.mbps - 1) * 100)
+  const cost = at('wasmTransform(upper, inline)', 'bare(upper)', (x, y) => (1 / pairedRatio(x, y) - 1) * 100)
   if (cost !== undefined) {
     out.push({
       aim: '< 10% cost of wasmTransform(upper, inline) over bare(upper) at 64 KiB',
@@ -177,7 +177,7 @@ export function verdicts(results: readonly Result[], sizes: readonly number[]): 
       met: cost < 10,
     })
   }
-  const worker = at('wasmTransform(upper, worker)', 'wasmTransform(upper, inline)', (x, y) => x.mbps / y.mbps)
+  const worker = at('wasmTransform(upper, worker)', 'wasmTransform(upper, inline)', pairedRatio)
   if (worker !== undefined) {
     out.push({
       aim: 'wasmTransform(upper, worker) >= 0.85x inline at 64 KiB',

@@ -17,13 +17,6 @@ const WINDOW_JOBS = 8
 const MIN_GAIN = 1.1
 /** 'auto' tries up to this many instances per core. */
 const AUTO_PER_CORE = 2
-/**
- * 'auto' starts with one instance per core. Starting from one, the stream spent its first
- * windows at a fraction of what a stateless guest's pool gives, and a single 100 ms window that
- * read low (this machine's windows scatter by ±30 %) left it there: per-record grep settled at 1
- * instance in 1 run of 3 and took 810 ms against 476 for 4 fixed.
- */
-const AUTO_START_PER_CORE = 1
 
 
 interface Instance {
@@ -153,8 +146,7 @@ export class PoolRunner implements GuestRunner {
       this.windowStart = performance.now()
       callback(null)
     })
-    const initial = this.auto ? Math.min(this.size, availableParallelism() * AUTO_START_PER_CORE) : this.size
-    for (let i = 1; i < initial; i++) this.startSpare()
+    if (!this.auto) for (let i = 1; i < this.size; i++) this.startSpare()
   }
 
   concurrency(): ConcurrencyReport {
