@@ -116,7 +116,23 @@ function bundleClass(highWaterMark: number): new () => PumpifyInstance {
      */
     override emit(event: string | symbol, ...args: unknown[]): boolean {
       if (this.destroyed && (event === 'end' || event === 'finish' || event === 'data')) return false
-      return super.emit(event, ...args)
+      const emitted = super.emit(event, ...args)
+      if (event === 'end' || event === 'finish') this.closeOnceDone(event)
+      return emitted
+    }
+
+    private ended = false
+    private finished = false
+
+    /**
+     * 'close' once both sides are done, as Node's own streams do (autoDestroy): duplexify, built
+     * with autoDestroy off so that a stage's errors stay fatal, never closed a stream that
+     * succeeded, and code awaiting its 'close' waited for good.
+     */
+    private closeOnceDone(event: 'end' | 'finish'): void {
+      if (event === 'end') this.ended = true
+      else this.finished = true
+      if (this.ended && this.finished) process.nextTick(() => this.destroyed || this.destroy())
     }
 
     /**
@@ -131,8 +147,10 @@ function bundleClass(highWaterMark: number): new () => PumpifyInstance {
     }
 
     private whenEnded(callback: (err?: Error | null) => void): void {
-      if (this.destroyed || (this as unknown as { _writableState: { finished: boolean } })._writableState.finished) {
-        process.nextTick(callback, this.destroyed ? streamDestroyed() : alreadyFinished())
+      const finished = (this as unknown as { _writableState: { finished: boolean } })._writableState.finished
+      if (this.destroyed || finished) {
+        // As Node's own: a stream that finished (and so closed) says so before that it is destroyed.
+        process.nextTick(callback, finished ? alreadyFinished() : streamDestroyed())
         return
       }
       // No 'error' listener: an error nobody listens for must stay as loud as on Node's streams.

@@ -140,6 +140,26 @@ describe('destroy', () => {
     })
   }
 
+  for (const isolation of ['inline', 'worker'] as const) {
+    it(`a stream that succeeds closes once its sides are done, as Node's own do (${isolation})`, async () => {
+      // duplexify, under the bundle, never closed a stream that succeeded: 'close' never came.
+      const stream = wasmTransform(example('upper.wasm'), { isolation })
+      const events: string[] = []
+      for (const event of ['end', 'finish', 'close', 'error']) stream.on(event, () => events.push(event))
+      const closed = new Promise((resolve, reject) => {
+        stream.once('close', resolve)
+        setTimeout(() => reject(new Error(`no 'close' after ${events.join(', ')}`)), 2000).unref()
+      })
+      stream.resume()
+      stream.end(Buffer.from('abc'))
+      await closed
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      assert.deepEqual([...events].sort(), ['close', 'end', 'finish'])
+      assert.equal(events.at(-1), 'close')
+      assert.equal(stream.destroyed, true)
+    })
+  }
+
   describe('end(cb) calls back once: on finish, or on failure with its error (as on Node streams)', () => {
     const ended = (stream: Duplex, ...args: unknown[]): Promise<Array<Error | null | undefined>> =>
       new Promise((resolve) => {
