@@ -117,22 +117,18 @@ function bundleClass(highWaterMark: number): new () => PumpifyInstance {
     override emit(event: string | symbol, ...args: unknown[]): boolean {
       if (this.destroyed && (event === 'end' || event === 'finish' || event === 'data')) return false
       const emitted = super.emit(event, ...args)
-      if (event === 'end' || event === 'finish') this.closeOnceDone(event)
+      // 'close' once both sides are done, as Node's own streams do (autoDestroy): duplexify, built
+      // with autoDestroy off so that a stage's errors stay fatal, never closed a stream that
+      // succeeded, and code awaiting its 'close' waited for good.
+      if ((event === 'end' || event === 'finish') && this.states()._readableState.endEmitted && this.states()._writableState.finished) {
+        process.nextTick(() => this.destroyed || this.destroy())
+      }
       return emitted
     }
 
-    private ended = false
-    private finished = false
-
-    /**
-     * 'close' once both sides are done, as Node's own streams do (autoDestroy): duplexify, built
-     * with autoDestroy off so that a stage's errors stay fatal, never closed a stream that
-     * succeeded, and code awaiting its 'close' waited for good.
-     */
-    private closeOnceDone(event: 'end' | 'finish'): void {
-      if (event === 'end') this.ended = true
-      else this.finished = true
-      if (this.ended && this.finished) process.nextTick(() => this.destroyed || this.destroy())
+    /** readable-stream 3's own record of where each side is. */
+    private states(): { _readableState: { endEmitted: boolean }; _writableState: { finished: boolean } } {
+      return this as unknown as ReturnType<PipelineBundle['states']>
     }
 
     /**
@@ -147,7 +143,7 @@ function bundleClass(highWaterMark: number): new () => PumpifyInstance {
     }
 
     private whenEnded(callback: (err?: Error | null) => void): void {
-      const finished = (this as unknown as { _writableState: { finished: boolean } })._writableState.finished
+      const finished = this.states()._writableState.finished
       if (this.destroyed || finished) {
         // As Node's own: a stream that finished (and so closed) says so before that it is destroyed.
         process.nextTick(callback, finished ? alreadyFinished() : streamDestroyed())

@@ -374,6 +374,8 @@ export class WorkerRunner implements GuestRunner {
   }
 
   private mayMoveOn(): boolean {
+    // The case of every chunk of a stream being read, decided without touching the control block.
+    if (this.outstanding > 0 && !this.paused) return true
     // Input first: the worker marks itself running before it takes a chunk's last frame, so no
     // input left and then no guest running means it waits for more, or for room to write.
     const queued = this.input?.used() ?? 0
@@ -381,7 +383,6 @@ export class WorkerRunner implements GuestRunner {
     // A WASI program in stream mode may still be working once every chunk it read is answered.
     if (state === STATE_RUNNING) return true
     if (this.outstanding === 0) return false
-    if (!this.paused) return true
     // Idle: it takes what is queued, and a write waiting for room is woken by its message.
     return state === STATE_IDLE && (queued > 0 || this.pending !== undefined)
   }
