@@ -103,8 +103,8 @@ export interface SandboxOptions {
    * Instances of a stateless guest one stream runs at once, each in its own worker, on
    * different chunks; output stays in input order. Default 1. Refused for a guest that keeps
    * state (see `stateless`). Chunks queued to each worker: `flowControl.maxInFlight`.
-   * `'auto'`: start with one and add instances while each added one raises throughput by 10 %
-   * or more, up to two per core (one for a guest that keeps state, or inline);
+   * `'auto'`: start with one and double the instances while each doubling raises throughput
+   * by 10 % or more, up to two per core (one for a guest that keeps state, or inline);
    * `metrics().concurrency` says what was chosen and why.
    */
   maxConcurrency?: number | 'auto'

@@ -80,7 +80,7 @@ function runCommand(programArgs: () => string[] | undefined, exit: (status: numb
       new Option('--recovery <how>', 'when the guest fails on a chunk: fail (default), skip the chunk, or retry=N times'),
       new Option('--stateless', 'the guest keeps nothing between chunks: recovery restarts it from init, --max-concurrency may pool it (default: as the module declares; see inspect)'),
       new Option('--no-stateless', 'treat the guest as keeping state, whatever it declares'),
-      new Option('--max-concurrency <n|auto>', "instances of a stateless guest run at once, each in its own worker, output in input order (default 1; 'auto': grown while it pays, up to the cores)"),
+      new Option('--max-concurrency <n|auto>', "instances of a stateless guest run at once, each in its own worker, output in input order (default 1; 'auto': doubled while it pays, up to two per core)"),
       new Option('--max-in-flight <n>', 'chunks queued to each instance, so reading and the guest overlap (default: 2 MiB of chunks, 2 to 64; at most 8 with a pool)'),
       new Option('--backpressure <how>', 'when the output is slower than the input: block (default), or drop, sample or adaptive to shed whole chunks (live input)'),
       new Option('--sample-rate <n>', 'with --backpressure sample: pass one chunk in n under pressure (default 10)'),

@@ -51,9 +51,10 @@ interface Entry {
  * comes in input order: a job that fails while earlier ones still run fails the stream only once
  * they are delivered (an earlier failure wins), as one instance would have.
  *
- * With `size` 'auto' it starts with one instance and, every window of chunks, adds one while the
- * last one added raised throughput by 10 % or more, up to the machine's cores; one that did not
- * is retired (no new chunks). Output never depends on the choice: order is kept either way.
+ * With `size` 'auto' it starts with one instance and, every window of chunks, doubles them while
+ * the last doubling raised throughput by 10 % or more, up to two per core; the instances a
+ * doubling that did not added are retired (no new chunks). Output never depends on the choice:
+ * order is kept either way.
  */
 export class PoolRunner implements GuestRunner {
   private readonly factory: RunnerFactory
@@ -243,10 +244,11 @@ export class PoolRunner implements GuestRunner {
       // Too late to help once the end of input is being flushed.
       if (err || this.flushing > 0 || this.destroyed || this.failed) {
         runner.destroy()
-        if (err && this.growing) this.settle(`no worker free for instance ${this.active() + 1}`)
+        if (err && this.growing) this.settle(`no worker free for more than ${this.active()} instance${this.active() === 1 ? '' : 's'}`)
         return
       }
       this.instances.push(this.instanceOf(runner))
+      if (this.growing && this.starting.size === 0) this.restartWindow()
       this.release()
     })
   }
@@ -308,7 +310,11 @@ export class PoolRunner implements GuestRunner {
     return false
   }
 
-  /** 'auto': one window measured; try one more instance, or settle. */
+  /**
+   * 'auto': one window measured; double the instances, or settle. Doubling reaches the cores in
+   * few windows (most of a short stream is ramp), and a step that did not raise throughput is
+   * undone whole: the instances it added are retired.
+   */
   private measure(bytes: number): void {
     this.windowBytes += bytes
     this.windowJobs++
@@ -317,9 +323,8 @@ export class PoolRunner implements GuestRunner {
     if (this.windowJobs < WINDOW_JOBS || (elapsed < WINDOW_MS && this.warmedUp)) return
     const mbps = this.windowBytes / 1048.576 / elapsed
     const instances = this.active()
-    this.windowStart = performance.now()
-    this.windowBytes = this.windowJobs = 0
-    // A window still ramping up a new instance is not its measure: wait for it to have started.
+    this.restartWindow()
+    // The window ends when the last new instance joins (startSpare): it measures them all.
     if (this.starting.size > 0) return
     if (!this.warmedUp) {
       this.warmedUp = true
@@ -328,13 +333,29 @@ export class PoolRunner implements GuestRunner {
     const previous = this.samples.at(-1)
     this.samples.push({ instances, mbps })
     if (previous && previous.instances < instances && mbps < previous.mbps * MIN_GAIN) {
-      this.settle(`instance ${instances} raised throughput ${Math.round((mbps / previous.mbps - 1) * 100)} %, under ${Math.round((MIN_GAIN - 1) * 100)} %: ${instances - 1} kept`)
-      const last = [...this.instances].reverse().find((i) => !i.retired)
-      if (last && instances > 1) last.retired = true
+      this.settle(
+        `${instances} instances raised throughput ${Math.round((mbps / previous.mbps - 1) * 100)} % over ${previous.instances}, under ${Math.round((MIN_GAIN - 1) * 100)} %: ${previous.instances} kept`,
+      )
+      this.retire(instances - previous.instances)
     } else if (instances >= this.size) {
       this.settle(`${instances} instances, ${AUTO_PER_CORE} per core`)
     } else {
-      this.startSpare()
+      for (let added = 0; added < instances && instances + added < this.size; added++) this.startSpare()
+    }
+  }
+
+  private restartWindow(): void {
+    this.windowStart = performance.now()
+    this.windowBytes = this.windowJobs = 0
+  }
+
+  /** The last `count` instances added take no new chunks (each still flushes at the end). */
+  private retire(count: number): void {
+    for (let i = this.instances.length - 1; i > 0 && count > 0; i--) {
+      const instance = this.instances[i]!
+      if (instance.retired) continue
+      instance.retired = true
+      count--
     }
   }
 
