@@ -49,12 +49,16 @@ async function secondsFor(module: Buffer | string, options: SandboxOptions, inpu
 /**
  * Seconds under each setting, `rounds` rounds of one run of each taken in turn: this machine
  * drifts by tens of percent within a minute, and runs of one setting taken together would
- * compare one moment with another. `seconds[setting][round]`.
+ * compare one moment with another. Each round starts one setting further on, so no setting
+ * always runs right after the same one (and its idle workers). `seconds[setting][round]`.
  */
 async function roundsOf(runs: ReadonlyArray<() => Promise<number>>, rounds: number): Promise<number[][]> {
   const seconds: number[][] = runs.map(() => [])
   for (let round = 0; round < rounds; round++) {
-    for (let i = 0; i < runs.length; i++) seconds[i]!.push(await runs[i]!())
+    for (let k = 0; k < runs.length; k++) {
+      const i = (round + k) % runs.length
+      seconds[i]!.push(await runs[i]!())
+    }
   }
   return seconds
 }

@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os'
 import { describe, it } from 'node:test'
 import { Writable } from 'node:stream'
 import fc from 'fast-check'
-import { createSandbox, wasmTransform, type SandboxOptions, type WasmSandboxError } from '../lib/index.js'
+import { WorkerPool, createSandbox, wasmTransform, type SandboxOptions, type WasmSandboxError } from '../lib/index.js'
 import { example, fixture, grepLinesRef, readFixture, upperRef } from './helpers/reference.js'
 import { randomLines, run, sourceOf } from './helpers/streams.js'
 
@@ -166,6 +166,32 @@ describe('pool: maxConcurrency for stateless guests', () => {
     // Before close(): it ends idle workers, which stay live until their threads have exited.
     assert.equal(sandbox.workers().live - sandbox.workers().idle, 0, 'a busy worker outlived the stopped stream')
     sandbox.close()
+  })
+
+  it("short streams on a pool keep their extra instances' workers: none is ended, and the next streams reuse them", async () => {
+    // The extra instances start with the stream; a one-chunk stream ends before they have.
+    // They were destroyed then, their threads with them: each call on a pool of 4 booted 3
+    // threads (20 ms a call here) for nothing.
+    const discard = WorkerPool.prototype.discard
+    let discarded = 0
+    WorkerPool.prototype.discard = function (this: WorkerPool, worker) {
+      discarded++
+      discard.call(this, worker)
+    }
+    const sandbox = createSandbox({ maxConcurrency: 4, stateless: true })
+    try {
+      for (let i = 0; i < 20; i++) assert.equal((await sandbox.call(example('upper.wasm'), `call ${i}`)).toString(), `CALL ${i}`)
+      assert.equal(discarded, 0, 'workers ended with their streams')
+      const end = Date.now() + 3000
+      while (sandbox.workers().live > sandbox.workers().idle && Date.now() < end) await new Promise((r) => setTimeout(r, 10))
+      const { live, idle } = sandbox.workers()
+      assert.equal(live - idle, 0, 'a spare kept its worker busy')
+      // Closing spares overlap the next call's start, so a few more than 4 may be up; 20 × 3 were booted before.
+      assert.ok(live <= 8, `${live} workers for streams of 4 instances`)
+    } finally {
+      WorkerPool.prototype.discard = discard
+      sandbox.close()
+    }
   })
 
   it('a slow consumer paces the pool without losing or reordering output', async () => {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import {
   InlineRunner,
+  WorkerPool,
   WorkerRunner,
   loadGuest,
   runnerChain,
@@ -138,5 +139,30 @@ describe('worker runner: waiting for a worker', () => {
     assert.deepEqual(failures, ['ERR_WASM_WORKER_DIED'])
     runner.destroy()
     assert.deepEqual(cancelled, [2], 'the wait of the second start was withdrawn, and only it')
+  })
+
+  it('close ends a session that ran no chunk without its flush, and its worker serves the next runner', async () => {
+    // wc writes its counts in its flush: close must not call it, nor report a job.
+    const guest = await loadGuest(example('wc.wasm'))
+    const workers = new WorkerPool({ idleMs: 10_000 })
+    try {
+      const hooks = recorder()
+      const first = new WorkerRunner(guest, hooks, { ...OPTIONS, workers })
+      await start(first)
+      await new Promise<void>((resolve, reject) => first.close!((err) => (err ? reject(err) : resolve())))
+      assert.deepEqual(hooks.log, [], 'a close reported a job or output')
+      assert.equal(workers.idleCount, 1, 'the worker did not go back to the pool')
+      const second = new WorkerRunner(guest, recorder(), { ...OPTIONS, workers })
+      await start(second)
+      assert.equal(workers.size, 1, 'a second thread was booted')
+      // With a job out, close is a destroy: the worker ran a chunk and is not reused.
+      await process1(second, { offset: 0, input: Buffer.from('ab') })
+      let answered = 0
+      second.close!(() => answered++)
+      assert.equal(answered, 1)
+      assert.equal(workers.idleCount, 0)
+    } finally {
+      workers.close()
+    }
   })
 })

@@ -3,7 +3,7 @@ import { errors, type WasmSandboxError } from '../errors.js'
 import type { LoadedGuest } from '../guest/load.js'
 import { availableParallelism } from 'node:os'
 import { noState, type ConcurrencyReport, type GuestRunner, type Job, type RunnerCallback, type RunnerFactory, type RunnerHooks, type RunnerOptions } from './runner.js'
-import { WrappingRunner } from './wrapping.js'
+import { closeRunner, WrappingRunner } from './wrapping.js'
 
 /**
  * 'auto' measures throughput over windows of at least this long and this many chunks. Each step
@@ -89,6 +89,8 @@ export class PoolRunner implements GuestRunner {
   private flushing = 0
   private pastGuestMs = 0
   private failed = false
+  /** Every job, the end of input too, was delivered: spares still starting close, not die. */
+  private ended = false
   /** A job failed behind earlier ones still running: take no new jobs, fail once those are delivered. */
   private failing = false
   private destroyed = false
@@ -134,6 +136,7 @@ export class PoolRunner implements GuestRunner {
     }
     this.failed = false
     this.failing = false
+    this.ended = false
     const first = this.spawn(this.options)
     this.first = first
     first.start((err) => {
@@ -217,6 +220,9 @@ export class PoolRunner implements GuestRunner {
 
   destroy(): void {
     this.destroyed = true
+    // After a clean end a spare still starting closes once it has (startSpare), and its worker
+    // serves the next stream: a short stream on a pool of N would otherwise end N - 1 threads.
+    if (this.ended) this.starting.clear()
     this.stopAll()
   }
 
@@ -240,11 +246,17 @@ export class PoolRunner implements GuestRunner {
     const runner = this.spawn({ ...this.options, spareWorker: true })
     this.starting.add(runner)
     runner.start((err) => {
-      if (!this.starting.delete(runner)) return
-      // Too late to help once the end of input is being flushed.
-      if (err || this.flushing > 0 || this.destroyed || this.failed) {
+      const ours = this.starting.delete(runner)
+      if (err) {
         runner.destroy()
-        if (err && this.growing) this.settle(`no worker free for more than ${this.active()} instance${this.active() === 1 ? '' : 's'}`)
+        if (ours && this.growing) this.settle(`no worker free for more than ${this.active()} instance${this.active() === 1 ? '' : 's'}`)
+        return
+      }
+      // Too late to help once the end of input is being flushed: it never ran a chunk, so it
+      // ends without a flush, and its worker is kept for the next stream.
+      if (this.ended || (ours && this.flushing > 0)) return closeRunner(runner, noop)
+      if (!ours || this.destroyed || this.failed) {
+        runner.destroy()
         return
       }
       this.instances.push(this.instanceOf(runner))
@@ -486,8 +498,6 @@ export class PoolRunner implements GuestRunner {
 
   /** Every chunk is delivered: each instance flushes, one after another, in the pool's order. */
   private startFlush(): void {
-    for (const runner of this.starting) runner.destroy()
-    this.starting.clear()
     this.flushNext()
   }
 
@@ -496,6 +506,7 @@ export class PoolRunner implements GuestRunner {
     if (this.flushing === this.instances.length) {
       this.order.shift()
       this.entries.delete(head.job)
+      this.ended = true
       this.hooks.done(head.job)
       return
     }

@@ -5,6 +5,8 @@ import { WasmSandboxError, type WasmFrame, type WasmSandboxErrorCode } from '../
 export const IN_CHUNK = 1
 export const IN_FLUSH = 2
 export const IN_SNAPSHOT = 3
+/** End the session without the guest's flush: it ran no chunk (a pool's spare that came too late). */
+export const IN_CLOSE = 4
 
 /** Frames worker → main, in the output ring, in order after the outputs they conclude. */
 export const OUT_DATA = 10

@@ -92,6 +92,12 @@ export interface GuestRunner {
   restart(callback: RunnerCallback, restore?: GuestState): void
   /** Releases the instance (and any worker) at once. Idempotent. */
   destroy(): void
+  /**
+   * Ends a started instance that has no job out, without its flush: a worker then serves the
+   * next stream instead of being ended with it (a pool's spare that started too late to help).
+   * Without it, or on an error, the instance is destroyed.
+   */
+  close?(callback: RunnerCallback): void
   /** How many instances run and why, for a runner that chooses (`maxConcurrency: 'auto'`, a pool). */
   concurrency?(): ConcurrencyReport | undefined
 }

@@ -23,6 +23,7 @@ import {
   EXPORT_NAMES,
   EXPORT_PROCESS,
   IN_CHUNK,
+  IN_CLOSE,
   IN_FLUSH,
   IN_SNAPSHOT,
   MSG_READY,
@@ -186,6 +187,10 @@ class Session implements DriverHost {
         input.consume()
         handler.flush(offset)
         this.leave()
+        this.writeFrame(OUT_FLUSHED)
+        return
+      } else if (kind === IN_CLOSE) {
+        input.consume()
         this.writeFrame(OUT_FLUSHED)
         return
       } else {

@@ -14,6 +14,7 @@ import {
   CTL_STATE,
   EXPORT_NAMES,
   IN_CHUNK,
+  IN_CLOSE,
   IN_FLUSH,
   IN_SNAPSHOT,
   MSG_READY,
@@ -110,6 +111,8 @@ export class WorkerRunner implements GuestRunner {
   private watchdog: NodeJS.Timeout | undefined
   private startCallback: RunnerCallback | undefined
   private snapshotCallback: ((err: Error | null, state?: GuestState) => void) | undefined
+  /** `close` waits for the session's end. */
+  private closeCallback: RunnerCallback | undefined
   private pending: PendingWrite | undefined
   private paused = false
   /** Chunks, start-up, flush or snapshot the worker owes an answer for; idle at 0. */
@@ -287,10 +290,26 @@ export class WorkerRunner implements GuestRunner {
     // Every method calls back once: a start or snapshot still waiting learns the instance is gone.
     const start = this.startCallback
     const snapshot = this.snapshotCallback
-    this.startCallback = this.snapshotCallback = undefined
+    const closed = this.closeCallback
+    this.startCallback = this.snapshotCallback = this.closeCallback = undefined
     const gone = (): WasmSandboxError => errors.noInstance({ module: this.guest.name, exportName: start ? 'start' : 'snapshot', offset: 0 })
     start?.(gone())
     snapshot?.(gone())
+    // Closed all the same, if not for reuse.
+    closed?.(null)
+  }
+
+  close(callback: RunnerCallback): void {
+    if (!this.worker || this.startCallback || this.sent.length > 0 || this.pending || this.closeCallback) {
+      this.destroy()
+      callback(null)
+      return
+    }
+    this.closeCallback = callback
+    this.busy(+1)
+    this.pending = { kind: IN_CLOSE, chunk: null, pos: 0, offset: 0, callback: () => {} }
+    this.writePending()
+    this.settleLater()
   }
 
   private site(): GuestSite {
@@ -491,7 +510,10 @@ export class WorkerRunner implements GuestRunner {
         output.consume()
         // The guest has ended cleanly: its worker may run the next stream's guest.
         this.release()
-        this.hooks.done(this.sent.shift()!)
+        const closed = this.closeCallback
+        this.closeCallback = undefined
+        if (closed) closed(null)
+        else this.hooks.done(this.sent.shift()!)
       } else if (kind === OUT_LOG) {
         this.onLog(output)
       } else if (kind === OUT_PART || kind === OUT_ERROR) {
@@ -553,7 +575,11 @@ export class WorkerRunner implements GuestRunner {
     this.snapshotCallback = undefined
     const job = this.sent[0]
     this.sent.length = 0
-    if (this.startCallback) this.finishStart(err)
+    const closed = this.closeCallback
+    this.closeCallback = undefined
+    // A session being closed ran no chunk: its failure is nobody's output, and its worker is gone.
+    if (closed) closed(err)
+    else if (this.startCallback) this.finishStart(err)
     else if (snapshotCallback) snapshotCallback(err)
     else this.hooks.failed(job, err)
   }

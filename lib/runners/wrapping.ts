@@ -36,7 +36,21 @@ export abstract class WrappingRunner implements GuestRunner {
     this.inner.destroy()
   }
 
+  close(callback: RunnerCallback): void {
+    closeRunner(this.inner, callback)
+  }
+
   concurrency(): ConcurrencyReport | undefined {
     return this.inner.concurrency?.()
   }
+}
+
+/** Ends `runner` without its flush where it can (`close`), else destroys it. */
+export function closeRunner(runner: GuestRunner, callback: RunnerCallback): void {
+  if (runner.close) {
+    runner.close(callback)
+    return
+  }
+  runner.destroy()
+  callback(null)
 }
