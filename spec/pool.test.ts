@@ -169,18 +169,18 @@ describe('pool: maxConcurrency for stateless guests', () => {
   })
 
   it("short streams on a pool keep their extra instances' workers: none is ended, and the next streams reuse them", async () => {
-    // The extra instances start with the stream; a one-chunk stream ends before they have.
-    // They were destroyed then, their threads with them: each call on a pool of 4 booted 3
-    // threads (20 ms a call here) for nothing.
+    // The extra instances start with the stream; a stream of a few chunks ends before they
+    // have. They were destroyed then, their threads with them: each call on a pool of 4 booted
+    // 3 threads (20 ms a call here) for nothing.
     const discard = WorkerPool.prototype.discard
     let discarded = 0
     WorkerPool.prototype.discard = function (this: WorkerPool, worker) {
       discarded++
       discard.call(this, worker)
     }
-    const sandbox = createSandbox({ maxConcurrency: 4, stateless: true })
+    const sandbox = createSandbox({ maxConcurrency: 4, stateless: true, bufferSize: 8 })
     try {
-      for (let i = 0; i < 20; i++) assert.equal((await sandbox.call(example('upper.wasm'), `call ${i}`)).toString(), `CALL ${i}`)
+      for (let i = 0; i < 20; i++) assert.equal((await sandbox.call(example('upper.wasm'), `call ${i}, 3 chunks`)).toString(), `CALL ${i}, 3 CHUNKS`)
       assert.equal(discarded, 0, 'workers ended with their streams')
       const end = Date.now() + 3000
       while (sandbox.workers().live > sandbox.workers().idle && Date.now() < end) await new Promise((r) => setTimeout(r, 10))
