@@ -8,6 +8,7 @@ import { availableParallelism } from 'node:os'
 import { describe, it } from 'node:test'
 import { Writable } from 'node:stream'
 import fc from 'fast-check'
+import wabtInit from 'wabt'
 import { WorkerPool, createSandbox, wasmTransform, type SandboxOptions, type WasmSandboxError } from '../lib/index.js'
 import { example, fixture, grepLinesRef, readFixture, upperRef } from './helpers/reference.js'
 import { randomLines, run, sourceOf } from './helpers/streams.js'
@@ -191,6 +192,64 @@ describe('pool: maxConcurrency for stateless guests', () => {
     } finally {
       WorkerPool.prototype.discard = discard
       sandbox.close()
+    }
+  })
+
+  it("a finished stream's extra instances write nothing more, to its stderr or its events, and keep no worker", async () => {
+    // A reactor's _initialize writes to stderr as each instance starts. An extra instance still
+    // starting when the stream ended wrote into the caller's stderr after it, and once the
+    // caller had ended that stream (as one does when the run is over) the instance was paused
+    // for good: its worker stayed busy, counted against maxWorkers, 3 more a stream.
+    let afterClose = 0
+    for (let i = 0; i < 10; i++) {
+      let closed = false
+      const stderr = new Writable({
+        write(chunk: Buffer, _encoding, callback) {
+          if (closed) afterClose += chunk.length
+          callback()
+        },
+      })
+      const sandbox = createSandbox({ stateless: true, maxConcurrency: 4, wasi: { stderr } })
+      try {
+        const stream = sandbox.createStreamProcessor(fixture('wasi-reactor.wasm')).stream()
+        assert.equal((await run(stream, Buffer.from(`call ${i}`))).toString(), `call ${i}`)
+        closed = true
+        await new Promise((resolve) => setTimeout(resolve, 20))
+        stderr.end()
+        const end = Date.now() + 3000
+        while (sandbox.workers().live > sandbox.workers().idle && Date.now() < end) await new Promise((r) => setTimeout(r, 10))
+        assert.equal(sandbox.workers().live - sandbox.workers().idle, 0, `stream ${i}: workers left busy once it was over`)
+      } finally {
+        sandbox.close()
+      }
+    }
+    assert.equal(afterClose, 0, 'stderr written after the stream was over')
+  })
+
+  it("a guest whose init writes output: the pool gives one instance's output and never hangs on it", async () => {
+    // Output from init is outside the ABI's contract, so an untrusted guest may write it. It
+    // came for no job of the pool's, which paused the instance for good: every pooled stream hung.
+    const wabt = await wabtInit()
+    const m = wabt.parseWat(
+      'init-emits.wat',
+      `(module
+        (import "sandbox" "emit" (func $emit (param i32 i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 16) "HDR\\n")
+        (func (export "init") (result i32) (call $emit (i32.const 16) (i32.const 4)) (i32.const 0))
+        (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+        (func (export "process_chunk") (param $ptr i32) (param $len i32) (result i32)
+          (call $emit (local.get $ptr) (local.get $len)) (i32.const 0)))`,
+    )
+    const bytes = Buffer.from(m.toBinary({}).buffer)
+    m.destroy()
+    const input = Buffer.from('0123456789'.repeat(20))
+    const one = await run(wasmTransform(bytes, { bufferSize: 16, stateless: true }), input, [7, 50])
+    assert.equal(one.toString(), `HDR\n${input}`)
+    for (const maxConcurrency of [2, 3, 'auto'] as const) {
+      const pooled = run(wasmTransform(bytes, { bufferSize: 16, stateless: true, maxConcurrency }), input, [7, 50])
+      const hung = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`maxConcurrency ${maxConcurrency}: hung`)), 5000).unref())
+      assert.deepEqual(await Promise.race([pooled, hung]), one, `maxConcurrency ${maxConcurrency}`)
     }
   })
 

@@ -899,7 +899,8 @@ describe('ABI v1 guests built with wasi-libc (reactors)', () => {
       ])
       assert.deepEqual(out, input)
       await new Promise((resolve) => slow.end(resolve))
-      // The first instance's all; a spare still starting when the input ends is stopped mid-way.
+      // The first instance's all; a spare still starting when the input ends closes, and what it
+      // writes after the end goes nowhere.
       assert.ok(received >= 200 * 1024, `${received} bytes of stderr`)
     }
   })

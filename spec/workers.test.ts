@@ -207,6 +207,31 @@ describe('warm workers', () => {
     assert.ok(await until(() => pool.size === 0, 5000), `the thread stayed idle after close(): ${pool.size} live, ${pool.idleCount} idle`)
   })
 
+  it('close() ends a busy worker once it is handed back, unless a request waits for it', async () => {
+    const pool = new WorkerPool({ idleMs: 60_000 })
+    const acquire = (): Promise<Worker> => new Promise((resolve, reject) => pool.acquire((err, w) => (err ? reject(err) : resolve(w!))))
+    const [a, b] = [await acquire(), await acquire()]
+    pool.close()
+    const waiting = acquire()
+    pool.release(a)
+    assert.equal(await waiting, a, 'the request waiting for a worker did not get the one handed back')
+    pool.release(b)
+    assert.equal(pool.idleCount, 0, 'a worker handed back after close() was kept idle')
+    pool.release(a)
+    assert.equal(pool.idleCount, 1, 'a worker handed out after close() is kept, as before any close')
+    pool.close()
+    assert.ok(await until(() => pool.size === 0, 5000), `${pool.size} workers live after close()`)
+  })
+
+  it('a short stream on a pool, then sandbox.close() at once: no worker is left, not even its extra instances\'', async () => {
+    // The extra instances still starting when the call ends close afterwards and hand their
+    // workers back after the sandbox was closed: they sat idle for the idle time (2 s).
+    const sandbox = createSandbox({ maxConcurrency: 4, stateless: true })
+    assert.equal((await sandbox.call(example('upper.wasm'), 'x')).toString(), 'X')
+    sandbox.close()
+    assert.ok(await until(() => sandbox.workers().live === 0, 1000), `left after close(): ${JSON.stringify(sandbox.workers())}`)
+  })
+
   it('a thread that dies before it is online fails the request it was booted for, and the next boots anew', async () => {
     const pool = new WorkerPool({ idleMs: 50 })
     const acquire = (): Promise<Worker> => new Promise((resolve, reject) => pool.acquire((err, w) => (err ? reject(err) : resolve(w!))))

@@ -80,6 +80,13 @@ export class DeadlineRunner extends WrappingRunner {
     this.inner.destroy()
   }
 
+  /** An instance that is closed, not destroyed, is as much over: its deadline with it. */
+  override close(callback: RunnerCallback): void {
+    this.clear()
+    this.pending.length = 0
+    super.close(callback)
+  }
+
   private clear(): void {
     if (this.timer) clearTimeout(this.timer)
     this.timer = undefined

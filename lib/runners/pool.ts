@@ -80,10 +80,16 @@ export class PoolRunner implements GuestRunner {
   /** Downstream is full: deliver nothing until `resume()`. */
   private blocked = false
   /**
-   * Runners that stderr paused before they were instances (the first and spares write to it as
-   * they start, a reactor's `_initialize`): `resume()` reaches them here, or `unpause` later.
+   * Runners paused before they were instances, by a full stderr (the first and spares write to
+   * it as they start, a reactor's `_initialize`) or the first one's `init` output: `resume()`
+   * reaches them here, or `unpause` later.
    */
-  private readonly heldByStderr = new Set<GuestRunner>()
+  private readonly heldEarly = new Set<GuestRunner>()
+  /**
+   * Spares that came too late and are closing: after the end their frames go nowhere, and one
+   * that a full consumer had paused must be let go on, or it never reaches its close.
+   */
+  private readonly closing = new Set<GuestRunner>()
   /** The caller's callback for a job, held while every instance is full. */
   private accepting: RunnerCallback | undefined
   private flushing = 0
@@ -203,8 +209,8 @@ export class PoolRunner implements GuestRunner {
 
   resume(): void {
     this.blocked = false
-    for (const runner of this.heldByStderr) runner.resume()
-    this.heldByStderr.clear()
+    for (const runner of this.heldEarly) runner.resume()
+    this.heldEarly.clear()
     this.advance()
   }
 
@@ -222,7 +228,11 @@ export class PoolRunner implements GuestRunner {
     this.destroyed = true
     // After a clean end a spare still starting closes once it has (startSpare), and its worker
     // serves the next stream: a short stream on a pool of N would otherwise end N - 1 threads.
-    if (this.ended) this.starting.clear()
+    if (this.ended) {
+      for (const runner of [...this.starting, ...this.heldEarly, ...this.closing]) runner.resume()
+      this.heldEarly.clear()
+      this.starting.clear()
+    }
     this.stopAll()
   }
 
@@ -249,12 +259,17 @@ export class PoolRunner implements GuestRunner {
       const ours = this.starting.delete(runner)
       if (err) {
         runner.destroy()
-        if (ours && this.growing) this.settle(`no worker free for more than ${this.active()} instance${this.active() === 1 ? '' : 's'}`)
+        if (ours && this.growing) this.settle(`no worker free for more than ${this.active() + this.starting.size} instance${this.active() + this.starting.size === 1 ? '' : 's'}`)
         return
       }
       // Too late to help once the end of input is being flushed: it never ran a chunk, so it
       // ends without a flush, and its worker is kept for the next stream.
-      if (this.ended || (ours && this.flushing > 0)) return closeRunner(runner, noop)
+      if (this.ended || (ours && this.flushing > 0)) {
+        this.closing.add(runner)
+        if (this.ended) runner.resume()
+        closeRunner(runner, () => this.closing.delete(runner))
+        return
+      }
       if (!ours || this.destroyed || this.failed) {
         runner.destroy()
         return
@@ -266,7 +281,7 @@ export class PoolRunner implements GuestRunner {
   }
 
   private instanceOf(runner: GuestRunner): Instance {
-    return { runner, queued: 0, paused: this.heldByStderr.delete(runner), retired: false }
+    return { runner, queued: 0, paused: this.heldEarly.delete(runner), retired: false }
   }
 
   private spawn(options: RunnerOptions): GuestRunner {
@@ -281,7 +296,14 @@ export class PoolRunner implements GuestRunner {
       {
         output: (job, chunk) => {
           const found = ours(job)
-          return found ? this.onOutput(found.instance, found.entry, chunk) : false
+          if (found) return this.onOutput(found.instance, found.entry, chunk)
+          // No job's: an `init` wrote it, outside the ABI's contract. The first instance's goes
+          // out, as one instance's would; an extra instance's would repeat it, and the output
+          // never depends on the pool's size. Neither may pause a runner nobody resumes.
+          if (runner !== this.first || this.ended) return true
+          const room = this.hooks.output(job, chunk)
+          if (!room) this.heldEarly.add(runner)
+          return room
         },
         done: (job) => {
           const found = ours(job)
@@ -293,17 +315,21 @@ export class PoolRunner implements GuestRunner {
           if (found) this.onSkipped(found.instance, found.entry, err)
         },
         stderr: (chunk) => {
+          // The stream is over: a spare still starting or closing writes to no one.
+          if (this.ended) return true
           const room = this.hooks.stderr?.(chunk)
           // The instance holds its frames now; the pool's resume() must reach it.
           if (room === false) {
             const instance = this.instances.find((i) => i.runner === runner)
             if (instance) instance.paused = true
-            else this.heldByStderr.add(runner)
+            else this.heldEarly.add(runner)
           }
           return room
         },
         // Messages come as each instance runs, so chunks' messages may interleave; each has its offset.
-        guestLog: (entry) => this.hooks.guestLog?.(entry),
+        guestLog: (entry) => {
+          if (!this.ended) this.hooks.guestLog?.(entry)
+        },
       },
       options,
     )

@@ -78,6 +78,8 @@ export class WorkerPool {
   private sweeper: NodeJS.Timeout | undefined
   /** `close()` calls so far: a thread booting across one is not kept idle. */
   private closes = 0
+  /** `closes` when each busy worker was handed out: one handed back across a close ends. */
+  private readonly handedOut = new WeakMap<Worker, number>()
 
   constructor(options: WorkerPoolOptions = {}) {
     this.maxWorkers = options.maxWorkers ?? Infinity
@@ -121,7 +123,7 @@ export class WorkerPool {
     const worker = this.idle.pop()
     if (worker) {
       this.idleSince.delete(worker)
-      callback(null, worker)
+      this.handOut(worker, callback)
       return noop
     }
     if (!wait) {
@@ -153,7 +155,13 @@ export class WorkerPool {
     worker.unref()
     const next = this.waiting.shift()
     if (next) {
-      next(null, worker)
+      this.handOut(worker, next)
+      return
+    }
+    const since = this.handedOut.get(worker)
+    if (since !== undefined && since !== this.closes) {
+      // close() ended the idle workers and promised the busy ones would end with their streams.
+      this.discard(worker)
       return
     }
     this.idle.push(worker)
@@ -210,7 +218,12 @@ export class WorkerPool {
   private spawn(callback: WorkerCallback): void {
     const worker = this.newWorker()
     if (worker instanceof Error) callback(worker)
-    else callback(null, worker)
+    else this.handOut(worker, callback)
+  }
+
+  private handOut(worker: Worker, callback: WorkerCallback): void {
+    this.handedOut.set(worker, this.closes)
+    callback(null, worker)
   }
 
   private newWorker(): Worker | Error {
