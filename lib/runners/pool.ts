@@ -498,7 +498,7 @@ export class PoolRunner implements GuestRunner {
         }
       }
       if (!head.job.input) {
-        if (this.flushing === 0) this.startFlush()
+        if (this.flushing === 0) this.flushNext()
         break
       }
       if (!head.done) break
@@ -523,10 +523,6 @@ export class PoolRunner implements GuestRunner {
   }
 
   /** Every chunk is delivered: each instance flushes, one after another, in the pool's order. */
-  private startFlush(): void {
-    this.flushNext()
-  }
-
   private flushNext(): void {
     const head = this.order[0]!
     if (this.flushing === this.instances.length) {
