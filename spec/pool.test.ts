@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict'
 import { availableParallelism } from 'node:os'
 import { describe, it } from 'node:test'
-import { Writable } from 'node:stream'
+import { PassThrough, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import fc from 'fast-check'
 import wabtInit from 'wabt'
 import { WorkerPool, createSandbox, wasmTransform, type SandboxOptions, type WasmSandboxError } from '../lib/index.js'
@@ -226,30 +227,110 @@ describe('pool: maxConcurrency for stateless guests', () => {
     assert.equal(afterClose, 0, 'stderr written after the stream was over')
   })
 
-  it("a guest whose init writes output: the pool gives one instance's output and never hangs on it", async () => {
-    // Output from init is outside the ABI's contract, so an untrusted guest may write it. It
-    // came for no job of the pool's, which paused the instance for good: every pooled stream hung.
+  /** A pass-through guest whose init emits "init-00\n" .. "init-NN\n", one emit each. */
+  async function initWriter(lines: number): Promise<Buffer> {
     const wabt = await wabtInit()
     const m = wabt.parseWat(
-      'init-emits.wat',
+      'init-writes.wat',
       `(module
         (import "sandbox" "emit" (func $emit (param i32 i32)))
         (memory (export "memory") 1)
-        (data (i32.const 16) "HDR\\n")
-        (func (export "init") (result i32) (call $emit (i32.const 16) (i32.const 4)) (i32.const 0))
+        (data (i32.const 16) "init-00\\n")
+        (func (export "init") (result i32) (local $i i32)
+          (loop $l
+            (i32.store8 (i32.const 21) (i32.add (i32.const 48) (i32.div_u (local.get $i) (i32.const 10))))
+            (i32.store8 (i32.const 22) (i32.add (i32.const 48) (i32.rem_u (local.get $i) (i32.const 10))))
+            (call $emit (i32.const 16) (i32.const 8))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br_if $l (i32.lt_u (local.get $i) (i32.const ${lines}))))
+          (i32.const 0))
         (func (export "alloc") (param i32) (result i32) (i32.const 1024))
         (func (export "process_chunk") (param $ptr i32) (param $len i32) (result i32)
           (call $emit (local.get $ptr) (local.get $len)) (i32.const 0)))`,
     )
     const bytes = Buffer.from(m.toBinary({}).buffer)
     m.destroy()
-    const input = Buffer.from('0123456789'.repeat(20))
+    return bytes
+  }
+
+  /** Settles with the stream's output, or fails after 5 s instead of hanging the suite. */
+  function within5s<T>(promise: Promise<T>, what: string): Promise<T> {
+    const hung = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: hung`)), 5000).unref())
+    return Promise.race([promise, hung])
+  }
+
+  it("a guest whose init writes output: a pool gives one instance's output, with any recovery, and never hangs on it", async () => {
+    // Output from init is outside the ABI's contract, so an untrusted guest may write it. It
+    // came for no job of the pool's, which paused the instance for good: every pooled stream
+    // hung. With recovery, each extra instance's was delivered with its first chunk.
+    const bytes = await initWriter(1)
+    const input = Buffer.from('0123456789'.repeat(200))
     const one = await run(wasmTransform(bytes, { bufferSize: 16, stateless: true }), input, [7, 50])
-    assert.equal(one.toString(), `HDR\n${input}`)
-    for (const maxConcurrency of [2, 3, 'auto'] as const) {
-      const pooled = run(wasmTransform(bytes, { bufferSize: 16, stateless: true, maxConcurrency }), input, [7, 50])
-      const hung = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`maxConcurrency ${maxConcurrency}: hung`)), 5000).unref())
-      assert.deepEqual(await Promise.race([pooled, hung]), one, `maxConcurrency ${maxConcurrency}`)
+    assert.equal(one.toString(), `init-00\n${input}`)
+    for (const recoveryStrategy of ['fail', 'skip', { retry: 1 }] as const) {
+      for (const maxConcurrency of [2, 4, 'auto'] as const) {
+        const what = `maxConcurrency ${maxConcurrency}, recovery ${JSON.stringify(recoveryStrategy)}`
+        const pooled = run(wasmTransform(bytes, { bufferSize: 16, stateless: true, maxConcurrency, recoveryStrategy }), input, [7, 50])
+        assert.deepEqual(await within5s(pooled, what), one, what)
+      }
+    }
+  })
+
+  it("a slow consumer takes all of the first instance's init output, pooled as with one instance", async () => {
+    // The start finished while most of it still waited in the worker's ring; what came after
+    // was taken for an extra instance's and dropped (3 of 20 lines arrived).
+    const bytes = await initWriter(20)
+    const outputOf = async (maxConcurrency: number): Promise<string> => {
+      const source = new PassThrough()
+      const stream = wasmTransform(bytes, { stateless: true, bufferSize: 16, highWaterMark: 16, maxConcurrency })
+      const out: Buffer[] = []
+      const slow = new Writable({
+        highWaterMark: 1,
+        write(chunk: Buffer, _encoding, callback) {
+          out.push(chunk)
+          setTimeout(callback, 2)
+        },
+      })
+      setTimeout(() => source.end('payload'), 100)
+      await within5s(pipeline(source, stream, slow), `maxConcurrency ${maxConcurrency}`)
+      return Buffer.concat(out).toString()
+    }
+    const one = await outputOf(1)
+    assert.equal(one.split('\n').length, 21, one)
+    for (const maxConcurrency of [2, 4]) assert.equal(await outputOf(maxConcurrency), one, `maxConcurrency ${maxConcurrency}`)
+  })
+
+  it("a pool's instances whose _initialize fills a slow stderr again while resumed are not forgotten", async () => {
+    // resume() resumed the held instances and then cleared the set, wiping one that a resume
+    // had filled up again: nothing resumed it, and the stream hung.
+    for (const maxConcurrency of [1, 2, 3]) {
+      const stderr = new Writable({
+        highWaterMark: 16 * 1024,
+        write(_chunk, _encoding, callback) {
+          setTimeout(callback, 1)
+        },
+      })
+      const stream = wasmTransform(fixture('reactor-chatty.wasm'), { stateless: true, bufferSize: 16, maxConcurrency, wasi: { stderr } })
+      assert.equal((await within5s(run(stream, Buffer.from('hello')), `maxConcurrency ${maxConcurrency}`)).toString(), 'hello')
+    }
+  })
+
+  it('a pooled stream destroyed while its extra instances close, held by a full stderr, leaves no worker busy', async () => {
+    const full = new Writable({ highWaterMark: 1, write() {} })
+    const sandbox = createSandbox({ stateless: true, maxConcurrency: 3, wasi: { stderr: full } })
+    try {
+      const stream = sandbox.createStreamProcessor(fixture('reactor-chatty.wasm')).stream()
+      stream.on('error', () => {})
+      const closed = new Promise((resolve) => stream.on('close', resolve))
+      stream.resume()
+      stream.end()
+      setTimeout(() => stream.destroy(), 300)
+      await closed
+      const end = Date.now() + 3000
+      while (sandbox.workers().live > sandbox.workers().idle && Date.now() < end) await new Promise((r) => setTimeout(r, 10))
+      assert.equal(sandbox.workers().live - sandbox.workers().idle, 0, `busy workers left: ${JSON.stringify(sandbox.workers())}`)
+    } finally {
+      sandbox.close()
     }
   })
 

@@ -73,6 +73,8 @@ export class PoolRunner implements GuestRunner {
    * abort) must reach it here, or it would finish starting after and keep its worker for good.
    */
   private first: GuestRunner | undefined
+  /** The first instance of this start, for as long as it lives: its `init` output is the stream's. */
+  private leader: GuestRunner | undefined
   /** Jobs not yet delivered, in input order. */
   private readonly order: Entry[] = []
   private readonly entries = new Map<Job, Entry>()
@@ -144,7 +146,7 @@ export class PoolRunner implements GuestRunner {
     this.failing = false
     this.ended = false
     const first = this.spawn(this.options)
-    this.first = first
+    this.first = this.leader = first
     first.start((err) => {
       if (this.first === first) this.first = undefined
       if (err) {
@@ -209,8 +211,10 @@ export class PoolRunner implements GuestRunner {
 
   resume(): void {
     this.blocked = false
-    for (const runner of this.heldEarly) runner.resume()
+    // Cleared first: a runner that a resume fills up again is held again, not forgotten.
+    const held = [...this.heldEarly]
     this.heldEarly.clear()
+    for (const runner of held) runner.resume()
     this.advance()
   }
 
@@ -232,6 +236,11 @@ export class PoolRunner implements GuestRunner {
       for (const runner of [...this.starting, ...this.heldEarly, ...this.closing]) runner.resume()
       this.heldEarly.clear()
       this.starting.clear()
+    } else {
+      // Not a clean end: a spare closing for this stream ends with it (it may be held by a full stderr).
+      for (const runner of this.closing) runner.destroy()
+      this.closing.clear()
+      this.heldEarly.clear()
     }
     this.stopAll()
   }
@@ -300,7 +309,7 @@ export class PoolRunner implements GuestRunner {
           // No job's: an `init` wrote it, outside the ABI's contract. The first instance's goes
           // out, as one instance's would; an extra instance's would repeat it, and the output
           // never depends on the pool's size. Neither may pause a runner nobody resumes.
-          if (runner !== this.first || this.ended) return true
+          if (runner !== this.leader || this.ended || this.destroyed || this.failed) return true
           const room = this.hooks.output(job, chunk)
           if (!room) this.heldEarly.add(runner)
           return room
@@ -316,7 +325,7 @@ export class PoolRunner implements GuestRunner {
         },
         stderr: (chunk) => {
           // The stream is over: a spare still starting or closing writes to no one.
-          if (this.ended) return true
+          if (this.ended || this.destroyed || this.failed) return true
           const room = this.hooks.stderr?.(chunk)
           // The instance holds its frames now; the pool's resume() must reach it.
           if (room === false) {
@@ -328,7 +337,7 @@ export class PoolRunner implements GuestRunner {
         },
         // Messages come as each instance runs, so chunks' messages may interleave; each has its offset.
         guestLog: (entry) => {
-          if (!this.ended) this.hooks.guestLog?.(entry)
+          if (!this.ended && !this.destroyed && !this.failed) this.hooks.guestLog?.(entry)
         },
       },
       options,

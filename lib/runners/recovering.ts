@@ -167,7 +167,9 @@ export class RecoveringRunner extends WrappingRunner {
     if (this.replaying === 0) this.hooks.guestLog?.(entry)
   }
 
-  private readonly onOutput = (_job: Job, chunk: Buffer): boolean => {
+  private readonly onOutput = (job: Job, chunk: Buffer): boolean => {
+    // Before any job, from the first start's init: nobody's job to hold it for; it goes as it is.
+    if (this.pending.length === 0 && !this.recovering && this.replaying === 0 && !this.waiting) return this.hooks.output(job, chunk)
     this.held.push(chunk)
     return !this.paused
   }
