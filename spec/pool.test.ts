@@ -12,7 +12,7 @@ import fc from 'fast-check'
 import wabtInit from 'wabt'
 import { WorkerPool, createSandbox, wasmTransform, type SandboxOptions, type WasmSandboxError } from '../lib/index.js'
 import { example, fixture, grepLinesRef, readFixture, upperRef } from './helpers/reference.js'
-import { randomLines, run, sourceOf } from './helpers/streams.js'
+import { randomLines, run, slowSink, sourceOf, within } from './helpers/streams.js'
 
 /** The module with a custom section `name` appended (how a guest declares itself stateless). */
 function withCustomSection(bytes: Buffer, name: string): Buffer {
@@ -253,12 +253,6 @@ describe('pool: maxConcurrency for stateless guests', () => {
     return bytes
   }
 
-  /** Settles with the stream's output, or fails after 5 s instead of hanging the suite. */
-  function within5s<T>(promise: Promise<T>, what: string): Promise<T> {
-    const hung = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: hung`)), 5000).unref())
-    return Promise.race([promise, hung])
-  }
-
   it("a guest whose init writes output: a pool gives one instance's output, with any recovery, and never hangs on it", async () => {
     // Output from init is outside the ABI's contract, so an untrusted guest may write it. It
     // came for no job of the pool's, which paused the instance for good: every pooled stream
@@ -271,7 +265,7 @@ describe('pool: maxConcurrency for stateless guests', () => {
       for (const maxConcurrency of [2, 4, 'auto'] as const) {
         const what = `maxConcurrency ${maxConcurrency}, recovery ${JSON.stringify(recoveryStrategy)}`
         const pooled = run(wasmTransform(bytes, { bufferSize: 16, stateless: true, maxConcurrency, recoveryStrategy }), input, [7, 50])
-        assert.deepEqual(await within5s(pooled, what), one, what)
+        assert.deepEqual(await within(5000, pooled, what), one, what)
       }
     }
   })
@@ -292,7 +286,7 @@ describe('pool: maxConcurrency for stateless guests', () => {
         },
       })
       setTimeout(() => source.end('payload'), 100)
-      await within5s(pipeline(source, stream, slow), `maxConcurrency ${maxConcurrency}`)
+      await within(5000, pipeline(source, stream, slow), `maxConcurrency ${maxConcurrency}`)
       return Buffer.concat(out).toString()
     }
     const one = await outputOf(1)
@@ -304,14 +298,8 @@ describe('pool: maxConcurrency for stateless guests', () => {
     // resume() resumed the held instances and then cleared the set, wiping one that a resume
     // had filled up again: nothing resumed it, and the stream hung.
     for (const maxConcurrency of [1, 2, 3]) {
-      const stderr = new Writable({
-        highWaterMark: 16 * 1024,
-        write(_chunk, _encoding, callback) {
-          setTimeout(callback, 1)
-        },
-      })
-      const stream = wasmTransform(fixture('reactor-chatty.wasm'), { stateless: true, bufferSize: 16, maxConcurrency, wasi: { stderr } })
-      assert.equal((await within5s(run(stream, Buffer.from('hello')), `maxConcurrency ${maxConcurrency}`)).toString(), 'hello')
+      const stream = wasmTransform(fixture('reactor-chatty.wasm'), { stateless: true, bufferSize: 16, maxConcurrency, wasi: { stderr: slowSink() } })
+      assert.equal((await within(5000, run(stream, Buffer.from('hello')), `maxConcurrency ${maxConcurrency}`)).toString(), 'hello')
     }
   })
 

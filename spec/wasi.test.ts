@@ -15,7 +15,7 @@ import { PassThrough, Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createSandbox, MemoryCheckpointStorage, wasmTransform, type SandboxOptions, type WasmSandboxError } from '../lib/index.js'
 import { example, fixture, grepLinesRef, repoRoot, upperRef, wcRef } from './helpers/reference.js'
-import { collector, delay, randomLines, run, sourceOf } from './helpers/streams.js'
+import { collector, delay, randomLines, run, slowSink, sourceOf, within } from './helpers/streams.js'
 
 const program = (name: string): string => example(`wasi/${name}`)
 const wabt = await wabtInit()
@@ -815,20 +815,13 @@ describe('WASI stderr', () => {
               (drop (call $w (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
               (local.set $i (i32.add (local.get $i) (i32.const 1)))
               (br_if $l (i32.lt_u (local.get $i) (i32.const 128))))))`)
-    let received = 0
     let mostQueued = 0
-    const slow = new Writable({
-      highWaterMark: 16 * 1024,
-      write(chunk: Buffer, _encoding, callback) {
-        received += chunk.length
-        setTimeout(callback, 1)
-      },
-    })
+    const slow = slowSink()
     const stream = wasmTransform(flood, { wasi: { stderr: slow } })
     stream.on('stderr', () => (mostQueued = Math.max(mostQueued, slow.writableLength)))
     await run(stream, Buffer.from('x'))
     await new Promise((resolve) => slow.end(resolve))
-    assert.equal(received, 128 * 65536)
+    assert.equal(slow.received, 128 * 65536)
     assert.ok(mostQueued <= 2 * 1024 * 1024, `${mostQueued} bytes queued in a stream of 16 KiB highWaterMark`)
   })
 
@@ -851,15 +844,8 @@ describe('WASI stderr', () => {
                 (br_if $frames (i32.lt_u (local.get $n) (i32.const 16))))))
             (drop (call $w (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 8)))))`)
     const loudRecords = 20
-    let received = 0
     let mostQueued = 0
-    const slow = new Writable({
-      highWaterMark: 16 * 1024,
-      write(chunk: Buffer, _encoding, callback) {
-        received += chunk.length
-        setTimeout(callback, 1)
-      },
-    })
+    const slow = slowSink()
     const stream = wasmTransform(chatty, { maxConcurrency: 2, delimiter: '\n', wasi: { mode: 'record', stderr: slow } })
     // Read after the executor's write to the sink, which follows the event.
     stream.on('stderr', () => queueMicrotask(() => (mostQueued = Math.max(mostQueued, slow.writableLength))))
@@ -867,7 +853,7 @@ describe('WASI stderr', () => {
     const out = await run(stream, Buffer.from('e\nx\nx\n'.repeat(loudRecords)))
     await new Promise((resolve) => slow.end(resolve))
     assert.equal(out.length, loudRecords * 3)
-    assert.equal(received, loudRecords * 16 * 65536)
+    assert.equal(slow.received, loudRecords * 16 * 65536)
     assert.ok(mostQueued <= 2 * 1024 * 1024, `${mostQueued} bytes queued in a stream of 16 KiB highWaterMark`)
   })
 })
@@ -883,25 +869,15 @@ describe('ABI v1 guests built with wasi-libc (reactors)', () => {
 
   it('pooled, a reactor whose _initialize fills a slow wasi.stderr starts every instance, not hangs', async () => {
     for (const maxConcurrency of [2, 3]) {
-      let received = 0
-      const slow = new Writable({
-        highWaterMark: 16 * 1024,
-        write(chunk: Buffer, _encoding, callback) {
-          received += chunk.length
-          setTimeout(callback, 1)
-        },
-      })
+      const slow = slowSink()
       const stream = wasmTransform(fixture('reactor-chatty.wasm'), { stateless: true, maxConcurrency, wasi: { stderr: slow } })
       const input = Buffer.alloc(100_000, 'x')
-      const out = await Promise.race([
-        run(stream, input),
-        new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`hung with ${maxConcurrency} instances (${received} bytes of stderr taken)`)), 10_000).unref()),
-      ])
+      const out = await within(10_000, run(stream, input), () => `${maxConcurrency} instances (${slow.received} bytes of stderr taken)`)
       assert.deepEqual(out, input)
       await new Promise((resolve) => slow.end(resolve))
       // The first instance's all; a spare still starting when the input ends closes, and what it
       // writes after the end goes nowhere.
-      assert.ok(received >= 200 * 1024, `${received} bytes of stderr`)
+      assert.ok(slow.received >= 200 * 1024, `${slow.received} bytes of stderr`)
     }
   })
 

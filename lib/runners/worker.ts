@@ -261,10 +261,7 @@ export class WorkerRunner implements GuestRunner {
       return
     }
     this.snapshotCallback = callback
-    this.busy(+1)
-    this.pending = { kind: IN_SNAPSHOT, chunk: null, pos: 0, offset: 0, callback: () => {} }
-    this.writePending()
-    this.settleLater()
+    this.sendControl(IN_SNAPSHOT)
   }
 
   resume(): void {
@@ -306,8 +303,13 @@ export class WorkerRunner implements GuestRunner {
       return
     }
     this.closeCallback = callback
+    this.sendControl(IN_CLOSE)
+  }
+
+  /** A frame without payload, answered by a message or a frame of its own (not a job). */
+  private sendControl(kind: number): void {
     this.busy(+1)
-    this.pending = { kind: IN_CLOSE, chunk: null, pos: 0, offset: 0, callback: () => {} }
+    this.pending = { kind, chunk: null, pos: 0, offset: 0, callback: noop }
     this.writePending()
     this.settleLater()
   }
@@ -627,3 +629,5 @@ export class WorkerRunner implements GuestRunner {
     return worker
   }
 }
+
+function noop(): void {}

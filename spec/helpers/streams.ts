@@ -75,3 +75,24 @@ export function once<T = unknown>(emitter: NodeJS.EventEmitter, event: string): 
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }
+
+/** A sink that takes a millisecond per write, as a slow file or terminal does; `received` counts bytes. */
+export function slowSink(highWaterMark = 16 * 1024): Writable & { received: number } {
+  const sink = new Writable({
+    highWaterMark,
+    write(chunk: Buffer, _encoding, callback) {
+      sink.received += chunk.length
+      setTimeout(callback, 1)
+    },
+  }) as Writable & { received: number }
+  sink.received = 0
+  return sink
+}
+
+/** `promise`, or a rejection naming `what` after `ms` instead of a test that hangs. */
+export function within<T>(ms: number, promise: Promise<T>, what: string | (() => string)): Promise<T> {
+  const hung = new Promise<never>((_, reject) =>
+    setTimeout(() => reject(new Error(`${typeof what === 'function' ? what() : what}: hung`)), ms).unref(),
+  )
+  return Promise.race([promise, hung])
+}
