@@ -4,6 +4,9 @@ import type { LoadedGuest } from '../guest/load.js'
 import { availableParallelism } from 'node:os'
 import { noState, type ConcurrencyReport, type GuestRunner, type Job, type RunnerCallback, type RunnerFactory, type RunnerHooks, type RunnerOptions } from './runner.js'
 import { closeRunner, WrappingRunner } from './wrapping.js'
+import { logger } from '../log.js'
+
+const log = logger('pool')
 
 /**
  * 'auto' measures throughput over windows of at least this long and this many chunks. Each step
@@ -25,7 +28,10 @@ interface Instance {
   queued: number
   /** It was asked to hold its output (returned false) and waits for `resume()`. */
   paused: boolean
-  /** 'auto' found it did not help: it takes no new chunks (it is still flushed at the end). */
+  /**
+   * 'auto' found it did not help: it takes no new chunks. A guest with a flush is still flushed
+   * at the end; one without closes once its last chunk is done (`closeIfIdle`).
+   */
   retired: boolean
 }
 
@@ -65,6 +71,8 @@ export class PoolRunner implements GuestRunner {
   private readonly auto: boolean
   private readonly stateless: boolean
   private readonly holdLimit: number
+  /** The guest has no flush (nor does a WASI run per record): an instance's output is its chunks'. */
+  private readonly nothingToFlush: boolean
   private instances: Instance[] = []
   /** Extra instances still starting. */
   private readonly starting = new Set<GuestRunner>()
@@ -134,6 +142,7 @@ export class PoolRunner implements GuestRunner {
     this.reason = this.auto ? (this.size > 1 ? 'measuring' : 'one core') : 'maxConcurrency as given'
     this.stateless = stateless
     this.holdLimit = Math.max(options.highWaterMark ?? options.bufferSize, 1)
+    this.nothingToFlush = guest.abi.kind === 'wasi-command' || !guest.abi.hasFlush
   }
 
   /** A stateless guest starts fresh: a restored state has nothing to give it. */
@@ -396,14 +405,37 @@ export class PoolRunner implements GuestRunner {
     this.windowBytes = this.windowJobs = 0
   }
 
-  /** The last `count` instances added take no new chunks (each still flushes at the end). */
+  /** The last `count` instances added take no new chunks. */
   private retire(count: number): void {
     for (let i = this.instances.length - 1; i > 0 && count > 0; i--) {
       const instance = this.instances[i]!
       if (instance.retired) continue
       instance.retired = true
       count--
+      this.closeIfIdle(instance)
     }
+  }
+
+  /**
+   * A retired instance with nothing to flush is done once its last chunk is: it closes, and its
+   * worker goes back to the sandbox rather than sit idle to the end of the stream (a step undone
+   * on 8 cores would hold 8 of `maxWorkers`). Its chunks' output is already with their entries.
+   */
+  private closeIfIdle(instance: Instance): void {
+    if (!instance.retired || instance.queued > 0 || !this.nothingToFlush) return
+    const index = this.instances.indexOf(instance)
+    if (index === -1) return
+    this.instances.splice(index, 1)
+    this.pastGuestMs += instance.runner.guestTimeMs()
+    const runner = instance.runner
+    // Held by a full stderr: resume() must still reach it, or it never gets to its close.
+    if (instance.paused) this.heldEarly.add(runner)
+    this.closing.add(runner)
+    closeRunner(runner, (err) => {
+      this.closing.delete(runner)
+      // Every chunk it ran is delivered: a failure now changes no output, only loses its worker.
+      if (err) log('a retired instance failed as it closed: %s', err.message)
+    })
   }
 
   private settle(reason: string): void {
@@ -444,6 +476,7 @@ export class PoolRunner implements GuestRunner {
     instance.queued--
     entry.done = true
     if (this.growing) this.measure(entry.job.input.length)
+    this.closeIfIdle(instance)
     this.release()
     this.advance()
   }
@@ -459,6 +492,7 @@ export class PoolRunner implements GuestRunner {
       this.flushNext()
       return
     }
+    this.closeIfIdle(instance)
     this.release()
     this.advance()
   }
