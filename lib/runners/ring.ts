@@ -19,6 +19,11 @@ const SLEEPING = 3
  * machine; paid per frame, it was the main thread's largest cost per chunk.
  */
 const WAITING = 4
+/**
+ * The ring's capacity, written by the side that makes it: the memory is whole 64 KiB pages, and
+ * a ring larger than asked would hold more chunks than the flow control counts on.
+ */
+const CAPACITY = 5
 const HEADER_BYTES = 32
 /** How long a waiting worker polls before it sleeps. */
 const SPIN_MS = 0.1
@@ -90,11 +95,10 @@ export class FrameRing {
   private wakeOwed = false
 
   constructor(sabOrCapacity: SharedArrayBuffer | number) {
-    this.sab =
-      typeof sabOrCapacity === 'number' ? ringMemory(sabOrCapacity) : sabOrCapacity
-    // Whole pages: the ring takes what the header leaves, in whole units, on both sides alike.
-    this.capacity = Math.min(Math.floor((this.sab.byteLength - HEADER_BYTES) / CAPACITY_UNIT) * CAPACITY_UNIT, MAX_RING_CAPACITY)
+    this.sab = typeof sabOrCapacity === 'number' ? ringMemory(sabOrCapacity) : sabOrCapacity
     this.state = new Int32Array(this.sab, 0, HEADER_BYTES / 4)
+    if (typeof sabOrCapacity === 'number') Atomics.store(this.state, CAPACITY, ringBytesFor(sabOrCapacity) - HEADER_BYTES)
+    this.capacity = Atomics.load(this.state, CAPACITY)
     this.data = new Uint8Array(this.sab, HEADER_BYTES, this.capacity)
     this.words = new Int32Array(this.sab, HEADER_BYTES, this.capacity / 4)
   }
@@ -229,7 +233,7 @@ export class FrameRing {
    * a reused worker is waiting for its next session message.
    */
   reset(): void {
-    for (let i = 0; i < this.state.length; i++) Atomics.store(this.state, i, 0)
+    for (let i = 0; i < this.state.length; i++) if (i !== CAPACITY) Atomics.store(this.state, i, 0)
     this.wakeOwed = false
   }
 
