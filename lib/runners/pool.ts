@@ -492,7 +492,8 @@ export class PoolRunner implements GuestRunner {
       this.flushNext()
       return
     }
-    this.closeIfIdle(instance)
+    // Not closed here even if retired: its recovery is still under way, and a close now would
+    // leave that recovery to start a worker no list holds. It ends with the stream instead.
     this.release()
     this.advance()
   }
