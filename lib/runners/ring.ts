@@ -73,7 +73,7 @@ export function ringBytesFor(capacity: number): number {
  * wasm memory, as for the guest's own, so a worker takes 30 GiB instead of 10, and a process
  * runs out past about 4,000 live workers instead of 13,000 (x86-64: 128 TiB).
  */
-export function ringMemory(capacity: number): SharedArrayBuffer {
+function ringMemory(capacity: number): SharedArrayBuffer {
   const pages = Math.ceil(ringBytesFor(capacity) / WASM_PAGE)
   return new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }).buffer as unknown as SharedArrayBuffer
 }
