@@ -35,6 +35,7 @@ import {
 import { runWasiBench, wasiCellsSelected, type WasiReport } from './wasi.js'
 import { runScaleBench, type ScaleReport } from './scale.js'
 import { printFileToFile, runFileToFileBench, type FileReport } from './file-to-file.js'
+import { measurePair, PAIRED_AIMS, type PairedRatio } from './paired.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -50,6 +51,9 @@ const VOLUME = 1024 * MiB
 const SMALL_CHUNK = 4 * KiB
 const SMALL_CHUNKS = 200_000
 const REPS = 3
+/** Pairs per ratio aim (bench/paired.ts): 12 put the median within about ±0.04 from run to run here, in about 15 s for the three. */
+const PAIRS = 12
+const PAIRED_CHUNK = 64 * KiB
 const WARMUP_FRACTION = 1 / 4
 /**
  * glibc malloc settings for --stable-malloc: no trimming and no mmap for chunk-sized blocks, so
@@ -141,6 +145,15 @@ async function main(): Promise<void> {
     for (const cell of cells) await runCell(cell, cell.chunks, true)
     process.stderr.write(`  rep ${rep + 1}/${REPS} done (${((Date.now() - started) / 1000).toFixed(1)} s)\n`)
   }
+  // The ratio aims again, side by side (bench/paired.ts): the verdicts are these.
+  const paired: PairedRatio[] = []
+  for (const aim of PAIRED_AIMS) {
+    const a = cells.find((c) => c.scenario.name === aim.a && c.chunkBytes === PAIRED_CHUNK)?.scenario
+    const b = cells.find((c) => c.scenario.name === aim.b && c.chunkBytes === PAIRED_CHUNK)?.scenario
+    if (!a || !b) continue
+    paired.push(await measurePair(a, b, PAIRED_CHUNK, aim.bytes * (values.quick ? 1 / 4 : 1), values.quick ? 8 : PAIRS))
+  }
+  if (paired.length > 0) process.stderr.write(`  ${paired.length} aims paired (${((Date.now() - started) / 1000).toFixed(1)} s)\n`)
 
   const results: Result[] = cells.map((c) => {
     const rate = median(c.runs)
@@ -160,7 +173,7 @@ async function main(): Promise<void> {
   const throughput = results.filter((r) => r.group === 'throughput')
   const perChunk = results.filter((r) => r.group === 'per-chunk')
   const ratioRows = ratios(throughput, SIZES)
-  const aims = verdicts(throughput, SIZES)
+  const aims = verdicts(throughput, SIZES, paired)
 
   console.log()
   if (throughput.length > 0) printThroughput(throughput, SIZES)
@@ -191,6 +204,7 @@ async function main(): Promise<void> {
     results,
     ratios: ratioRows,
     verdicts: aims,
+    paired,
     wasi: wasi ?? null,
     scale: scaleReport ?? null,
     fileToFile: fileReport ?? null,

@@ -4,6 +4,7 @@
 import { resolveOptions } from '../lib/index.js'
 import { formatSize, median } from './harness.js'
 import { checkpointScenarioName, type CheckpointRun } from './scenarios.js'
+import type { PairedRatio } from './paired.js'
 
 /** Per checkpointing cell, over its recorded runs. */
 export interface CheckpointStats {
@@ -158,34 +159,32 @@ function pairedRatio(x: Result, y: Result): number {
   return median(x.runsMBps.map((rate, rep) => rate / y.runsMBps[rep]!))
 }
 
-/** The aims, from the throughput results; an aim whose cells were filtered out is left out. */
-export function verdicts(results: readonly Result[], sizes: readonly number[]): Verdict[] {
-  const at = (a: string, b: string, f: (x: Result, y: Result) => number): number | undefined => {
+/**
+ * The aims, from the adjacent pairs where they were measured (bench/paired.ts), else from the
+ * throughput cells; an aim whose cells were filtered out is left out.
+ */
+export function verdicts(results: readonly Result[], sizes: readonly number[], paired: readonly PairedRatio[] = []): Verdict[] {
+  const ratio = (a: string, b: string): { value: number; note: string } | undefined => {
     if (!sizes.includes(AIM_SIZE)) return undefined
     const x = results.find((r) => r.scenario === a && r.chunkBytes === AIM_SIZE)
     const y = results.find((r) => r.scenario === b && r.chunkBytes === AIM_SIZE)
-    return x && y ? f(x, y) : undefined
+    const ofCells = x && y ? `the cells' ${x.runsMBps.length} reps: ${pairedRatio(x, y).toFixed(3)}, medians over medians ${(x.mbps / y.mbps).toFixed(3)}` : undefined
+    const p = paired.find((r) => r.a === a && r.b === b && r.chunkBytes === AIM_SIZE)
+    if (p) {
+      const how = `median of ${p.ratios.length} adjacent pairs of ${formatSize(p.bytesPerRun)} runs, quartiles ${p.q1.toFixed(3)}-${p.q3.toFixed(3)}`
+      return { value: p.median, note: ofCells ? `${how}; ${ofCells}` : how }
+    }
+    return x && y ? { value: pairedRatio(x, y), note: `median of ${ofCells!}` } : undefined
   }
   const out: Verdict[] = []
-  const cost = at('wasmTransform(upper, inline)', 'bare(upper)', (x, y) => (1 / pairedRatio(x, y) - 1) * 100)
-  if (cost !== undefined) {
-    out.push({
-      aim: '< 10% cost of wasmTransform(upper, inline) over bare(upper) at 64 KiB',
-      chunkBytes: AIM_SIZE,
-      value: cost,
-      unit: '%',
-      met: cost < 10,
-    })
+  const vsBare = ratio('wasmTransform(upper, inline)', 'bare(upper)')
+  if (vsBare) {
+    const cost = (1 / vsBare.value - 1) * 100
+    out.push({ aim: '< 10% cost of wasmTransform(upper, inline) over bare(upper) at 64 KiB', chunkBytes: AIM_SIZE, value: cost, unit: '%', met: cost < 10 })
   }
-  const worker = at('wasmTransform(upper, worker)', 'wasmTransform(upper, inline)', pairedRatio)
-  if (worker !== undefined) {
-    out.push({
-      aim: 'wasmTransform(upper, worker) >= 0.85x inline at 64 KiB',
-      chunkBytes: AIM_SIZE,
-      value: worker,
-      unit: 'x',
-      met: worker >= 0.85,
-    })
+  const worker = ratio('wasmTransform(upper, worker)', 'wasmTransform(upper, inline)')
+  if (worker) {
+    out.push({ aim: 'wasmTransform(upper, worker) >= 0.85x inline at 64 KiB', chunkBytes: AIM_SIZE, value: worker.value, unit: 'x', met: worker.value >= 0.85 })
   }
   // Issue 10's aims for the worker path, at 64 KiB.
   const ratioAims: Array<[string, string, string, number]> = [
@@ -194,11 +193,8 @@ export function verdicts(results: readonly Result[], sizes: readonly number[]): 
     ['wasmTransform(upper-scalar, worker)', 'wasmTransform(upper-scalar, inline)', 'wasmTransform(upper-scalar, worker) >= 0.9x inline at 64 KiB', 0.9],
   ]
   for (const [a, b, aim, floor] of ratioAims) {
-    const value = at(a, b, pairedRatio)
-    const ofMedians = at(a, b, (x, y) => x.mbps / y.mbps)
-    if (value !== undefined) {
-      out.push({ aim, chunkBytes: AIM_SIZE, value, unit: 'x', met: value >= floor, note: `median of the reps' own ratios; medians over medians ${ofMedians!.toFixed(3)}` })
-    }
+    const r = ratio(a, b)
+    if (r) out.push({ aim, chunkBytes: AIM_SIZE, value: r.value, unit: 'x', met: r.value >= floor, note: r.note })
   }
   for (const isolation of ['worker', 'inline'] as const) {
     const v = checkpointVerdict(results, sizes, isolation)
