@@ -1,8 +1,9 @@
 /**
  * How `maxConcurrency: 'auto'` ramps, on instances whose speed the test sets: a fake machine
  * with a fixed number of cores, each job holding one for a few milliseconds. The gains are
- * 2× or none, far from the 10 % rule, and the machine keeps its own schedule (see `machine`), so
- * a loaded test run's late timers cannot change the choice.
+ * 2× or none, far from the 10 % rule. The machine runs on a clock of its own, which the pool
+ * measures by (see `machine`): the choice depends on the schedule only, never on how busy the
+ * computer running the test is.
  */
 import assert from 'node:assert/strict'
 import { availableParallelism } from 'node:os'
@@ -21,27 +22,43 @@ interface Ends {
 }
 
 /**
- * How far back a job may start: a timer that fired this late (another test file busy on both
- * cores) delays its callback, not the schedule, and the jobs after it catch up. With plain
- * timers, a window at 2 instances that lost a few milliseconds made 4 look 10 % faster.
+ * Instances that share `cores`, simulated: a job takes the core free soonest for JOB_MS of the
+ * machine's clock, and starts when both that core and its instance's previous job are done. The
+ * clock moves only from one job's end to the next, one end per turn of the event loop, so the
+ * feeder (promises) refills every queue before time moves on. With real timers, a loaded test
+ * run's late timers made a window at 2 instances lose time and 4 look 10 % faster (1 run in 10
+ * beside a busy core, even with the schedule back-dated to make up for them).
  */
-const SLACK_MS = 2 * JOB_MS
-
-/**
- * Instances that share `cores`: a job takes the core free soonest for JOB_MS, and starts when
- * both that core and its instance's previous job are done, on the machine's schedule.
- */
-function machine(cores: number, sent: () => number): { factory: RunnerFactory; started: () => number; ends: Ends } {
+function machine(cores: number, sent: () => number): { factory: RunnerFactory; started: () => number; ends: Ends; now: () => number } {
   let started = 0
+  let now = 0
   const ends: Ends = { closed: [], flushed: 0 }
   const coreFreeAt = new Array<number>(cores).fill(0)
-  const onCore = (after: number, run: (end: number) => void): void => {
-    const now = performance.now()
+  /** Jobs running, by end time (then by start order). */
+  const running: Array<{ end: number; done: () => void }> = []
+  let ticking = false
+  const tick = (): void => {
+    const next = running.shift()
+    if (!next) {
+      ticking = false
+      return
+    }
+    now = next.end
+    next.done()
+    setImmediate(tick)
+  }
+  const onCore = (after: number, done: (end: number) => void): void => {
     let core = 0
     for (let i = 1; i < cores; i++) if (coreFreeAt[i]! < coreFreeAt[core]!) core = i
-    const end = Math.max(coreFreeAt[core]!, after, now - SLACK_MS) + JOB_MS
+    const end = Math.max(coreFreeAt[core]!, after, now) + JOB_MS
     coreFreeAt[core] = end
-    setTimeout(() => run(end), Math.max(0, end - now))
+    let at = running.length
+    while (at > 0 && running[at - 1]!.end > end) at--
+    running.splice(at, 0, { end, done: () => done(end) })
+    if (!ticking) {
+      ticking = true
+      setImmediate(tick)
+    }
   }
   const factory: RunnerFactory = (_guest, hooks) => {
     started++
@@ -91,15 +108,12 @@ function machine(cores: number, sent: () => number): { factory: RunnerFactory; s
     }
     return runner
   }
-  return { factory, started: () => started, ends }
+  return { factory, started: () => started, ends, now: () => now }
 }
 
 const abi = (hasFlush: boolean): LoadedGuest['abi'] => ({ kind: 'abi-v1', wasiImports: [], hasInitialize: false, hasInit: false, hasFlush, importedMemory: undefined })
 const GUEST = { name: 'fake.wasm', abi: abi(false) } as LoadedGuest
-/**
- * 8 queued to each instance: 32 ms of work, so a busy event loop feeding them late does not leave
- * one idle (at 2, a window at 2 instances lost 11 % to it and 4 looked the better choice).
- */
+/** Queued to each instance at once, as a stream's flow control does. */
 const IN_FLIGHT = 8
 const OPTIONS = { bufferSize: CHUNK.length, limits: { maxOutputPerChunk: undefined, maxOutput: Infinity }, timeout: 1000, maxInFlight: IN_FLIGHT }
 
@@ -112,7 +126,7 @@ async function rampOn(
   { after = 0, guest = GUEST }: { after?: number; guest?: LoadedGuest } = {},
 ): Promise<{ report: ReturnType<PoolRunner['concurrency']>; bytes: number; jobs: number; chosenAt: number; started: number; ends: Ends }> {
   let jobs = 0
-  const { factory, started, ends } = machine(cores, () => jobs)
+  const { factory, started, ends, now } = machine(cores, () => jobs)
   let bytes = 0
   let finished: () => void
   const end = new Promise<void>((resolve) => (finished = resolve))
@@ -124,14 +138,14 @@ async function rampOn(
     done: (job) => void (job.input === null && finished()),
     failed: (_job, err) => assert.fail(err),
   }
-  const pool = new PoolRunner(factory, guest, hooks, OPTIONS, 'auto', true)
+  const pool = new PoolRunner(factory, guest, hooks, OPTIONS, 'auto', true, now)
   await new Promise<void>((resolve, reject) => pool.start((err) => (err ? reject(err) : resolve())))
   const send = async (): Promise<void> => {
     const job: Job = { offset: jobs * CHUNK.length, input: CHUNK }
     await new Promise<void>((resolve) => pool.process(job, () => resolve()))
     jobs++
   }
-  // Two seconds of jobs at most: a ramp of 100 ms windows is long done by then.
+  // Two seconds of the machine's jobs at most: a ramp of 100 ms windows is long done by then.
   while (pool.concurrency().reason === 'measuring' && jobs < 2000 / JOB_MS) await send()
   const chosenAt = jobs
   while (jobs < chosenAt + after) await send()

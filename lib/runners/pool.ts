@@ -128,7 +128,19 @@ export class PoolRunner implements GuestRunner {
   /** Instances taking chunks when the pool stopped, for the report after the end. */
   private lastActive = 0
 
-  constructor(factory: RunnerFactory, guest: LoadedGuest, hooks: RunnerHooks, options: RunnerOptions, size: number | 'auto', stateless: boolean) {
+  /** The clock 'auto' measures its windows by; a test gives one that runs on its own schedule. */
+  private readonly now: () => number
+
+  constructor(
+    factory: RunnerFactory,
+    guest: LoadedGuest,
+    hooks: RunnerHooks,
+    options: RunnerOptions,
+    size: number | 'auto',
+    stateless: boolean,
+    now: () => number = () => performance.now(),
+  ) {
+    this.now = now
     this.factory = factory
     this.guest = guest
     this.hooks = hooks
@@ -164,7 +176,7 @@ export class PoolRunner implements GuestRunner {
         return
       }
       this.instances.push(this.instanceOf(first))
-      this.windowStart = performance.now()
+      this.windowStart = this.now()
       callback(null)
     })
     if (!this.auto) for (let i = 1; i < this.size; i++) this.startSpare()
@@ -374,7 +386,7 @@ export class PoolRunner implements GuestRunner {
   private measure(bytes: number): void {
     this.windowBytes += bytes
     this.windowJobs++
-    const elapsed = performance.now() - this.windowStart
+    const elapsed = this.now() - this.windowStart
     // The warm-up window is WINDOW_JOBS jobs, however short: the measuring starts sooner.
     if (this.windowJobs < WINDOW_JOBS || (elapsed < WINDOW_MS && this.warmedUp)) return
     const mbps = this.windowBytes / 1048.576 / elapsed
@@ -401,7 +413,7 @@ export class PoolRunner implements GuestRunner {
   }
 
   private restartWindow(): void {
-    this.windowStart = performance.now()
+    this.windowStart = this.now()
     this.windowBytes = this.windowJobs = 0
   }
 
