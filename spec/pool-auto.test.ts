@@ -13,6 +13,12 @@ import { PoolRunner, type GuestRunner, type Job, type LoadedGuest, type RunnerFa
 const JOB_MS = 4
 const CHUNK = Buffer.alloc(1024, 'a')
 
+/** Once, as instance number `instance` takes its first job, every core is taken for `ms`. */
+interface Stall {
+  instance: number
+  ms: number
+}
+
 /** What the instances were asked to do beyond their chunks, and when, by input sent so far. */
 interface Ends {
   /** `close()` calls: the input's job count when each came. */
@@ -29,7 +35,11 @@ interface Ends {
  * run's late timers made a window at 2 instances lose time and 4 look 10 % faster (1 run in 10
  * beside a busy core, even with the schedule back-dated to make up for them).
  */
-function machine(cores: number, sent: () => number): { factory: RunnerFactory; started: () => number; ends: Ends; now: () => number } {
+function machine(
+  cores: number,
+  sent: () => number,
+  stall?: Stall,
+): { factory: RunnerFactory; started: () => number; ends: Ends; now: () => number } {
   let started = 0
   let now = 0
   const ends: Ends = { closed: [], flushed: 0 }
@@ -61,8 +71,9 @@ function machine(cores: number, sent: () => number): { factory: RunnerFactory; s
     }
   }
   const factory: RunnerFactory = (_guest, hooks) => {
-    started++
+    const instance = ++started
     let gone = false
+    let stalled = stall?.instance !== instance
     let lastEnd = 0
     // An instance runs its jobs one at a time, as a guest does.
     const queue: Job[] = []
@@ -75,6 +86,11 @@ function machine(cores: number, sent: () => number): { factory: RunnerFactory; s
         ends.flushed++
         setImmediate(() => !gone && hooks.done(job))
         return
+      }
+      if (!stalled) {
+        // The machine is busy elsewhere for a while: every core, from now on.
+        stalled = true
+        for (let i = 0; i < cores; i++) coreFreeAt[i] = Math.max(coreFreeAt[i]!, now) + stall!.ms
       }
       onCore(lastEnd, (end) => {
         lastEnd = end
@@ -123,10 +139,10 @@ const OPTIONS = { bufferSize: CHUNK.length, limits: { maxOutputPerChunk: undefin
  */
 async function rampOn(
   cores: number,
-  { after = 0, guest = GUEST }: { after?: number; guest?: LoadedGuest } = {},
+  { after = 0, guest = GUEST, stall }: { after?: number; guest?: LoadedGuest; stall?: Stall } = {},
 ): Promise<{ report: ReturnType<PoolRunner['concurrency']>; bytes: number; jobs: number; chosenAt: number; started: number; ends: Ends }> {
   let jobs = 0
-  const { factory, started, ends, now } = machine(cores, () => jobs)
+  const { factory, started, ends, now } = machine(cores, () => jobs, stall)
   let bytes = 0
   let finished: () => void
   const end = new Promise<void>((resolve) => (finished = resolve))
@@ -157,20 +173,31 @@ async function rampOn(
 }
 
 describe("maxConcurrency: 'auto' ramp", () => {
-  it('doubles the instances while throughput rises, and retires the whole step that did not raise it', async () => {
+  it('doubles the instances while throughput rises, and retires the whole step that did not raise it in two windows', async () => {
     const { report, bytes, jobs } = await rampOn(2)
     assert.equal(bytes, jobs * CHUNK.length, 'every chunk delivered')
-    assert.deepEqual(report.samples.map((s) => s.instances), [1, 2, 4], JSON.stringify(report))
+    assert.deepEqual(report.samples.map((s) => s.instances), [1, 2, 4, 4], JSON.stringify(report))
     assert.equal(report.instances, 2, JSON.stringify(report))
-    assert.match(report.reason, /^4 instances raised throughput -?\d+ % over 2, under 10 %: 2 kept$/)
+    assert.match(report.reason, /^4 instances raised throughput -?\d+ % over 2, under 10 %, in two windows: 2 kept$/)
   })
 
   it('stays at one instance when a second does not help', async () => {
     const { report, started } = await rampOn(1)
-    assert.deepEqual(report.samples.map((s) => s.instances), [1, 2], JSON.stringify(report))
+    assert.deepEqual(report.samples.map((s) => s.instances), [1, 2, 2], JSON.stringify(report))
     assert.equal(report.instances, 1)
-    assert.match(report.reason, /^2 instances raised throughput -?\d+ % over 1, under 10 %: 1 kept$/)
+    assert.match(report.reason, /^2 instances raised throughput -?\d+ % over 1, under 10 %, in two windows: 1 kept$/)
     assert.equal(started, 2, 'the retired instance is not replaced')
+  })
+
+  it('does not undo a step on one window that read low: the second window decides', async () => {
+    // The machine busy elsewhere for 60 ms as the second instance starts: its first window at
+    // 2 instances reads under the one at 1.
+    const { report } = await rampOn(2, { stall: { instance: 2, ms: 60 } })
+    const [one, firstAtTwo, secondAtTwo] = report.samples
+    assert.deepEqual(report.samples.map((s) => s.instances), [1, 2, 2, 4, 4], JSON.stringify(report))
+    assert.ok(firstAtTwo!.mbps < one!.mbps, `the stall made the first window at 2 read low: ${JSON.stringify(report.samples)}`)
+    assert.ok(secondAtTwo!.mbps > 1.8 * one!.mbps, JSON.stringify(report.samples))
+    assert.equal(report.instances, 2, JSON.stringify(report))
   })
 
   it('closes a retired instance of a guest without a flush once its chunks are done, not at the end', async () => {
