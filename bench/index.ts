@@ -51,7 +51,11 @@ const VOLUME = 1024 * MiB
 const SMALL_CHUNK = 4 * KiB
 const SMALL_CHUNKS = 200_000
 const REPS = 3
-/** Pairs per ratio aim (bench/paired.ts): 12 put the median within about ±0.04 from run to run here, in about 15 s for the three. */
+/**
+ * Pairs per ratio aim (bench/paired.ts), about 12 s for the three. The median of 12 still moved
+ * from 0.70 to 0.77 (inline/bare) between runs of the pairs alone within an hour here: less
+ * than the cells' reps (±0.15 between benches), not nothing.
+ */
 const PAIRS = 12
 const PAIRED_CHUNK = 64 * KiB
 const WARMUP_FRACTION = 1 / 4

@@ -14,8 +14,6 @@ export interface PairedAim {
   readonly a: string
   /** What it is measured against. */
   readonly b: string
-  /** a / b must be at least this. */
-  readonly floor: number
   /** Bytes per run: long enough that a stream's start is noise, short enough for many pairs. */
   readonly bytes: number
 }
@@ -36,15 +34,18 @@ const MiB = 1024 * 1024
 
 /** The fast guest at 256 MiB: 0.1-0.2 s a run. `upper-scalar` (~200 MB/s) at 32 MiB: ~0.16 s. */
 export const PAIRED_AIMS: readonly PairedAim[] = [
-  { a: 'wasmTransform(upper, inline)', b: 'bare(upper)', floor: 0.85, bytes: 256 * MiB },
-  { a: 'wasmTransform(upper, worker)', b: 'wasmTransform(upper, inline)', floor: 0.6, bytes: 256 * MiB },
-  { a: 'wasmTransform(upper-scalar, worker)', b: 'wasmTransform(upper-scalar, inline)', floor: 0.9, bytes: 32 * MiB },
+  { a: 'wasmTransform(upper, inline)', b: 'bare(upper)', bytes: 256 * MiB },
+  { a: 'wasmTransform(upper, worker)', b: 'wasmTransform(upper, inline)', bytes: 256 * MiB },
+  { a: 'wasmTransform(upper-scalar, worker)', b: 'wasmTransform(upper-scalar, inline)', bytes: 32 * MiB },
 ]
 
-/** Quartile by nearest rank, on a sorted copy. */
-function quartile(values: readonly number[], q: number): number {
+/** The q-quantile, interpolated between ranks as `median` does (so q = 0.5 is the median). */
+function quantile(values: readonly number[], q: number): number {
   const sorted = [...values].sort((x, y) => x - y)
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!
+  const at = q * (sorted.length - 1)
+  const below = Math.floor(at)
+  const above = Math.min(below + 1, sorted.length - 1)
+  return sorted[below]! + (sorted[above]! - sorted[below]!) * (at - below)
 }
 
 /** Runs `pairs` pairs of a and b at `chunkBytes`, alternating which goes first. */
@@ -68,5 +69,5 @@ export async function measurePair(a: Scenario, b: Scenario, chunkBytes: number, 
       ratios.push((await rate(a, chunks)) / y)
     }
   }
-  return { a: a.name, b: b.name, chunkBytes, bytesPerRun: chunks * chunkBytes, ratios, median: median(ratios), q1: quartile(ratios, 0.25), q3: quartile(ratios, 0.75) }
+  return { a: a.name, b: b.name, chunkBytes, bytesPerRun: chunks * chunkBytes, ratios, median: median(ratios), q1: quantile(ratios, 0.25), q3: quantile(ratios, 0.75) }
 }
