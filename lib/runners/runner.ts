@@ -109,7 +109,7 @@ export interface ConcurrencyReport {
   /** Chosen while the stream ran (`'auto'`), or as configured. */
   auto: boolean
   reason: string
-  /** Throughput measured with each number of instances tried, in MB/s. */
+  /** Throughput of each window measured, in order, in MB/s; a count shows twice when its first window did not pay. */
   samples: Array<{ instances: number; mbps: number }>
 }
 
