@@ -9,6 +9,7 @@ import assert from 'node:assert/strict'
 import { availableParallelism } from 'node:os'
 import { describe, it } from 'node:test'
 import { PoolRunner, type GuestRunner, type Job, type LoadedGuest, type RunnerFactory, type RunnerHooks } from '../lib/index.js'
+import { errors } from '../lib/errors.js'
 
 const JOB_MS = 4
 const CHUNK = Buffer.alloc(1024, 'a')
@@ -17,6 +18,12 @@ const CHUNK = Buffer.alloc(1024, 'a')
 interface Stall {
   instance: number
   ms: number
+}
+
+/** Jobs, by index in the input, that take `slow.ms` instead of JOB_MS, or trap. */
+interface Faults {
+  slow?: { job: number; ms: number }
+  trap?: number
 }
 
 /** What the instances were asked to do beyond their chunks, and when, by input sent so far. */
@@ -39,6 +46,7 @@ function machine(
   cores: number,
   sent: () => number,
   stall?: Stall,
+  faults: Faults = {},
 ): { factory: RunnerFactory; started: () => number; ends: Ends; now: () => number } {
   let started = 0
   let now = 0
@@ -57,10 +65,10 @@ function machine(
     next.done()
     setImmediate(tick)
   }
-  const onCore = (after: number, done: (end: number) => void): void => {
+  const onCore = (after: number, ms: number, done: (end: number) => void): void => {
     let core = 0
     for (let i = 1; i < cores; i++) if (coreFreeAt[i]! < coreFreeAt[core]!) core = i
-    const end = Math.max(coreFreeAt[core]!, after, now) + JOB_MS
+    const end = Math.max(coreFreeAt[core]!, after, now) + ms
     coreFreeAt[core] = end
     let at = running.length
     while (at > 0 && running[at - 1]!.end > end) at--
@@ -92,7 +100,13 @@ function machine(
         stalled = true
         for (let i = 0; i < cores; i++) coreFreeAt[i] = Math.max(coreFreeAt[i]!, now) + stall!.ms
       }
-      onCore(lastEnd, (end) => {
+      const index = job.offset / CHUNK.length
+      if (index === faults.trap) {
+        queue.shift()
+        setImmediate(() => !gone && hooks.failed(job, errors.trap({ module: 'fake.wasm', exportName: 'process_chunk', offset: job.offset }, new Error('unreachable'))))
+        return
+      }
+      onCore(lastEnd, index === faults.slow?.job ? faults.slow.ms : JOB_MS, (end) => {
         lastEnd = end
         if (gone) return
         hooks.output(job, job.input!)
@@ -220,6 +234,41 @@ describe("maxConcurrency: 'auto' ramp", () => {
     assert.equal(report.instances, 2, JSON.stringify(report))
     assert.deepEqual(ends.closed, [])
     assert.equal(ends.flushed, 4, 'all four flush, in the pool order')
+  })
+
+  it('starts no instance once a chunk has failed behind earlier ones still running', async () => {
+    // At 2 instances: job 60 takes 400 ms, and job 61, on the other instance, traps. The stream
+    // fails once job 60 is delivered; meanwhile the windows go on ending, at one instance fewer.
+    let jobs = 0
+    let failedAt = -1
+    let startedAtTrap = -1
+    const { factory, started, now } = machine(2, () => jobs, undefined, { slow: { job: 60, ms: 400 }, trap: 61 })
+    let failed: (err: Error) => void
+    const failure = new Promise<Error>((resolve) => (failed = resolve))
+    const hooks: RunnerHooks = {
+      output: () => true,
+      done: () => {},
+      failed: (job, err) => {
+        failedAt = job!.offset / CHUNK.length
+        failed(err)
+      },
+    }
+    const pool = new PoolRunner(factory, GUEST, hooks, OPTIONS, 'auto', true, now)
+    await new Promise<void>((resolve, reject) => pool.start((err) => (err ? reject(err) : resolve())))
+    let stop = false
+    void failure.then(() => (stop = true))
+    while (!stop && jobs < 2000 / JOB_MS) {
+      const job: Job = { offset: jobs * CHUNK.length, input: CHUNK }
+      if (jobs === 61) startedAtTrap = started()
+      await Promise.race([new Promise<void>((resolve) => pool.process(job, () => resolve())), failure])
+      jobs++
+    }
+    const err = await failure
+    assert.equal(failedAt, 61, 'the trap, reported after the slow job before it')
+    assert.match(err.message, /unreachable/)
+    assert.equal(startedAtTrap, 2, 'the ramp was at 2 instances when the trap came')
+    assert.equal(started(), startedAtTrap, `no instance started after the trap: ${startedAtTrap} before, ${started()} after`)
+    pool.destroy()
   })
 
   it('stops at two instances per core when every doubling helps', async () => {

@@ -500,7 +500,8 @@ export class PoolRunner implements GuestRunner {
     }
     instance.queued--
     entry.done = true
-    if (this.growing) this.measure(entry.job.input.length)
+    // Failing, an instance fewer: a window now would grow the pool for a stream about to fail.
+    if (this.growing && !this.failing) this.measure(entry.job.input.length)
     this.closeIfIdle(instance)
     this.release()
     this.advance()
