@@ -227,6 +227,26 @@ describe('checkpoint.saveTimeout', () => {
     )
   })
 
+  it('a tap destroyed while the output is being made durable stores nothing after', async () => {
+    const storage = new MemoryCheckpointStorage()
+    let saves = 0
+    const save = storage.save.bind(storage)
+    storage.save = async (checkpoint: Checkpoint) => {
+      saves++
+      return save(checkpoint)
+    }
+    let durable!: () => void
+    const tap = new CheckpointTap({ storage, optionsHash: '', commit: () => new Promise<void>((resolve) => (durable = resolve)) })
+    tap.on('error', () => {})
+    tap.offer({ inputOffset: 0, outputOffset: 0, moduleHash: '', state: { memory: new Uint8Array(0), globals: [] } as never })
+    assert.equal(typeof durable, 'function', 'the save started: it waits on commit')
+    tap.destroy(new Error('the stream failed'))
+    durable()
+    await delay(20)
+    assert.equal(saves, 0, 'storage.save was called after the tap was destroyed')
+    assert.equal(tap.checkpointsSaved, 0)
+  })
+
   it('its timer does not hold the process open: a stream waiting on a hung save lets the process exit by itself', async () => {
     const { code, stdout, timedOut } = await runChild('hung-save', [], 10_000)
     assert.equal(timedOut, false, 'the process waited for the save timer (default 30 s)')

@@ -118,8 +118,10 @@ export class CheckpointTap extends Transform {
     // commit is user code: a synchronous throw must fail the save like a rejection does, not
     // escape into _transform or the executor's snapshot event.
     const durable = new Promise<void>((resolve) => resolve(commit?.(snapshot.outputOffset)))
+    // Destroyed while the output was being made durable: the caller stopped this stream, and
+    // storage hears nothing more from it.
     durable
-      .then(() => this.store(checkpoint))
+      .then(() => (this.destroyed ? undefined : this.store(checkpoint)))
       .then(
         () => this.saved(checkpoint),
         (err: unknown) => {
