@@ -31,6 +31,7 @@ import {
   printThroughput,
   ratios,
   verdicts,
+  AIM_SIZE,
   type Result,
 } from './report.js'
 import { runWasiBench, wasiCellsSelected, type WasiReport } from './wasi.js'
@@ -58,7 +59,6 @@ const REPS = 3
  * than the cells' reps (±0.15 between benches), not nothing.
  */
 const PAIRS = 12
-const PAIRED_CHUNK = 64 * KiB
 const WARMUP_FRACTION = 1 / 4
 /**
  * glibc malloc settings for --stable-malloc: no trimming and no mmap for chunk-sized blocks, so
@@ -158,10 +158,10 @@ async function main(): Promise<void> {
   // The ratio aims again, side by side (bench/paired.ts): the verdicts are these.
   const paired: PairedRatio[] = []
   for (const aim of PAIRED_AIMS) {
-    const a = cells.find((c) => c.scenario.name === aim.a && c.chunkBytes === PAIRED_CHUNK)?.scenario
-    const b = cells.find((c) => c.scenario.name === aim.b && c.chunkBytes === PAIRED_CHUNK)?.scenario
+    const a = cells.find((c) => c.scenario.name === aim.a && c.chunkBytes === AIM_SIZE)?.scenario
+    const b = cells.find((c) => c.scenario.name === aim.b && c.chunkBytes === AIM_SIZE)?.scenario
     if (!a || !b) continue
-    paired.push(await measurePair(a, b, PAIRED_CHUNK, aim.bytes * (values.quick ? 1 / 4 : 1), values.quick ? 8 : PAIRS))
+    paired.push(await measurePair(a, b, AIM_SIZE, aim.bytes * (values.quick ? 1 / 4 : 1), values.quick ? 8 : PAIRS))
   }
   if (paired.length > 0) process.stderr.write(`  ${paired.length} aims paired (${((Date.now() - started) / 1000).toFixed(1)} s)\n`)
 

@@ -148,7 +148,8 @@ export interface Verdict {
   withinNoise?: boolean
 }
 
-const AIM_SIZE = 64 * 1024
+/** The chunk size the aims are judged at; the paired runs (bench/paired.ts) use it too. */
+export const AIM_SIZE = 64 * 1024
 
 /**
  * x's MB/s over y's, run by run within each rep, then the median: the two cells of a rep run

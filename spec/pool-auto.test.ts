@@ -14,14 +14,13 @@ import { errors } from '../lib/errors.js'
 const JOB_MS = 4
 const CHUNK = Buffer.alloc(1024, 'a')
 
-/** Once, as instance number `instance` takes its first job, every core is taken for `ms`. */
-interface Stall {
-  instance: number
-  ms: number
-}
-
-/** Jobs, by index in the input, that take `slow.ms` instead of JOB_MS, or trap. */
+/**
+ * What goes wrong on the machine: once, as instance number `stall.instance` takes its first job,
+ * every core is taken for `stall.ms`; jobs, by index in the input, that take `slow.ms` instead
+ * of JOB_MS, or trap.
+ */
 interface Faults {
+  stall?: { instance: number; ms: number }
   slow?: { job: number; ms: number }
   trap?: number
 }
@@ -45,7 +44,6 @@ interface Ends {
 function machine(
   cores: number,
   sent: () => number,
-  stall?: Stall,
   faults: Faults = {},
 ): { factory: RunnerFactory; started: () => number; ends: Ends; now: () => number } {
   let started = 0
@@ -81,7 +79,7 @@ function machine(
   const factory: RunnerFactory = (_guest, hooks) => {
     const instance = ++started
     let gone = false
-    let stalled = stall?.instance !== instance
+    let stalled = faults.stall?.instance !== instance
     let lastEnd = 0
     // An instance runs its jobs one at a time, as a guest does.
     const queue: Job[] = []
@@ -98,7 +96,7 @@ function machine(
       if (!stalled) {
         // The machine is busy elsewhere for a while: every core, from now on.
         stalled = true
-        for (let i = 0; i < cores; i++) coreFreeAt[i] = Math.max(coreFreeAt[i]!, now) + stall!.ms
+        for (let i = 0; i < cores; i++) coreFreeAt[i] = Math.max(coreFreeAt[i]!, now) + faults.stall!.ms
       }
       const index = job.offset / CHUNK.length
       if (index === faults.trap) {
@@ -153,10 +151,10 @@ const OPTIONS = { bufferSize: CHUNK.length, limits: { maxOutputPerChunk: undefin
  */
 async function rampOn(
   cores: number,
-  { after = 0, guest = GUEST, stall }: { after?: number; guest?: LoadedGuest; stall?: Stall } = {},
+  { after = 0, guest = GUEST, faults }: { after?: number; guest?: LoadedGuest; faults?: Faults } = {},
 ): Promise<{ report: ReturnType<PoolRunner['concurrency']>; bytes: number; jobs: number; chosenAt: number; started: number; ends: Ends }> {
   let jobs = 0
-  const { factory, started, ends, now } = machine(cores, () => jobs, stall)
+  const { factory, started, ends, now } = machine(cores, () => jobs, faults)
   let bytes = 0
   let finished: () => void
   const end = new Promise<void>((resolve) => (finished = resolve))
@@ -209,7 +207,7 @@ describe("maxConcurrency: 'auto' ramp", () => {
   it('does not undo a step on one window that read low: the second window decides', { skip: oneCore }, async () => {
     // The machine busy elsewhere for 60 ms as the second instance starts: its first window at
     // 2 instances reads under the one at 1.
-    const { report } = await rampOn(2, { stall: { instance: 2, ms: 60 } })
+    const { report } = await rampOn(2, { faults: { stall: { instance: 2, ms: 60 } } })
     const [one, firstAtTwo, secondAtTwo] = report.samples
     assert.deepEqual(report.samples.map((s) => s.instances), [1, 2, 2, 4, 4], JSON.stringify(report))
     assert.ok(firstAtTwo!.mbps < one!.mbps, `the stall made the first window at 2 read low: ${JSON.stringify(report.samples)}`)
@@ -242,7 +240,7 @@ describe("maxConcurrency: 'auto' ramp", () => {
     let jobs = 0
     let failedAt = -1
     let startedAtTrap = -1
-    const { factory, started, now } = machine(2, () => jobs, undefined, { slow: { job: 60, ms: 400 }, trap: 61 })
+    const { factory, started, now } = machine(2, () => jobs, { slow: { job: 60, ms: 400 }, trap: 61 })
     let failed: (err: Error) => void
     const failure = new Promise<Error>((resolve) => (failed = resolve))
     const hooks: RunnerHooks = {

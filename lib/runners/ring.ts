@@ -73,8 +73,8 @@ export function ringBytesFor(capacity: number): number {
  * wasm memory, as for the guest's own, so a worker takes 30 GiB instead of 10, and a process
  * runs out past about 4,000 live workers instead of 13,000 (x86-64: 128 TiB).
  */
-function ringMemory(capacity: number): SharedArrayBuffer {
-  const pages = Math.ceil(ringBytesFor(capacity) / WASM_PAGE)
+function ringMemory(bytes: number): SharedArrayBuffer {
+  const pages = Math.ceil(bytes / WASM_PAGE)
   return new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }).buffer as unknown as SharedArrayBuffer
 }
 
@@ -95,9 +95,10 @@ export class FrameRing {
   private wakeOwed = false
 
   constructor(sabOrCapacity: SharedArrayBuffer | number) {
-    this.sab = typeof sabOrCapacity === 'number' ? ringMemory(sabOrCapacity) : sabOrCapacity
+    const bytes = typeof sabOrCapacity === 'number' ? ringBytesFor(sabOrCapacity) : 0
+    this.sab = typeof sabOrCapacity === 'number' ? ringMemory(bytes) : sabOrCapacity
     this.state = new Int32Array(this.sab, 0, HEADER_BYTES / 4)
-    if (typeof sabOrCapacity === 'number') Atomics.store(this.state, CAPACITY, ringBytesFor(sabOrCapacity) - HEADER_BYTES)
+    if (bytes > 0) Atomics.store(this.state, CAPACITY, bytes - HEADER_BYTES)
     this.capacity = Atomics.load(this.state, CAPACITY)
     this.data = new Uint8Array(this.sab, HEADER_BYTES, this.capacity)
     this.words = new Int32Array(this.sab, HEADER_BYTES, this.capacity / 4)
