@@ -71,6 +71,32 @@ export function streamScenario(name: string, expect: Expect, stages: (chunkBytes
   return { name, expect, run: (input) => runPipeline(input, stages(input.chunkBytes)) }
 }
 
+/** The guest instantiated with no library: its exports, and `emit` handing each output to `deliver`. */
+interface BareGuest {
+  view: Uint8Array
+  region: number
+  processChunk(ptr: number, len: number): number
+}
+
+function bareGuest(module: WebAssembly.Module, chunkBytes: number, deliver: (out: Buffer) => void): BareGuest {
+  const guest: BareGuest = { view: new Uint8Array(0), region: 0, processChunk: (_ptr: number, _len: number): number => 0 }
+  const emit = (ptr: number, len: number): void => {
+    const out = Buffer.allocUnsafe(len)
+    out.set(guest.view.subarray(ptr, ptr + len))
+    deliver(out)
+  }
+  const instance = new WebAssembly.Instance(module, { sandbox: { emit, fail: () => {} } })
+  const exports = instance.exports as {
+    memory: WebAssembly.Memory
+    alloc: (len: number) => number
+    process_chunk: (ptr: number, len: number) => number
+  }
+  guest.region = exports.alloc(chunkBytes) >>> 0
+  guest.view = new Uint8Array(exports.memory.buffer) // after alloc, which may grow memory
+  guest.processChunk = exports.process_chunk
+  return guest
+}
+
 /**
  * The floor the library is measured against: the same wasm called in a plain loop, with the
  * same copies the library makes (Uint8Array.set into the alloc'd region; allocUnsafe + set out).
@@ -85,23 +111,12 @@ export function bareScenario(name: string, expect: Expect, wasmPath: string): Sc
     },
     async run(input) {
       const output: Output = { bytes: 0, head: undefined }
-      let view = new Uint8Array(0)
-      const emit = (ptr: number, len: number): void => {
-        const out = Buffer.allocUnsafe(len)
-        out.set(view.subarray(ptr, ptr + len))
-        if (output.head === undefined) output.head = Buffer.from(out.subarray(0, HEAD_BYTES))
-        output.bytes += len
-      }
-      const instance = new WebAssembly.Instance(module!, { sandbox: { emit, fail: () => {} } })
-      const exports = instance.exports as {
-        memory: WebAssembly.Memory
-        alloc: (len: number) => number
-        process_chunk: (ptr: number, len: number) => number
-      }
       const { chunkBytes, chunks } = input
-      const region = exports.alloc(chunkBytes) >>> 0
-      view = new Uint8Array(exports.memory.buffer) // after alloc, which may grow memory
-      const processChunk = exports.process_chunk
+      const guest = bareGuest(module!, chunkBytes, (out) => {
+        if (output.head === undefined) output.head = Buffer.from(out.subarray(0, HEAD_BYTES))
+        output.bytes += out.length
+      })
+      const { view, region, processChunk } = guest
       for (let i = 0; i < chunks; i++) {
         view.set(chunkAt(input, i), region)
         const status = processChunk(region, chunkBytes)
@@ -109,6 +124,39 @@ export function bareScenario(name: string, expect: Expect, wasmPath: string): Sc
       }
       return output
     },
+  }
+}
+
+/**
+ * The bare loop's calls inside one Node Transform, between the same source and sink as the
+ * library: no library at all, so its ratio to the bare loop is what any one stream stage costs
+ * over a plain loop on this machine, the floor under `wasmTransform`'s ratio.
+ */
+class BareTransform extends Transform {
+  private readonly guest: BareGuest
+
+  constructor(module: WebAssembly.Module, chunkBytes: number) {
+    super({ highWaterMark: chunkBytes })
+    this.guest = bareGuest(module, chunkBytes, (out) => this.push(out))
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    const { view, region, processChunk } = this.guest
+    view.set(chunk, region)
+    const status = processChunk(region, chunk.length)
+    callback(status === 0 ? null : new Error(`process_chunk returned ${status}`))
+  }
+}
+
+export function bareTransformScenario(name: string, expect: Expect, wasmPath: string): Scenario {
+  let module: WebAssembly.Module | undefined
+  return {
+    name,
+    expect,
+    async prepare() {
+      module ??= await WebAssembly.compile(await readFile(wasmPath))
+    },
+    run: (input) => runPipeline(input, [new BareTransform(module!, input.chunkBytes)]),
   }
 }
 
@@ -138,6 +186,9 @@ export const WORKER_CHUNKS = 1 / 2
  */
 export const SCALAR_VOLUME = 1 / 8
 
+/** The bare loop of `upper` inside one Transform: the floor of any stream (bareTransformScenario). */
+export const BARE_IN_A_TRANSFORM = 'bare(upper) in one Transform'
+
 /** Where the guest runs; `wasmTransform` defaults to `'worker'`, so every scenario says which. */
 const inline = { isolation: 'inline' } as const
 const worker = { isolation: 'worker' } as const
@@ -153,6 +204,7 @@ export function throughputScenarios(guests: Guests): Scenario[] {
     { ...streamScenario('wasmTransform(upper-scalar, worker)', 'upper', (n) => [wasmTransform(guests.upperScalar, { bufferSize: n, ...worker })]), volumeScale: SCALAR_VOLUME },
     bareScenario('bare(upper)', 'upper', guests.upper),
     bareScenario('bare(pass)', 'same', guests.pass),
+    bareTransformScenario(BARE_IN_A_TRANSFORM, 'upper', guests.upper),
     streamScenario('js-copy', 'same', (n) => [new CopyTransform(hwm(n))]),
     streamScenario('passthrough', 'same', (n) => [new PassThrough(hwm(n))]),
   ]
