@@ -94,7 +94,8 @@ export class FileSink extends Writable {
   }
 }
 
-function unwritten(buffers: Buffer[], written: number): Buffer[] {
+/** What is left of `buffers` once the first `written` bytes have gone. */
+export function unwritten(buffers: Buffer[], written: number): Buffer[] {
   let i = 0
   while (i < buffers.length && written >= buffers[i]!.length) written -= buffers[i++]!.length
   if (i === buffers.length) return []

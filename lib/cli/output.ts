@@ -4,6 +4,7 @@ import { open, realpath, rename, stat, unlink, type FileHandle } from 'node:fs/p
 import { basename, dirname, join } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { FileSink } from '../checkpoint/file-sink.js'
+import { BatchedWriter } from './batched-writer.js'
 import { UsageError } from './options.js'
 
 /** Where the output goes, and what becomes of it when the run succeeds or fails. */
@@ -15,17 +16,21 @@ export interface Output {
   discardSync(): void
 }
 
-/** Bytes buffered before a write to a file or device: 64 KiB writes went one thread-pool round trip at a time. */
-const WRITE_BUFFER = 1024 * 1024
+/**
+ * Bytes buffered before a write to a file or device: 64 KiB writes went one thread-pool round trip
+ * at a time. `upper` from a 512 MiB file to `> out` in RAM, eight rounds in turn with tr: 1.21 s
+ * with Node's file stream and MiB reads, 1.05 s batched a MiB at a time, 1.01 s at 4 MiB.
+ */
+const WRITE_BUFFER = 4 * 1024 * 1024
 
 /**
  * Standard output. Redirected to a regular file (`> out`), Node's own `process.stdout` writes
  * synchronously, a chunk at a time on the main thread (512 MiB took 2.6-3 s against 1.7 s with
- * `-o`): a write stream on fd 1 writes a MiB at a time from the thread pool instead, at the
- * file's own offset (so `>>` still appends). Left open: the process still owns its stdout.
+ * `-o`): batches of WRITE_BUFFER go from the thread pool instead (BatchedWriter). Left open:
+ * the process still owns its stdout.
  */
 export function standardOutput(): Output {
-  const stream = isRegularFile(1) ? createWriteStream('', { fd: 1, autoClose: false, highWaterMark: WRITE_BUFFER }) : process.stdout
+  const stream = isRegularFile(1) ? new BatchedWriter(1, WRITE_BUFFER) : process.stdout
   return { stream, commit: async () => {}, discard: async () => {}, discardSync: () => {} }
 }
 

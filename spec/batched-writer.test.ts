@@ -1,0 +1,85 @@
+/**
+ * BatchedWriter (the CLI's `> file` output): chunks wait until a batch is full or the stream
+ * ends, go out in one writev, a short write's rest goes again, and a failed write fails the
+ * stream once.
+ */
+import assert from 'node:assert/strict'
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { describe, it } from 'node:test'
+import { BatchedWriter, type WritevFunction } from '../lib/cli/batched-writer.js'
+import { tempDir } from './helpers/temp.js'
+
+/** A file in memory whose writes take at most `most` bytes each; records each call's size. */
+function fakeFile(most = Infinity) {
+  const parts: Buffer[] = []
+  const calls: number[] = []
+  const writev: WritevFunction = (_fd, buffers, callback) => {
+    const all = Buffer.concat(buffers)
+    const n = Math.min(most, all.length)
+    calls.push(all.length)
+    parts.push(all.subarray(0, n))
+    setImmediate(callback, null, n)
+  }
+  return { writev, calls, bytes: () => Buffer.concat(parts) }
+}
+
+const chunks = (count: number, size: number): Buffer[] => Array.from({ length: count }, (_, i) => Buffer.alloc(size, 97 + (i % 26)))
+
+describe('BatchedWriter', () => {
+  it('writes nothing until a batch is full, then the batch in one call; the rest at the end', async () => {
+    const file = fakeFile()
+    const writer = new BatchedWriter(9, 1000, file.writev)
+    for (const c of chunks(3, 300)) assert.equal(writer.write(c), true)
+    await new Promise(setImmediate)
+    assert.deepEqual(file.calls, [], 'below the batch size nothing is written')
+    writer.write(Buffer.alloc(100, 122)) // exactly the batch size
+    await new Promise(setImmediate)
+    assert.deepEqual(file.calls, [1000])
+    writer.end(Buffer.alloc(10, 33))
+    await new Promise((resolve) => writer.on('finish', resolve))
+    assert.deepEqual(file.calls, [1000, 10])
+    assert.deepEqual(file.bytes(), Buffer.concat([...chunks(3, 300), Buffer.alloc(100, 122), Buffer.alloc(10, 33)]))
+  })
+
+  it('writes the rest of a short write again, in order', async () => {
+    const file = fakeFile(700)
+    const input = chunks(20, 333)
+    await pipeline(Readable.from(input), new BatchedWriter(9, 1000, file.writev))
+    assert.deepEqual(file.bytes(), Buffer.concat(input))
+    assert.ok(file.calls.every((n, i) => i === file.calls.length - 1 || n <= 1332), `calls ${file.calls.join(',')}`)
+  })
+
+  it('an empty stream writes nothing', async () => {
+    const file = fakeFile()
+    await pipeline(Readable.from([]), new BatchedWriter(9, 1000, file.writev))
+    assert.deepEqual(file.calls, [])
+  })
+
+  it('a write that fails, or takes nothing, fails the stream once with that error', async () => {
+    for (const outcome of [Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }), 0] as const) {
+      const writev: WritevFunction = (_fd, _buffers, callback) => setImmediate(() => (outcome === 0 ? callback(null, 0) : callback(outcome, 0)))
+      const writer = new BatchedWriter(9, 100, writev)
+      let errors = 0
+      writer.on('error', () => errors++)
+      await assert.rejects(pipeline(Readable.from(chunks(5, 60)), writer), outcome === 0 ? /wrote nothing/ : /EIO/)
+      await new Promise(setImmediate)
+      assert.equal(errors, 1)
+    }
+  })
+
+  it('appends at the descriptor\'s own offset, as `>>` asks', async (t) => {
+    const path = join(tempDir(t, 'batched-writer-'), 'out.txt')
+    writeFileSync(path, 'before\n')
+    const fd = openSync(path, 'a')
+    try {
+      const input = chunks(50, 1000)
+      await pipeline(Readable.from(input), new BatchedWriter(fd, 4096))
+      assert.deepEqual(readFileSync(path), Buffer.concat([Buffer.from('before\n'), ...input]))
+    } finally {
+      closeSync(fd)
+    }
+  })
+})
