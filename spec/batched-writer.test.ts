@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { describe, it } from 'node:test'
+import { setTimeout as delay } from 'node:timers/promises'
 import { BatchedWriter, type WritevFunction } from '../lib/cli/batched-writer.js'
 import { tempDir } from './helpers/temp.js'
 
@@ -31,7 +32,7 @@ const chunks = (count: number, size: number): Buffer[] => Array.from({ length: c
 describe('BatchedWriter', () => {
   it('writes nothing until a batch is full, then the batch in one call; the rest at the end', async () => {
     const file = fakeFile()
-    const writer = new BatchedWriter(9, 1000, file.writev)
+    const writer = new BatchedWriter(9, 1000, 60_000, file.writev)
     for (const c of chunks(3, 300)) assert.equal(writer.write(c), true)
     await new Promise(setImmediate)
     assert.deepEqual(file.calls, [], 'below the batch size nothing is written')
@@ -47,21 +48,44 @@ describe('BatchedWriter', () => {
   it('writes the rest of a short write again, in order', async () => {
     const file = fakeFile(700)
     const input = chunks(20, 333)
-    await pipeline(Readable.from(input), new BatchedWriter(9, 1000, file.writev))
+    await pipeline(Readable.from(input), new BatchedWriter(9, 1000, 60_000, file.writev))
     assert.deepEqual(file.bytes(), Buffer.concat(input))
     assert.ok(file.calls.every((n, i) => i === file.calls.length - 1 || n <= 1332), `calls ${file.calls.join(',')}`)
   })
 
+  it('writes a batch that is not full once maxDelayMs has passed, and keeps the order with the writes after it', async () => {
+    const file = fakeFile()
+    const inFlight: Array<() => void> = []
+    const slow: WritevFunction = (fd, buffers, callback) => {
+      inFlight.push(() => file.writev(fd, buffers, callback))
+    }
+    const writer = new BatchedWriter(9, 1000, 20, slow)
+    writer.write(Buffer.from('first '))
+    await delay(5)
+    assert.equal(inFlight.length, 0, 'not before the delay')
+    await delay(40)
+    assert.equal(inFlight.length, 1, 'written once the delay has passed')
+    // While that write is in flight, more comes and fills a batch: it waits its turn.
+    const done = new Promise<void>((resolve) => writer.end(Buffer.alloc(1000, 98), () => resolve()))
+    await delay(5)
+    assert.equal(inFlight.length, 1, 'one write at a time')
+    inFlight.shift()!()
+    while (inFlight.length === 0) await delay(1)
+    inFlight.shift()!()
+    await done
+    assert.deepEqual(file.bytes(), Buffer.concat([Buffer.from('first '), Buffer.alloc(1000, 98)]))
+  })
+
   it('an empty stream writes nothing', async () => {
     const file = fakeFile()
-    await pipeline(Readable.from([]), new BatchedWriter(9, 1000, file.writev))
+    await pipeline(Readable.from([]), new BatchedWriter(9, 1000, 60_000, file.writev))
     assert.deepEqual(file.calls, [])
   })
 
   it('a write that fails, or takes nothing, fails the stream once with that error', async () => {
     for (const outcome of [Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }), 0] as const) {
       const writev: WritevFunction = (_fd, _buffers, callback) => setImmediate(() => (outcome === 0 ? callback(null, 0) : callback(outcome, 0)))
-      const writer = new BatchedWriter(9, 100, writev)
+      const writer = new BatchedWriter(9, 100, 60_000, writev)
       let errors = 0
       writer.on('error', () => errors++)
       await assert.rejects(pipeline(Readable.from(chunks(5, 60)), writer), outcome === 0 ? /wrote nothing/ : /EIO/)
@@ -70,13 +94,37 @@ describe('BatchedWriter', () => {
     }
   })
 
+  it('destroyed under a write, closes only once that write returns, and writes no more', async () => {
+    let finishWrite: (() => void) | undefined
+    const calls: number[] = []
+    const writev: WritevFunction = (_fd, buffers, callback) => {
+      const n = Buffer.concat(buffers).length
+      calls.push(n)
+      finishWrite = () => callback(null, Math.min(n, 100)) // a short write: the rest would go again
+    }
+    const writer = new BatchedWriter(9, 200, 60_000, writev)
+    writer.write(Buffer.alloc(300))
+    await new Promise(setImmediate)
+    assert.deepEqual(calls, [300])
+    let closed = 0
+    writer.on('close', () => closed++)
+    writer.on('error', () => {})
+    writer.destroy(new Error('stop'))
+    await new Promise(setImmediate)
+    assert.equal(closed, 0, "'close' must wait for the write in flight")
+    finishWrite!()
+    await new Promise(setImmediate)
+    assert.equal(closed, 1)
+    assert.deepEqual(calls, [300], 'nothing written after the destroy')
+  })
+
   it('appends at the descriptor\'s own offset, as `>>` asks', async (t) => {
     const path = join(tempDir(t, 'batched-writer-'), 'out.txt')
     writeFileSync(path, 'before\n')
     const fd = openSync(path, 'a')
     try {
       const input = chunks(50, 1000)
-      await pipeline(Readable.from(input), new BatchedWriter(fd, 4096))
+      await pipeline(Readable.from(input), new BatchedWriter(fd, 4096, 10))
       assert.deepEqual(readFileSync(path), Buffer.concat([Buffer.from('before\n'), ...input]))
     } finally {
       closeSync(fd)

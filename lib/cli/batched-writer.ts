@@ -3,66 +3,118 @@ import { Writable } from 'node:stream'
 import { unwritten } from '../checkpoint/file-sink.js'
 
 /**
- * Writes to an open file descriptor, at its own offset (so `>>` still appends), in batches of at
- * least `batchBytes`. Node's file stream writes a chunk on its own whenever no write is in flight:
- * for 512 MiB of output in 64 KiB chunks the CLI made 513 single-chunk writes beside 542 writevs,
- * each a thread-pool round trip, and on this VM such a call costs the main thread tens of
- * microseconds whatever its size. Here a chunk waits for others until the batch is full or the
- * stream ends (`tail -f` sees the file grow in batches, not chunks). Holds at most `batchBytes`
- * beyond its highWaterMark (also `batchBytes`).
+ * Writes to an open file descriptor, at its own offset (so `>>` still appends), in batches of
+ * `batchBytes`. Node's file stream writes a chunk on its own whenever no write is in flight: for
+ * 512 MiB of output in 64 KiB chunks the CLI made 513 single-chunk writes beside 542 writevs, each
+ * a thread-pool round trip, and on this VM such a call costs the main thread tens of microseconds
+ * whatever its size. Here a chunk waits for others until the batch is full, the stream ends, or
+ * `maxDelayMs` has passed (so a slow stream's output still reaches the file within that time, for
+ * `tail -f`). Holds at most `batchBytes` beyond its highWaterMark (also `batchBytes`).
  */
 export class BatchedWriter extends Writable {
   private readonly fd: number
   private readonly batchBytes: number
+  private readonly maxDelayMs: number
   private readonly writev: WritevFunction
   private batch: Buffer[] = []
   private batched = 0
+  private timer: NodeJS.Timeout | undefined
+  private writing = false
+  /** What waits for the write in flight: the stream's next step, or the end of a destroy. */
+  private afterWrite: (() => void) | undefined
 
   /** `writevFn` is `fs.writev` but for tests, which give one that takes fewer bytes or fails. */
-  constructor(fd: number, batchBytes: number, writevFn: WritevFunction = writev) {
+  constructor(fd: number, batchBytes: number, maxDelayMs: number, writevFn: WritevFunction = writev) {
     super({ highWaterMark: batchBytes })
     this.fd = fd
     this.batchBytes = batchBytes
+    this.maxDelayMs = maxDelayMs
     this.writev = writevFn
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.batch.push(chunk)
-    this.batched += chunk.length
-    if (this.batched < this.batchBytes) callback()
-    else this.flush(callback)
+    this.add(chunk)
+    this.whenIdle(() => this.settle(callback))
   }
 
   override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
-    for (const { chunk } of chunks) {
-      this.batch.push(chunk)
-      this.batched += chunk.length
-    }
-    if (this.batched < this.batchBytes) callback()
-    else this.flush(callback)
+    for (const { chunk } of chunks) this.add(chunk)
+    this.whenIdle(() => this.settle(callback))
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    this.flush(callback)
+    this.whenIdle(() => this.flush(callback))
+  }
+
+  /** 'close' waits for a write in flight: the owner may close the descriptor on 'close'. */
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    clearTimeout(this.timer)
+    this.batch = []
+    this.batched = 0
+    if (this.writing) this.afterWrite = () => callback(err)
+    else callback(err)
+  }
+
+  private add(chunk: Buffer): void {
+    this.batch.push(chunk)
+    this.batched += chunk.length
+  }
+
+  /** A write from the timer may be in flight when the stream moves on: one write at a time keeps the order. */
+  private whenIdle(next: () => void): void {
+    if (this.writing) this.afterWrite = next
+    else next()
+  }
+
+  /** The batch is full: write it before taking more. Else take more, within maxDelayMs. */
+  private settle(callback: (error?: Error | null) => void): void {
+    if (this.batched >= this.batchBytes) {
+      this.flush(callback)
+      return
+    }
+    this.timer ??= setTimeout(this.onDelay, this.maxDelayMs).unref()
+    callback()
+  }
+
+  private readonly onDelay = (): void => {
+    this.timer = undefined
+    if (this.writing || this.batched === 0 || this.destroyed) return
+    this.flush((err) => {
+      if (err) this.destroy(err)
+    })
   }
 
   private flush(callback: (error?: Error | null) => void): void {
+    clearTimeout(this.timer)
+    this.timer = undefined
     const buffers = this.batch
     this.batch = []
     this.batched = 0
-    this.writeAll(buffers, callback)
+    this.writeAll(buffers, (err) => {
+      this.writing = false
+      const next = this.afterWrite
+      this.afterWrite = undefined
+      if (this.destroyed) {
+        next?.()
+        return
+      }
+      callback(err)
+      if (!err) next?.()
+    })
   }
 
   /** A write may take fewer bytes than given (a signal, a full disk): the rest goes again. */
-  private writeAll(buffers: Buffer[], callback: (error?: Error | null) => void): void {
+  private writeAll(buffers: Buffer[], done: (error?: Error | null) => void): void {
     if (buffers.length === 0) {
-      callback()
+      done()
       return
     }
+    this.writing = true
     this.writev(this.fd, buffers, (err, written) => {
-      if (err) callback(err)
-      else if (written === 0) callback(new Error('writing the output wrote nothing'))
-      else this.writeAll(unwritten(buffers, written), callback)
+      if (err) done(err)
+      else if (written === 0) done(new Error('writing the output wrote nothing'))
+      else if (this.destroyed) done()
+      else this.writeAll(unwritten(buffers, written), done)
     })
   }
 }

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
 import { createReadStream, createWriteStream, fstatSync, unlinkSync } from 'node:fs'
 import { open, realpath, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
-import { FileSink } from '../checkpoint/file-sink.js'
 import { BatchedWriter } from './batched-writer.js'
 import { UsageError } from './options.js'
 
@@ -22,6 +22,8 @@ export interface Output {
  * with Node's file stream and MiB reads, 1.05 s batched a MiB at a time, 1.01 s at 4 MiB.
  */
 const WRITE_BUFFER = 4 * 1024 * 1024
+/** The longest output waits for its batch to fill: a slow stream's output still reaches the file promptly. */
+const WRITE_DELAY_MS = 10
 
 /**
  * Standard output. Redirected to a regular file (`> out`), Node's own `process.stdout` writes
@@ -30,7 +32,7 @@ const WRITE_BUFFER = 4 * 1024 * 1024
  * the process still owns its stdout.
  */
 export function standardOutput(): Output {
-  const stream = isRegularFile(1) ? new BatchedWriter(1, WRITE_BUFFER) : process.stdout
+  const stream = isRegularFile(1) ? new BatchedWriter(1, WRITE_BUFFER, WRITE_DELAY_MS) : process.stdout
   return { stream, commit: async () => {}, discard: async () => {}, discardSync: () => {} }
 }
 
@@ -60,10 +62,11 @@ async function replacingFile(target: string, mode: number | undefined): Promise<
   })
   let settled = false
   const output: Output = {
-    // FileSink fsyncs when it finishes, so the rename never exposes a file still in the page cache.
-    // Up to a MiB of output buffered while a write is in flight, written in one writev.
-    stream: new FileSink(handle, 0, WRITE_BUFFER) as unknown as Writable,
+    // The temporary file is new, so its own offset is where the output goes.
+    stream: new BatchedWriter(handle.fd, WRITE_BUFFER, WRITE_DELAY_MS),
     async commit() {
+      // Durable before the rename, which must never expose a file still in the page cache.
+      await handle.sync()
       await handle.close()
       await rename(temp, target)
       settled = true
@@ -72,6 +75,8 @@ async function replacingFile(target: string, mode: number | undefined): Promise<
       if (settled) return
       settled = true
       output.stream.destroy()
+      // Not under a write in flight (BatchedWriter's 'close' waits for it).
+      if (!output.stream.closed) await once(output.stream, 'close')
       await handle.close().catch(() => {})
       await unlink(temp).catch(() => {})
     },
