@@ -4,7 +4,7 @@
  * stream once.
  */
 import assert from 'node:assert/strict'
-import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs'
+import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -76,6 +76,60 @@ describe('BatchedWriter', () => {
     assert.deepEqual(file.bytes(), Buffer.concat([Buffer.from('first '), Buffer.alloc(1000, 98)]))
   })
 
+  it('destroyed under a write, calls back every write once: the one in flight and the one waiting behind it', async () => {
+    const inFlight: Array<() => void> = []
+    const writev: WritevFunction = (_fd, buffers, callback) => {
+      inFlight.push(() => callback(null, Buffer.concat(buffers).length))
+    }
+    const writer = new BatchedWriter(9, 100, 60_000, writev)
+    writer.on('error', () => {})
+    const calledBack: Array<Error | null | undefined> = []
+    writer.write(Buffer.alloc(100), (err) => calledBack.push(err)) // fills a batch: written now
+    writer.write(Buffer.alloc(100), (err) => calledBack.push(err)) // waits for the first
+    await new Promise(setImmediate)
+    assert.equal(inFlight.length, 1)
+    writer.destroy()
+    inFlight.shift()!()
+    await new Promise((resolve) => writer.on('close', resolve))
+    await new Promise(setImmediate)
+    assert.equal(calledBack.length, 2, 'each write called back once')
+    assert.ok(!calledBack[0], 'the write that went out succeeded')
+    assert.equal((calledBack[1] as NodeJS.ErrnoException).code, 'ERR_STREAM_DESTROYED')
+    assert.equal(inFlight.length, 0, 'nothing written after the destroy')
+  })
+
+  it('destroyed while a write waits behind a timed flush, calls that write back, destroyed', async () => {
+    const inFlight: Array<() => void> = []
+    const writev: WritevFunction = (_fd, buffers, callback) => {
+      inFlight.push(() => callback(null, Buffer.concat(buffers).length))
+    }
+    const writer = new BatchedWriter(9, 1000, 5, writev)
+    writer.on('error', () => {})
+    writer.write(Buffer.alloc(10))
+    while (inFlight.length === 0) await delay(2) // the timed flush is out
+    const calledBack: Array<Error | null | undefined> = []
+    writer.write(Buffer.alloc(10), (err) => calledBack.push(err)) // held behind it
+    await new Promise(setImmediate)
+    writer.destroy()
+    inFlight.shift()!()
+    await new Promise((resolve) => writer.on('close', resolve))
+    await new Promise(setImmediate)
+    assert.equal(calledBack.length, 1)
+    assert.equal((calledBack[0] as NodeJS.ErrnoException).code, 'ERR_STREAM_DESTROYED')
+    assert.equal(inFlight.length, 0, 'nothing written after the destroy')
+  })
+
+  it('empty chunks are no output, not a write that took nothing', async () => {
+    const file = fakeFile()
+    const writer = new BatchedWriter(9, 100, 60_000, file.writev)
+    writer.write(Buffer.alloc(0))
+    await new Promise<void>((resolve, reject) => {
+      writer.on('error', reject)
+      writer.end(() => resolve())
+    })
+    assert.deepEqual(file.calls, [])
+  })
+
   it('an empty stream writes nothing', async () => {
     const file = fakeFile()
     await pipeline(Readable.from([]), new BatchedWriter(9, 1000, 60_000, file.writev))
@@ -123,6 +177,19 @@ describe('BatchedWriter', () => {
     writeFileSync(path, 'before\n')
     const fd = openSync(path, 'a')
     try {
+      const input = chunks(50, 1000)
+      await pipeline(Readable.from(input), new BatchedWriter(fd, 4096, 10))
+      assert.deepEqual(readFileSync(path), Buffer.concat([Buffer.from('before\n'), ...input]))
+    } finally {
+      closeSync(fd)
+    }
+  })
+
+  it('writes at the descriptor\'s own offset when it is not at 0 and not in append mode (`{ echo head; run; } > out`)', async (t) => {
+    const path = join(tempDir(t, 'batched-writer-'), 'out.txt')
+    const fd = openSync(path, 'w')
+    try {
+      writeSync(fd, 'before\n')
       const input = chunks(50, 1000)
       await pipeline(Readable.from(input), new BatchedWriter(fd, 4096, 10))
       assert.deepEqual(readFileSync(path), Buffer.concat([Buffer.from('before\n'), ...input]))

@@ -9,7 +9,10 @@ import { unwritten } from '../checkpoint/file-sink.js'
  * a thread-pool round trip, and on this VM such a call costs the main thread tens of microseconds
  * whatever its size. Here a chunk waits for others until the batch is full, the stream ends, or
  * `maxDelayMs` has passed (so a slow stream's output still reaches the file within that time, for
- * `tail -f`). Holds at most `batchBytes` beyond its highWaterMark (also `batchBytes`).
+ * `tail -f`). A batch holds `batchBytes` plus the chunk or chunks that filled it, besides what the
+ * highWaterMark (also `batchBytes`) lets the stream buffer. Output still in a batch when the
+ * stream fails is not written: a failed run's file ends up to a batch (or 10 ms) short of what
+ * the guest had produced.
  */
 export class BatchedWriter extends Writable {
   private readonly fd: number
@@ -51,11 +54,21 @@ export class BatchedWriter extends Writable {
     clearTimeout(this.timer)
     this.batch = []
     this.batched = 0
-    if (this.writing) this.afterWrite = () => callback(err)
-    else callback(err)
+    // A step held for the write in flight (a write, `_final`) is called back first, destroyed.
+    const held = this.afterWrite
+    if (!this.writing) {
+      callback(err)
+      return
+    }
+    this.afterWrite = () => {
+      held?.()
+      callback(err)
+    }
   }
 
   private add(chunk: Buffer): void {
+    // An empty write would read as a write that took nothing.
+    if (chunk.length === 0) return
     this.batch.push(chunk)
     this.batched += chunk.length
   }
@@ -68,6 +81,10 @@ export class BatchedWriter extends Writable {
 
   /** The batch is full: write it before taking more. Else take more, within maxDelayMs. */
   private settle(callback: (error?: Error | null) => void): void {
+    if (this.destroyed) {
+      callback(streamDestroyed())
+      return
+    }
     if (this.batched >= this.batchBytes) {
       this.flush(callback)
       return
@@ -85,6 +102,10 @@ export class BatchedWriter extends Writable {
   }
 
   private flush(callback: (error?: Error | null) => void): void {
+    if (this.destroyed) {
+      callback(streamDestroyed())
+      return
+    }
     clearTimeout(this.timer)
     this.timer = undefined
     const buffers = this.batch
@@ -95,6 +116,7 @@ export class BatchedWriter extends Writable {
       const next = this.afterWrite
       this.afterWrite = undefined
       if (this.destroyed) {
+        callback(err)
         next?.()
         return
       }
@@ -117,6 +139,11 @@ export class BatchedWriter extends Writable {
       else this.writeAll(unwritten(buffers, written), done)
     })
   }
+}
+
+/** What Node's own streams give the callback of a write a destroy came before. */
+function streamDestroyed(): Error {
+  return Object.assign(new Error('Cannot call write after a stream was destroyed'), { code: 'ERR_STREAM_DESTROYED' })
 }
 
 export type WritevFunction = (fd: number, buffers: Buffer[], callback: (err: NodeJS.ErrnoException | null, written: number) => void) => void

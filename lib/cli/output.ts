@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto'
-import { once } from 'node:events'
 import { createReadStream, createWriteStream, fstatSync, unlinkSync } from 'node:fs'
 import { open, realpath, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
@@ -36,7 +35,7 @@ export function standardOutput(): Output {
   return { stream, commit: async () => {}, discard: async () => {}, discardSync: () => {} }
 }
 
-/** Standard input; from a regular file (`< in`), read a MiB at a time, as a named input is. */
+/** Standard input; from a regular file (`< in`), read `readBytes` at a time, as a named input is. */
 export function standardInput(readBytes: number): Readable {
   return isRegularFile(0) ? createReadStream('', { fd: 0, autoClose: false, highWaterMark: readBytes }) : process.stdin
 }
@@ -75,8 +74,9 @@ async function replacingFile(target: string, mode: number | undefined): Promise<
       if (settled) return
       settled = true
       output.stream.destroy()
-      // Not under a write in flight (BatchedWriter's 'close' waits for it).
-      if (!output.stream.closed) await once(output.stream, 'close')
+      // Not under a write in flight (BatchedWriter's 'close' waits for it). Not `once`: it
+      // rejects on the 'error' a failed pipeline's destroy emits before that 'close'.
+      if (!output.stream.closed) await new Promise((resolve) => output.stream.once('close', resolve))
       await handle.close().catch(() => {})
       await unlink(temp).catch(() => {})
     },
