@@ -250,3 +250,23 @@ describe('processFile leaves files alone when it cannot run', () => {
     assert.equal(readFileSync(output, 'utf8'), '')
   })
 })
+
+describe('processFile without checkpoints reads and writes 4 MiB at a time', () => {
+  it("cuts its reads into bufferSize chunks all the same: a guest that reports each chunk's end sees every one", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'wasm-sandbox-pf-io-'))
+    t.after(() => rmSync(dir, { recursive: true, force: true }))
+    const input = join(dir, 'in.bin')
+    const output = join(dir, 'out.txt')
+    // Past two 4 MiB reads and not a multiple of the chunk: the last chunk is short.
+    const bytes = 9 * 1024 * 1024 + 123
+    writeFileSync(input, Buffer.alloc(bytes, 'a'))
+    for (const chunk of [64 * 1024, 5 * 1024 * 1024]) {
+      const result = await processFile(input, output, example('counter-global.wasm'), { bufferSize: chunk })
+      const ends: number[] = []
+      for (let end = chunk; end < bytes; end += chunk) ends.push(end)
+      ends.push(bytes)
+      assert.equal(readFileSync(output, 'utf8'), ends.map((n) => `${n}\n`).join(''), `bufferSize ${chunk}`)
+      assert.equal(result.outputBytes, readFileSync(output).length)
+    }
+  })
+})
