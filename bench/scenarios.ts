@@ -97,11 +97,8 @@ function bareGuest(module: WebAssembly.Module, chunkBytes: number, deliver: (out
   return guest
 }
 
-/**
- * The floor the library is measured against: the same wasm called in a plain loop, with the
- * same copies the library makes (Uint8Array.set into the alloc'd region; allocUnsafe + set out).
- */
-export function bareScenario(name: string, expect: Expect, wasmPath: string): Scenario {
+/** A scenario run on the guest compiled once, before the timed runs. */
+function compiledScenario(name: string, expect: Expect, wasmPath: string, run: (module: WebAssembly.Module, input: Input) => Promise<Output>): Scenario {
   let module: WebAssembly.Module | undefined
   return {
     name,
@@ -109,22 +106,29 @@ export function bareScenario(name: string, expect: Expect, wasmPath: string): Sc
     async prepare() {
       module ??= await WebAssembly.compile(await readFile(wasmPath))
     },
-    async run(input) {
-      const output: Output = { bytes: 0, head: undefined }
-      const { chunkBytes, chunks } = input
-      const guest = bareGuest(module!, chunkBytes, (out) => {
-        if (output.head === undefined) output.head = Buffer.from(out.subarray(0, HEAD_BYTES))
-        output.bytes += out.length
-      })
-      const { view, region, processChunk } = guest
-      for (let i = 0; i < chunks; i++) {
-        view.set(chunkAt(input, i), region)
-        const status = processChunk(region, chunkBytes)
-        if (status !== 0) throw new Error(`${name}: process_chunk returned ${status}`)
-      }
-      return output
-    },
+    run: (input) => run(module!, input),
   }
+}
+
+/**
+ * The floor the library is measured against: the same wasm called in a plain loop, with the
+ * same copies the library makes (Uint8Array.set into the alloc'd region; allocUnsafe + set out).
+ */
+export function bareScenario(name: string, expect: Expect, wasmPath: string): Scenario {
+  return compiledScenario(name, expect, wasmPath, async (module, input) => {
+    const output: Output = { bytes: 0, head: undefined }
+    const { chunkBytes, chunks } = input
+    const { view, region, processChunk } = bareGuest(module, chunkBytes, (out) => {
+      if (output.head === undefined) output.head = Buffer.from(out.subarray(0, HEAD_BYTES))
+      output.bytes += out.length
+    })
+    for (let i = 0; i < chunks; i++) {
+      view.set(chunkAt(input, i), region)
+      const status = processChunk(region, chunkBytes)
+      if (status !== 0) throw new Error(`${name}: process_chunk returned ${status}`)
+    }
+    return output
+  })
 }
 
 /**
@@ -149,15 +153,7 @@ class BareTransform extends Transform {
 }
 
 export function bareTransformScenario(name: string, expect: Expect, wasmPath: string): Scenario {
-  let module: WebAssembly.Module | undefined
-  return {
-    name,
-    expect,
-    async prepare() {
-      module ??= await WebAssembly.compile(await readFile(wasmPath))
-    },
-    run: (input) => runPipeline(input, [new BareTransform(module!, input.chunkBytes)]),
-  }
+  return compiledScenario(name, expect, wasmPath, (module, input) => runPipeline(input, [new BareTransform(module, input.chunkBytes)]))
 }
 
 /** A JS Transform that copies every chunk: what any stage that touches the bytes costs at least. */

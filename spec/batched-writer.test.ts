@@ -27,6 +27,15 @@ function fakeFile(most = Infinity) {
   return { writev, calls, bytes: () => Buffer.concat(parts) }
 }
 
+/** Writes that wait in `inFlight` until the test lets each one take all its bytes. */
+function heldWrites() {
+  const inFlight: Array<() => void> = []
+  const writev: WritevFunction = (_fd, buffers, callback) => {
+    inFlight.push(() => callback(null, Buffer.concat(buffers).length))
+  }
+  return { inFlight, writev }
+}
+
 const chunks = (count: number, size: number): Buffer[] => Array.from({ length: count }, (_, i) => Buffer.alloc(size, 97 + (i % 26)))
 
 describe('BatchedWriter', () => {
@@ -77,10 +86,7 @@ describe('BatchedWriter', () => {
   })
 
   it('destroyed under a write, calls back every write once: the one in flight and the one waiting behind it', async () => {
-    const inFlight: Array<() => void> = []
-    const writev: WritevFunction = (_fd, buffers, callback) => {
-      inFlight.push(() => callback(null, Buffer.concat(buffers).length))
-    }
+    const { inFlight, writev } = heldWrites()
     const writer = new BatchedWriter(9, 100, 60_000, writev)
     writer.on('error', () => {})
     const calledBack: Array<Error | null | undefined> = []
@@ -99,10 +105,7 @@ describe('BatchedWriter', () => {
   })
 
   it('destroyed while a write waits behind a timed flush, calls that write back, destroyed', async () => {
-    const inFlight: Array<() => void> = []
-    const writev: WritevFunction = (_fd, buffers, callback) => {
-      inFlight.push(() => callback(null, Buffer.concat(buffers).length))
-    }
+    const { inFlight, writev } = heldWrites()
     const writer = new BatchedWriter(9, 1000, 5, writev)
     writer.on('error', () => {})
     writer.write(Buffer.alloc(10))
