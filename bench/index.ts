@@ -54,7 +54,8 @@ const SMALL_CHUNK = 4 * KiB
 const SMALL_CHUNKS = 200_000
 const REPS = 3
 /**
- * Pairs per ratio aim (bench/paired.ts), about 12 s for the three. The median of 12 still moved
+ * Pairs per ratio aim (bench/paired.ts; and the bare loop in one Transform, the floor under the
+ * inline one), about 15 s for the four. The median of 12 still moved
  * from 0.70 to 0.77 (inline/bare) between runs of the pairs alone within an hour here: less
  * than the cells' reps (±0.15 between benches), not nothing.
  */
@@ -163,7 +164,7 @@ async function main(): Promise<void> {
     if (!a || !b) continue
     paired.push(await measurePair(a, b, AIM_SIZE, aim.bytes * (values.quick ? 1 / 4 : 1), values.quick ? 8 : PAIRS))
   }
-  if (paired.length > 0) process.stderr.write(`  ${paired.length} aims paired (${((Date.now() - started) / 1000).toFixed(1)} s)\n`)
+  if (paired.length > 0) process.stderr.write(`  ${paired.length} ratios paired (${((Date.now() - started) / 1000).toFixed(1)} s)\n`)
 
   const results: Result[] = cells.map((c) => {
     const rate = median(c.runs)

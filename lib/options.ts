@@ -206,8 +206,8 @@ export const AUTO_BUFFER_SIZES = [64 * 1024, 256 * 1024, 1024 * 1024] as const
  * time the queue runs low the worker wakes the main thread, and each wake-up costs both threads
  * tens of microseconds (on a busy 2-core machine, up to milliseconds of the guest waiting): at
  * two 64 KiB chunks deep a guest doing 220 µs of work per chunk sat idle a third of the time
- * (0.69x inline), at 1 MiB deep it kept up (1.02x). 2 MiB is one more read of the CLI's 1 MiB
- * reads: `upper` to /dev/null took 1.16 s instead of 1.25 s.
+ * (0.69x inline), at 1 MiB deep it kept up (1.02x). With the CLI then reading 1 MiB at a time,
+ * `upper` to /dev/null took 1.16 s at 2 MiB deep instead of 1.25 s.
  *
  * A pool keeps at most eight per instance: a deep queue balances badly, since chunks are dealt
  * out as instances have room (with 64 queued to each, two instances of a guest whose chunks take

@@ -122,6 +122,40 @@ describe('BatchedWriter', () => {
     assert.equal(inFlight.length, 0, 'nothing written after the destroy')
   })
 
+  it('copies small chunks together: a batch of 8-byte outputs is a few buffers, not thousands', async () => {
+    const buffersPerCall: number[] = []
+    const file = fakeFile()
+    const writev: WritevFunction = (fd, buffers, callback) => {
+      buffersPerCall.push(buffers.length)
+      file.writev(fd, buffers, callback)
+    }
+    const input = Array.from({ length: 20_000 }, (_, i) => Buffer.from(`line${String(i).padStart(3, '0')}\n`.slice(-8)))
+    await pipeline(Readable.from(input), new BatchedWriter(9, 100_000, 60_000, writev))
+    assert.deepEqual(file.bytes(), Buffer.concat(input))
+    assert.ok(buffersPerCall.every((n) => n <= 3), `buffers per write: ${buffersPerCall.join(',')}`)
+  })
+
+  it('a timed write that fails calls back the write waiting behind it, destroyed', async () => {
+    const inFlight: Array<() => void> = []
+    const writev: WritevFunction = (_fd, _buffers, callback) => {
+      inFlight.push(() => callback(Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }), 0))
+    }
+    const writer = new BatchedWriter(9, 1000, 5, writev)
+    const errors: string[] = []
+    writer.on('error', (err: NodeJS.ErrnoException) => errors.push(err.code!))
+    writer.write(Buffer.alloc(10))
+    while (inFlight.length === 0) await delay(2) // the timed write is out
+    const calledBack: Array<Error | null | undefined> = []
+    writer.write(Buffer.alloc(10), (err) => calledBack.push(err)) // waits behind it
+    await new Promise(setImmediate)
+    inFlight.shift()!()
+    await new Promise((resolve) => writer.on('close', resolve))
+    await new Promise(setImmediate)
+    assert.deepEqual(errors, ['EIO'])
+    assert.equal(calledBack.length, 1, 'the waiting write is called back')
+    assert.ok(calledBack[0], 'with an error')
+  })
+
   it('empty chunks are no output, not a write that took nothing', async () => {
     const file = fakeFile()
     const writer = new BatchedWriter(9, 100, 60_000, file.writev)

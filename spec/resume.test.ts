@@ -251,7 +251,7 @@ describe('processFile leaves files alone when it cannot run', () => {
   })
 })
 
-describe('processFile without checkpoints reads and writes 4 MiB at a time', () => {
+describe('processFile without checkpoints reads 4 MiB at a time', () => {
   it("cuts its reads into bufferSize chunks all the same: a guest that reports each chunk's end sees every one", async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'wasm-sandbox-pf-io-'))
     t.after(() => rmSync(dir, { recursive: true, force: true }))
@@ -260,7 +260,8 @@ describe('processFile without checkpoints reads and writes 4 MiB at a time', () 
     // Past two 4 MiB reads and not a multiple of the chunk: the last chunk is short.
     const bytes = 9 * 1024 * 1024 + 123
     writeFileSync(input, Buffer.alloc(bytes, 'a'))
-    for (const chunk of [64 * 1024, 5 * 1024 * 1024]) {
+    // 100,000 and 3 MiB do not divide 4 MiB: chunks span reads. 5 MiB is past a read.
+    for (const chunk of [64 * 1024, 100_000, 3 * 1024 * 1024, 5 * 1024 * 1024]) {
       const result = await processFile(input, output, example('counter-global.wasm'), { bufferSize: chunk })
       const ends: number[] = []
       for (let end = chunk; end < bytes; end += chunk) ends.push(end)

@@ -53,6 +53,25 @@ export interface ProcessFileResult {
 }
 
 /**
+ * Bytes per read of the input, without checkpoints. Each read or write is a thread-pool round
+ * trip that costs the main thread tens of microseconds here whatever its size: a chunk (64 KiB)
+ * at a time, `upper` on 512 MiB in RAM took 1.8-2.1 s; reads of 4 MiB and 1 MiB of output
+ * buffered, 0.9-1.1 s. The chunker cuts reads into bufferSize chunks as before, so the guest sees
+ * the same chunks (with processFile's default `maxLatency: Infinity`) and writes the same output.
+ * With checkpoints the I/O stays a chunk at a time: a checkpoint is saved once the output before
+ * it is durable, and with 4 MiB of output buffered a run saved a fraction of the checkpoints
+ * `every` asks for (the newest snapshot supersedes one still waiting), so a crash lost more work.
+ */
+const FILE_READ_BYTES = 4 * 1024 * 1024
+/** Output buffered without checkpoints: a byte count, so a MiB of one-line emits is many Buffers. */
+const FILE_WRITE_BYTES = 1024 * 1024
+
+/** A chunk's bytes, for the input's reads: 'auto' reads its middle size. */
+function chunkBytes(bufferSize: SandboxOptions['bufferSize']): number {
+  return bufferSize === 'auto' ? 256 * 1024 : (bufferSize ?? DEFAULT_BUFFER_SIZE)
+}
+
+/**
  * Pipes a file through a guest into another file; with `checkpoint: { dir }` it survives a
  * crash: run it again and it resumes from the newest intact checkpoint, reading the input from
  * the checkpoint's input offset, truncating the output to its output offset and appending.
@@ -60,23 +79,6 @@ export interface ProcessFileResult {
  * byte-identical to a run that never crashed (exactly-once, for files). On success the
  * checkpoints are deleted, so running it again starts afresh.
  */
-/**
- * Bytes per read of the input and buffered for the output, without checkpoints. Each read or
- * write is a thread-pool round trip that costs the main thread tens of microseconds here whatever
- * its size: a chunk (64 KiB) at a time, `upper` on 512 MiB in RAM took 1.8-2.1 s; at 4 MiB,
- * 0.86-1.03 s. The chunker cuts reads into bufferSize chunks as before, so the guest sees the same
- * chunks and writes the same output. With checkpoints the I/O stays a chunk at a time: a
- * checkpoint is saved once the output before it is durable, and with 4 MiB of output buffered a
- * run saved a fraction of the checkpoints `every` asks for (the newest snapshot supersedes one
- * still waiting), so a crash lost more work.
- */
-const FILE_IO_BYTES = 4 * 1024 * 1024
-
-/** A chunk's bytes, for the input's reads: 'auto' reads its middle size. */
-function chunkBytes(bufferSize: SandboxOptions['bufferSize']): number {
-  return bufferSize === 'auto' ? 256 * 1024 : (bufferSize ?? DEFAULT_BUFFER_SIZE)
-}
-
 export async function processFile(
   input: string,
   output: string,
@@ -154,14 +156,14 @@ export async function processFile(
   }
   let saved = 0
   try {
-    sink = new FileSink(file, latest?.outputOffset ?? 0, storage ? undefined : FILE_IO_BYTES, true)
+    sink = new FileSink(file, latest?.outputOffset ?? 0, storage ? undefined : FILE_WRITE_BYTES, true)
     stream.on('checkpoint', (info: CheckpointInfo) => {
       saved++
       checkpoint?.onSave?.(info)
     })
     const source = createReadStream(input, {
       start: latest?.inputOffset ?? 0,
-      highWaterMark: storage ? chunkBytes(rest.bufferSize) : Math.max(FILE_IO_BYTES, chunkBytes(rest.bufferSize)),
+      highWaterMark: storage ? chunkBytes(rest.bufferSize) : Math.max(FILE_READ_BYTES, chunkBytes(rest.bufferSize)),
     })
     await pipeline(source, stream, sink as unknown as NodeJS.WritableStream)
     const outputBytes = sink.position
