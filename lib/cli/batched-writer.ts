@@ -2,6 +2,10 @@ import { writev } from 'node:fs'
 import { Writable } from 'node:stream'
 import { unwritten } from '../checkpoint/file-sink.js'
 
+/** Chunks under this size are copied together into staging buffers of STAGING_BYTES. */
+const SMALL_CHUNK = 4 * 1024
+const STAGING_BYTES = 64 * 1024
+
 /**
  * Writes to an open file descriptor, at its own offset (so `>>` still appends), in batches of
  * `batchBytes`. Node's file stream writes a chunk on its own whenever no write is in flight: for
@@ -14,9 +18,6 @@ import { unwritten } from '../checkpoint/file-sink.js'
  * stream fails is not written: a failed run's file ends up to a batch (or 10 ms) short of what
  * the guest had produced.
  */
-const SMALL_CHUNK = 4 * 1024
-const STAGING_BYTES = 64 * 1024
-
 export class BatchedWriter extends Writable {
   private readonly fd: number
   private readonly batchBytes: number
@@ -145,13 +146,8 @@ export class BatchedWriter extends Writable {
       this.writing = false
       const next = this.afterWrite
       this.afterWrite = undefined
-      if (this.destroyed) {
-        callback(err)
-        next?.()
-        return
-      }
       callback(err)
-      // After a failed write the stream is destroyed: a step waiting is called back, destroyed.
+      // Also once destroyed (by the caller, or by this write failing): the step waiting is called back.
       next?.()
     })
   }
